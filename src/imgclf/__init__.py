@@ -1,0 +1,34 @@
+"""imgclf: turn folders of labelled photos into a trained, evaluated image classifier.
+
+    import imgclf
+    run = imgclf.train("cars-planes/training_set", val="cars-planes/val_set", augment="seed")
+    imgclf.load(run.run_dir).predict("plane.jpg")
+"""
+
+from imgclf.config import AugmentConfig, ImgclfError, Preprocessing, TrainConfig
+from imgclf.data import DatasetError
+from imgclf.engine import TrainingInterrupted, train
+from imgclf.images import ImageError, open_image
+from imgclf.models import create_model, list_models, register_model
+from imgclf.runs import Prediction, Run, RunError, load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AugmentConfig",
+    "DatasetError",
+    "ImageError",
+    "ImgclfError",
+    "Prediction",
+    "Preprocessing",
+    "Run",
+    "RunError",
+    "TrainConfig",
+    "TrainingInterrupted",
+    "create_model",
+    "list_models",
+    "load",
+    "open_image",
+    "register_model",
+    "train",
+]

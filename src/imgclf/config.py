@@ -1,0 +1,210 @@
+"""Typed options for a training run, their validation, and loading them from TOML.
+
+Every concern has one frozen dataclass. `TrainConfig` is resolved once (presets applied, arguments checked)
+and saved into the run's `config.json`, which is enough to rebuild the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ImgclfError(Exception):
+    """Base of every error caused by the user's input; the CLI prints its one line and exits with 1."""
+
+
+class ConfigError(ImgclfError):
+    """An option has a value imgclf cannot use."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a model input: squashed to `image_size`², scaled to [0, 1], then normalised.
+
+    Saved in every run so that predict and evaluate feed the model exactly what it was trained on.
+    """
+
+    image_size: int = 64
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    interpolation: str = "bilinear"
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Preprocessing:
+        return cls(
+            image_size=int(values["image_size"]),
+            mean=tuple(values["mean"]),
+            std=tuple(values["std"]),
+            interpolation=values.get("interpolation", "bilinear"),
+        )
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random transforms applied to training images, with Keras `ImageDataGenerator` semantics.
+
+    Angles are in degrees. `zoom` z draws a zoom factor per axis in [1 - z, 1 + z] (above 1 shows more of the
+    image). Shifts are fractions of the image size. Colour jitter factors are drawn in [1 - x, 1 + x].
+    """
+
+    rotation: float = 0.0
+    width_shift: float = 0.0
+    height_shift: float = 0.0
+    shear: float = 0.0
+    zoom: float = 0.0
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    fill_mode: str = "nearest"
+
+    @property
+    def is_identity(self) -> bool:
+        return self == dataclasses.replace(AugmentConfig(), fill_mode=self.fill_mode)
+
+
+AUGMENT_PRESETS: dict[str, AugmentConfig] = {
+    "none": AugmentConfig(),
+    # The tutorial's ImageDataGenerator(shear_range=0.2, zoom_range=0.2, horizontal_flip=True).
+    "seed": AugmentConfig(shear=0.2, zoom=0.2, horizontal_flip=True),
+    # Mild geometry and colour changes that suit photos of objects.
+    "default": AugmentConfig(
+        rotation=10.0,
+        width_shift=0.1,
+        height_shift=0.1,
+        zoom=0.15,
+        horizontal_flip=True,
+        brightness=0.2,
+        contrast=0.2,
+        saturation=0.2,
+    ),
+}
+
+FILL_MODES = ("nearest", "constant", "reflect")
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+CLASS_WEIGHTS = ("none", "auto")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `imgclf train` needs; the defaults are the CLI's defaults."""
+
+    data: str
+    val: str | None = None
+    val_split: float | None = None
+    model: str = "seed-cnn"
+    image_size: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    epochs: int = 30
+    batch_size: int = 32
+    steps_per_epoch: int | None = None
+    seed: int = 0
+    patience: int | None = None
+    class_weight: str = "none"
+    precision: str = "auto"
+    device: str = "auto"
+    strict: bool = False
+    cache_mem_mb: int = 2048
+    workers: int = 2
+    out: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        values = dict(values)
+        values["augment"] = AugmentConfig(**values.get("augment", {}))
+        return cls(**values)
+
+
+def _require(condition: bool, option: str, value: object, what_to_do: str) -> None:
+    if not condition:
+        raise ConfigError(f"Invalid option {option}. Received: {option}={value!r}. {what_to_do}")
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Check every option before any file is touched; returns `config` unchanged or raises `ConfigError`."""
+    _require(config.val is None or config.val_split is None, "--val-split", config.val_split,
+             "Give either --val DIR or --val-split, not both.")
+    if config.val_split is not None:
+        _require(0.0 < config.val_split < 1.0, "--val-split", config.val_split, "Use a fraction such as 0.2.")
+    _require(config.optimizer in OPTIMIZERS, "--optimizer", config.optimizer, f"Choose one of {list(OPTIMIZERS)}.")
+    _require(config.lr > 0, "--lr", config.lr, "The learning rate must be positive.")
+    _require(config.epochs >= 1, "--epochs", config.epochs, "Train for at least 1 epoch.")
+    _require(config.batch_size >= 1, "--batch-size", config.batch_size, "Use a positive batch size.")
+    if config.steps_per_epoch is not None:
+        _require(config.steps_per_epoch >= 1, "--steps-per-epoch", config.steps_per_epoch, "Use a positive count.")
+    if config.patience is not None:
+        _require(config.patience >= 1, "--patience", config.patience, "Use a positive number of epochs.")
+    if config.image_size is not None:
+        _require(config.image_size >= 16, "--image-size", config.image_size, "Use at least 16 pixels.")
+    _require(config.class_weight in CLASS_WEIGHTS, "--class-weight", config.class_weight,
+             f"Choose one of {list(CLASS_WEIGHTS)}.")
+    _require(config.precision in PRECISIONS, "--precision", config.precision, f"Choose one of {list(PRECISIONS)}.")
+    _require(config.device in DEVICES, "--device", config.device, f"Choose one of {list(DEVICES)}.")
+    _require(config.cache_mem_mb >= 0, "--cache-mem", config.cache_mem_mb, "Give a budget in MB (0 streams).")
+    _require(config.workers >= 0, "--workers", config.workers, "Use 0 or more DataLoader workers.")
+    augment = config.augment
+    _require(augment.fill_mode in FILL_MODES, "--fill-mode", augment.fill_mode, f"Choose one of {list(FILL_MODES)}.")
+    _require(0 <= augment.zoom < 1, "--zoom", augment.zoom, "Use a fraction in [0, 1), such as 0.2.")
+    for name in ("width_shift", "height_shift", "brightness", "contrast", "saturation"):
+        value = getattr(augment, name)
+        _require(0 <= value < 1, f"--{name.replace('_', '-')}", value, "Use a fraction in [0, 1).")
+    for name in ("rotation", "shear"):
+        value = getattr(augment, name)
+        _require(0 <= value <= 180, f"--{name}", value, "Use an angle in degrees between 0 and 180.")
+    return config
+
+
+def load_toml(path: str | Path) -> dict:
+    """Read a `--config` file: a flat TOML table whose keys are option names (`batch-size` or `batch_size`)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            values = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist. Received: --config={path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"Config file {path} is not valid TOML: {error}") from None
+    return {key.replace("-", "_"): value for key, value in values.items()}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What a run directory's `config.json` holds: enough to rebuild the model and its preprocessing."""
+
+    train: TrainConfig
+    class_names: list[str]
+    preprocessing: Preprocessing
+    versions: dict[str, str] = field(default_factory=dict)
+    dataset: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": "imgclf-run/1",
+            "model": self.train.model,
+            "class_names": list(self.class_names),
+            "preprocessing": dataclasses.asdict(self.preprocessing),
+            "train": self.train.to_dict(),
+            "dataset": self.dataset,
+            "versions": self.versions,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RunConfig:
+        return cls(
+            train=TrainConfig.from_dict(values["train"]),
+            class_names=list(values["class_names"]),
+            preprocessing=Preprocessing.from_dict(values["preprocessing"]),
+            versions=dict(values.get("versions", {})),
+            dataset=dict(values.get("dataset", {})),
+        )

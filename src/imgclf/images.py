@@ -1,0 +1,125 @@
+"""Opening one image safely: EXIF orientation, every mode to RGB, fast JPEG draft decode, clear errors."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from imgclf.config import ImgclfError, Preprocessing
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+_RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+class ImageError(ImgclfError):
+    """An image file cannot be decoded; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"Cannot read image {path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True when the file name has one of the image extensions imgclf reads (any case)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _high_depth_to_rgb(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    pixels = np.asarray(image).astype(np.float32)
+    if image.mode == "F" and pixels.max(initial=0.0) <= 1.0:
+        pixels = pixels * 255.0
+    elif pixels.max(initial=0.0) > 255.0:
+        pixels = pixels / 257.0  # 16-bit range onto 8-bit
+    gray = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), mode="L")
+    return gray.convert("RGB")
+
+
+def open_image(path: str | Path, size: int | None = None, interpolation: str = "bilinear") -> Image.Image:
+    """Decode `path` to an RGB image, upright as its EXIF orientation says, squashed to `size`² if given.
+
+    Large JPEGs are decoded in draft mode straight to about the needed size. Raises `ImageError` naming the
+    file for an empty, truncated, corrupt or non-image file, and for a decompression bomb.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(path, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return _decode(image, size, interpolation)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image Pillow can identify (corrupt, or another kind of file)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(
+            path, f"refused as a possible decompression bomb ({error}); resize it if it is a real photo"
+        ) from None
+    except FileNotFoundError:
+        raise ImageError(path, "no such file") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageError(path, f"corrupt or truncated ({error})") from None
+
+
+def decode_image(image: Image.Image, size: int | None = None, interpolation: str = "bilinear") -> Image.Image:
+    """Like `open_image`, for an image already opened (for example an upload)."""
+    try:
+        return _decode(image, size, interpolation)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageError("<in-memory image>", f"corrupt or truncated ({error})") from None
+
+
+def _decode(image: Image.Image, size: int | None, interpolation: str) -> Image.Image:
+    if size is not None and image.format == "JPEG":
+        # Draft keeps each side at least `size`, so the squash below still has enough pixels.
+        image.draft("RGB", (size, size))
+    image.load()
+    image = ImageOps.exif_transpose(image)
+    image = _to_rgb(image)
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), _RESAMPLING[interpolation], reducing_gap=None)
+    return image
+
+
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a uint8 tensor of shape (3, H, W)."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def load_tensor(path: str | Path, preprocessing: Preprocessing) -> torch.Tensor:
+    """Decode `path` at the model's input size as a uint8 tensor of shape (3, S, S)."""
+    return image_to_tensor(open_image(path, preprocessing.image_size, preprocessing.interpolation))
+
+
+def normalize(batch: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """Turn a uint8 or [0, 1] float batch (N, 3, H, W) into the model's normalised float input."""
+    if batch.dtype == torch.uint8:
+        batch = batch.float().div_(255.0)
+    mean = torch.tensor(preprocessing.mean, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(preprocessing.std, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+    return (batch - mean) / std

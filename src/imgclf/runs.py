@@ -1,0 +1,229 @@
+"""The run directory: atomic writes, safetensors weights, and `load(run_dir)` for prediction.
+
+A run directory holds `config.json`, `model.safetensors` (the best weights), `history.csv`, `loss.png`,
+`accuracy.png`, `summary.txt`, `skipped.csv` when files were skipped, and `checkpoint/` for `--resume`.
+Loading reads only JSON and safetensors: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save
+
+from imgclf.config import ImgclfError, RunConfig
+from imgclf.images import ImageError, decode_image, image_to_tensor, load_tensor, normalize
+from imgclf.models import create_model, to_probabilities
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CHECKPOINT_DIR = "checkpoint"
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
+
+
+class RunError(ImgclfError):
+    """A run directory is missing, incomplete, or holds files imgclf refuses to load."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, values: object) -> None:
+    """Write `values` as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(values, indent=2) + "\n")
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Write a CSV file with `header`, atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def save_figure(path: str | Path, figure) -> None:
+    """Render a matplotlib figure to PNG, atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Save tensors as safetensors, atomically."""
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; raises `RunError` when it is missing or not safetensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path} is missing; the run directory is incomplete.")
+    try:
+        return load_file(path)
+    except Exception as error:  # safetensors raises its own error types for any malformed header
+        raise RunError(f"{path} is not a valid safetensors file ({error}).") from None
+
+
+def read_config(run_dir: str | Path) -> RunConfig:
+    """Read a run's `config.json`, refusing directories that only hold pickled weights."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"Run directory {run_dir} does not exist. Give a folder made by `imgclf train`.")
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        pickles = sorted(p.name for p in run_dir.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+        hint = f" It holds pickled files {pickles}, which imgclf never loads (unpickling can run code)." if pickles else ""
+        raise RunError(f"{run_dir} is not an imgclf run: {CONFIG_FILE} is missing.{hint}")
+    try:
+        return RunConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as error:
+        raise RunError(f"{config_path} is not a valid imgclf run configuration ({error!r}).") from None
+
+
+@dataclass
+class Prediction:
+    """One image's prediction: the label, its class index, its probability, and every class's probability.
+
+    `error` is set (and the rest empty) when the image could not be read.
+    """
+
+    file: str
+    label: str | None
+    index: int | None
+    probability: float | None
+    probabilities: dict[str, float]
+    error: str | None = None
+
+
+ImageInput = str | Path | Image.Image
+
+
+class Run:
+    """A trained run loaded from its directory, ready to predict.
+
+    >>> run = imgclf.load("runs/seed-cnn-20261125-101500")
+    >>> run.predict("plane.jpg").label
+    'planes'
+    """
+
+    def __init__(self, run_dir: str | Path, config: RunConfig, model: torch.nn.Module):
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.model = model.eval()
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """The per-epoch records of `history.csv` (epoch, loss, accuracy, val_loss, val_accuracy, seconds)."""
+        path = self.run_dir / "history.csv"
+        if not path.is_file():
+            return []
+        with path.open(newline="") as file:
+            return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.config.class_names
+
+    @property
+    def preprocessing(self):
+        return self.config.preprocessing
+
+    def _tensor(self, item: ImageInput) -> torch.Tensor:
+        if isinstance(item, Image.Image):
+            prep = self.preprocessing
+            return image_to_tensor(decode_image(item, prep.image_size, prep.interpolation))
+        return load_tensor(item, self.preprocessing)
+
+    @torch.inference_mode()
+    def predict_tensors(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, classes) for a uint8 batch (N, 3, S, S) at the model's input size."""
+        logits = self.model(normalize(images, self.preprocessing))
+        return to_probabilities(logits.float())
+
+    def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 64):
+        """Predict one image (path or PIL image) → `Prediction`, or a list of them → list of `Prediction`.
+
+        A single unreadable image raises `ImageError`; in a list it gets a `Prediction` with `error` set.
+        """
+        if isinstance(images, str | Path | Image.Image):
+            prediction = self.predict([images], batch_size)[0]
+            if prediction.error is not None:
+                raise ImageError(prediction.file, prediction.error)
+            return prediction
+        return [p for start in range(0, len(images), batch_size)
+                for p in self._predict_batch(images[start : start + batch_size])]
+
+    def _predict_batch(self, items: Sequence[ImageInput]) -> list[Prediction]:
+        def decode(item: ImageInput) -> torch.Tensor | ImageError:
+            try:
+                return self._tensor(item)
+            except ImageError as error:
+                return error
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            decoded = list(pool.map(decode, items))
+        good = [i for i, result in enumerate(decoded) if isinstance(result, torch.Tensor)]
+        probabilities = self.predict_tensors(torch.stack([decoded[i] for i in good])) if good else None
+        rows = {i: probabilities[row] for row, i in enumerate(good)}
+        predictions = []
+        for i, item in enumerate(items):
+            name = "<PIL image>" if isinstance(item, Image.Image) else str(item)
+            if i not in rows:
+                predictions.append(Prediction(name, None, None, None, {}, error=decoded[i].reason))
+                continue
+            index = int(rows[i].argmax())
+            predictions.append(Prediction(
+                file=name,
+                label=self.class_names[index],
+                index=index,
+                probability=float(rows[i][index]),
+                probabilities={c: float(p) for c, p in zip(self.class_names, rows[i])},
+            ))
+        return predictions
+
+
+def build_model(config: RunConfig) -> torch.nn.Module:
+    """A freshly initialised model of the run's architecture."""
+    return create_model(config.train.model, len(config.class_names), config.preprocessing.image_size)
+
+
+def load(run_dir: str | Path, weights: str = WEIGHTS_FILE) -> Run:
+    """Load a run directory (its `config.json` and `model.safetensors`) for prediction."""
+    config = read_config(run_dir)
+    model = build_model(config)
+    state = load_tensors(Path(run_dir) / weights)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise RunError(f"{Path(run_dir) / weights} does not match the model in {CONFIG_FILE}: {error}") from None
+    return Run(run_dir, config, model)
