@@ -139,9 +139,9 @@ def list_images(paths: Sequence[str | Path]) -> list[str]:
 
 
 def describe(index: FolderIndex) -> str:
-    """Keras's sentence, e.g. `Found 160 images belonging to 2 classes.`, with the per-class counts."""
-    counts = ", ".join(f"{name}: {count}" for name, count in zip(index.class_names, index.class_counts()))
-    return f"Found {len(index.files)} images belonging to {len(index.class_names)} classes ({counts})."
+    """Keras's sentence, `Found 160 images belonging to 2 classes.`, then the count per class."""
+    counts = ", ".join(f"{name} {count}" for name, count in zip(index.class_names, index.class_counts()))
+    return f"Found {len(index.files)} images belonging to {len(index.class_names)} classes. Per class: {counts}."
 
 
 def check_same_classes(train: FolderIndex, val: FolderIndex) -> None:
@@ -314,7 +314,7 @@ class BatchSource:
             persistent_workers=False,
         )
         for indices, (images, labels, ok, reasons) in zip(plan, loader):
-            for position in torch.flatnonzero(~ok).tolist():
+            for position in (~ok).nonzero().flatten().tolist():
                 self._skip(self.index.files[indices[position]], reasons[position])
             yield images[ok], labels[ok]
 

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from imgclf import data as datasets
-from imgclf.augment import augment, describe as describe_augment
+from imgclf.augment import augment
+from imgclf.augment import describe as describe_augment
 from imgclf.config import AUGMENT_PRESETS, AugmentConfig, ImgclfError, RunConfig, TrainConfig, validate
 from imgclf.images import normalize
 from imgclf.models import get_spec, num_outputs, summarize
@@ -30,8 +31,8 @@ from imgclf.runs import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     Run,
-    atomic_write_text,
     RunError,
+    atomic_write_text,
     build_model,
     load,
     load_tensors,

@@ -52,8 +52,8 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     pixels = np.asarray(image).astype(np.float32)
     if image.mode == "F" and pixels.max(initial=0.0) <= 1.0:
         pixels = pixels * 255.0
-    elif pixels.max(initial=0.0) > 255.0:
-        pixels = pixels / 257.0  # 16-bit range onto 8-bit
+    elif image.mode.startswith("I;16") or pixels.max(initial=0.0) > 255.0:
+        pixels = pixels / 257.0  # 16-bit range onto 8-bit, even when a dark image's values fit in 8
     gray = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), mode="L")
     return gray.convert("RGB")
 

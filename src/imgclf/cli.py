@@ -1,0 +1,362 @@
+"""The `imgclf` command line: parse, call the library, print, exit (0 ok, 1 user error, 2 usage error).
+
+    imgclf train DATA --val VAL [options]
+    imgclf predict RUN PATH... [--format table|csv|json] [--output FILE]
+    imgclf evaluate RUN DIR
+    imgclf summary MODEL_OR_RUN
+    imgclf demo [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from imgclf.config import (
+    AUGMENT_PRESETS,
+    CLASS_WEIGHTS,
+    DEVICES,
+    OPTIMIZERS,
+    PRECISIONS,
+    ImgclfError,
+    load_toml,
+)
+from imgclf.engine import TrainingInterrupted, make_train_config, train
+from imgclf.runs import Prediction, atomic_write_text
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+AUGMENT_OPTIONS = [f.name for f in dataclasses.fields(AUGMENT_PRESETS["none"])]
+
+
+class ConsoleLogHandler(logging.Handler):
+    """Library log records as plain lines on the terminal, above any progress bar; warnings in yellow."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        style = "yellow" if record.levelno >= logging.WARNING else None
+        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        stderr.print(prefix + self.format(record), style=style, markup=False, highlight=False)
+
+
+class TrainingProgress:
+    """A rich progress bar over the steps of each epoch (the library calls it after every step)."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(TextColumn("Epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console, transient=True)
+        self.task = None
+        self.epoch = None
+
+    def __enter__(self) -> TrainingProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def __call__(self, epoch: int, step: int, steps: int) -> None:
+        if epoch != self.epoch:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task("train", total=steps, epoch=epoch)
+            self.epoch = epoch
+        self.progress.update(self.task, completed=step)
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--val", metavar="DIR", help="validation folder with the same class sub-folders")
+    data.add_argument("--val-split", type=float, metavar="F",
+                      help="hold out a stratified, seeded fraction of DATA instead of --val (default 0.2)")
+    data.add_argument("--strict", action="store_true", default=None,
+                      help="fail before training if any image is unreadable (default: skip and list it)")
+    data.add_argument("--cache-mem", type=int, metavar="MB", dest="cache_mem_mb",
+                      help="decode into memory when the images fit in MB, else stream from disk (default 2048)")
+    data.add_argument("--workers", type=int, help="decoding threads / DataLoader workers (default 2)")
+
+    model = parser.add_argument_group("model and optimiser")
+    model.add_argument("--model", help="registered model name (see `imgclf summary --list`; default seed-cnn)")
+    model.add_argument("--image-size", type=int, metavar="PX", help="input size (default: the model's)")
+    model.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam")
+    model.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    model.add_argument("--epochs", type=int, help="default 30")
+    model.add_argument("--batch-size", type=int, help="default 32")
+    model.add_argument("--steps-per-epoch", type=int, metavar="N",
+                       help="batches per epoch (default: one pass over DATA; the tutorial uses 30)")
+    model.add_argument("--seed", type=int, help="makes split, initialisation, augmentation and order repeatable")
+    model.add_argument("--patience", type=int, metavar="EPOCHS", help="stop when val_loss stalls this long")
+    model.add_argument("--class-weight", choices=CLASS_WEIGHTS, help="auto: inverse class frequency in the loss")
+    model.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 where the hardware is fast at it")
+    model.add_argument("--device", choices=DEVICES, help="auto: CUDA when present")
+
+    augment = parser.add_argument_group("augmentation (a preset, then any single setting)")
+    augment.add_argument("--augment", choices=sorted(AUGMENT_PRESETS),
+                         help="seed: the tutorial's shear 0.2°, zoom 0.2, flip; default: mild geometry and "
+                              "colour; none (default: none)")
+    augment.add_argument("--rotation", type=float, metavar="DEG")
+    augment.add_argument("--width-shift", type=float, metavar="F")
+    augment.add_argument("--height-shift", type=float, metavar="F")
+    augment.add_argument("--shear", type=float, metavar="DEG", help="shear angle in degrees (as Keras)")
+    augment.add_argument("--zoom", type=float, metavar="F", help="zoom drawn per axis in [1-F, 1+F]")
+    augment.add_argument("--horizontal-flip", action=argparse.BooleanOptionalAction)
+    augment.add_argument("--vertical-flip", action=argparse.BooleanOptionalAction)
+    augment.add_argument("--brightness", type=float, metavar="F")
+    augment.add_argument("--contrast", type=float, metavar="F")
+    augment.add_argument("--saturation", type=float, metavar="F")
+    augment.add_argument("--fill-mode", choices=("nearest", "constant", "reflect"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imgclf", description="Train, evaluate and use image classifiers "
+                                     "made from folders of labelled photos.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train_parser = commands.add_parser("train", help="train a classifier on DATA/<class>/<image>",
+                                       description="Train a classifier on DATA/<class>/**/<image>.")
+    train_parser.add_argument("data", nargs="?", metavar="DATA", help="folder with one sub-folder per class")
+    train_parser.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<timestamp>)")
+    train_parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last saved epoch")
+    train_parser.add_argument("--config", metavar="FILE.toml", help="options file; command-line options win")
+    _add_training_options(train_parser)
+
+    predict = commands.add_parser("predict", help="predict the class of image files or folders",
+                                  description="Predict the class of image files or folders (searched recursively).")
+    predict.add_argument("run", metavar="RUN", help="run directory made by `imgclf train`")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    predict.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    predict.add_argument("--output", metavar="FILE", help="write the result to FILE instead of the terminal")
+    predict.add_argument("--batch-size", type=int, default=64)
+
+    evaluate = commands.add_parser("evaluate", help="score a run on a labelled folder",
+                                   description="Score a run on DIR/<class>/<image>: accuracy, confusion matrix, "
+                                               "metrics.json and predictions.csv.")
+    evaluate.add_argument("run", metavar="RUN")
+    evaluate.add_argument("folder", metavar="DIR")
+    evaluate.add_argument("--out", metavar="DIR", help="where to write the results (default RUN/eval-<DIR name>)")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+
+    summary = commands.add_parser("summary", help="layer table of a model or a run",
+                                  description="Print the layer table (output shapes, parameters) of a "
+                                              "registered model or a run directory.")
+    summary.add_argument("target", nargs="?", metavar="MODEL_OR_RUN")
+    summary.add_argument("--classes", type=int, default=2, help="number of classes for a model name (default 2)")
+    summary.add_argument("--image-size", type=int)
+    summary.add_argument("--list", action="store_true", help="list the registered model names")
+
+    demo = commands.add_parser("demo", help="the tutorial's car/plane experiment, end to end",
+                               description="Train the tutorial's experiment 1 (seed-cnn, seed augmentation, Adam, "
+                                           "30 epochs × 30 steps × 32) and predict photos it did not train on.")
+    demo.add_argument("--data", metavar="DIR", help="training_set/, val_set/ and optional test/ (default: "
+                                                    "the photos shipped with imgclf)")
+    demo.add_argument("--out", metavar="DIR", help="run directory (default runs/seed-cnn-<timestamp>)")
+    demo.add_argument("--epochs", type=int, help="fewer epochs for a quick look (default 30)")
+    demo.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _version() -> str:
+    from imgclf import __version__
+
+    return __version__
+
+
+def _apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse argv; when `--config FILE.toml` is given, its keys become defaults that argv overrides."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None) is None:
+        return args
+    values = load_toml(args.config)
+    known = set(vars(args)) - {"command", "config"}
+    aliases = {"cache_mem": "cache_mem_mb"}
+    values = {aliases.get(key, key): value for key, value in values.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ImgclfError(f"Config file {args.config} has unknown options {unknown}. "
+                          f"Use option names, e.g. epochs = 10 or batch-size = 16.")
+    subparser = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001
+    subparser.set_defaults(**values)
+    return parser.parse_args(argv)
+
+
+def _train_options(args: argparse.Namespace) -> dict:
+    """The training options the user gave (unset ones keep the library's defaults)."""
+    names = ("val", "val_split", "strict", "cache_mem_mb", "workers", "model", "image_size", "optimizer", "lr",
+             "epochs", "batch_size", "steps_per_epoch", "seed", "patience", "class_weight", "precision", "device",
+             "out")
+    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    augment_overrides = {name: getattr(args, name) for name in AUGMENT_OPTIONS if getattr(args, name) is not None}
+    if args.augment is not None or augment_overrides:
+        preset = AUGMENT_PRESETS[args.augment or "none"]
+        options["augment"] = dataclasses.replace(preset, **augment_overrides)
+    return options
+
+
+def _train(args: argparse.Namespace) -> int:
+    options = _train_options(args)
+    with TrainingProgress(stderr) as progress:
+        if args.resume is not None:
+            run = train(resume=args.resume, progress=progress,
+                        **{k: v for k, v in options.items() if k in ("epochs", "patience")})
+        else:
+            if args.data is None:
+                raise ImgclfError("Missing DATA: give a folder with one sub-folder per class, or --resume RUN.")
+            run = train(config=make_train_config(args.data, **options), progress=progress)
+    _print_run_files(run.run_dir)
+    return 0
+
+
+def _print_run_files(run_dir: Path) -> None:
+    stdout.print(f"Run directory: {run_dir}")
+    for name in ("model.safetensors", "config.json", "history.csv", "loss.png", "accuracy.png", "summary.txt",
+                 "skipped.csv"):
+        if (run_dir / name).exists():
+            stdout.print(f"  {run_dir / name}")
+
+
+def predictions_table(predictions: Sequence[Prediction], title: str | None = None) -> Table:
+    table = Table(title=title)
+    for column in ("file", "label", "index", "probability"):
+        table.add_column(column, justify="right" if column in ("index", "probability") else "left",
+                         overflow="fold")
+    for p in predictions:
+        if p.error is not None:
+            table.add_row(escape(p.file), f"[red]unreadable: {escape(p.error)}[/red]", "", "")
+        else:
+            table.add_row(escape(p.file), escape(p.label), str(p.index), f"{p.probability:.4f}")
+    return table
+
+
+def format_predictions(predictions: Sequence[Prediction], class_names: list[str], fmt: str) -> str:
+    """CSV or JSON text: file, label, index, probability of the label, and one probability per class."""
+    if fmt == "json":
+        return json.dumps([dataclasses.asdict(p) for p in predictions], indent=2) + "\n"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file", "label", "index", "probability", *[f"p_{name}" for name in class_names], "error"])
+    for p in predictions:
+        writer.writerow([p.file, p.label or "", "" if p.index is None else p.index,
+                         "" if p.probability is None else f"{p.probability:.6f}",
+                         *[f"{p.probabilities[c]:.6f}" if p.probabilities else "" for c in class_names],
+                         p.error or ""])
+    return buffer.getvalue()
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from imgclf.data import list_images
+    from imgclf.runs import load
+
+    run = load(args.run)
+    predictions = run.predict(list_images(args.paths), batch_size=args.batch_size)
+    if args.format == "table":
+        if args.output:
+            console = Console(file=io.StringIO(), width=200)
+            console.print(predictions_table(predictions))
+            atomic_write_text(args.output, console.file.getvalue())
+        else:
+            stdout.print(predictions_table(predictions))
+    else:
+        text = format_predictions(predictions, run.class_names, args.format)
+        if args.output:
+            atomic_write_text(args.output, text)
+        else:
+            sys.stdout.write(text)
+    failed = sum(p.error is not None for p in predictions)
+    if failed:
+        stderr.print(f"[yellow]{failed} of {len(predictions)} images could not be read (see the error column).")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from imgclf.evaluate import evaluate_folder, write_evaluation
+    from imgclf.runs import load
+
+    run = load(args.run)
+    evaluation = evaluate_folder(run, args.folder, args.batch_size)
+    out_dir = Path(args.out) if args.out else run.run_dir / f"eval-{Path(args.folder).resolve().name}"
+    write_evaluation(evaluation, out_dir)
+    scored = len(evaluation.scored)
+    stdout.print(f"Accuracy: {evaluation.accuracy:.4f} ({scored} images scored, "
+                 f"{len(evaluation.predictions) - scored} unreadable)")
+    table = Table(title="Confusion matrix (rows: true, columns: predicted)")
+    table.add_column("")
+    for name in evaluation.class_names:
+        table.add_column(name, justify="right")
+    for name, row in zip(evaluation.class_names, evaluation.confusion):
+        table.add_row(name, *[str(v) for v in row])
+    stdout.print(table)
+    stdout.print(f"Wrote {out_dir / 'metrics.json'} and {out_dir / 'predictions.csv'}")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from imgclf.config import Preprocessing
+    from imgclf.models import create_model, get_spec, list_models, summarize
+    from imgclf.runs import load
+
+    if args.list or args.target is None:
+        stdout.print("\n".join(list_models()))
+        return 0
+    if Path(args.target).is_dir():
+        run = load(args.target)
+        stdout.print(summarize(run.model, run.preprocessing))
+        return 0
+    spec = get_spec(args.target)
+    size = args.image_size or spec.preprocessing.image_size
+    model = create_model(args.target, args.classes, size)
+    stdout.print(summarize(model, Preprocessing(image_size=size)))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from imgclf.demo import run_demo
+
+    overrides = {"seed": args.seed} | ({"epochs": args.epochs} if args.epochs else {})
+    with TrainingProgress(stderr) as progress:
+        result = run_demo(args.data, args.out, progress=progress, **overrides)
+    stdout.print(predictions_table(result.predictions, title="Predictions on photos the model did not train on"))
+    history = result.run.history
+    if history:
+        best = max(history, key=lambda record: record["val_accuracy"])
+        stdout.print(f"Final val_accuracy {history[-1]['val_accuracy']:.4f} (best {best['val_accuracy']:.4f} at "
+                     f"epoch {int(best['epoch'])}); {sum(r['seconds'] for r in history):.1f}s of training.")
+    _print_run_files(result.run.run_dir)
+    return 0
+
+
+COMMANDS = {"train": _train, "predict": _predict, "evaluate": _evaluate, "summary": _summary, "demo": _demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[ConsoleLogHandler()], force=True)
+    parser = build_parser()
+    try:
+        args = _apply_config_file(parser, sys.argv[1:] if argv is None else argv)
+        return COMMANDS[args.command](args)
+    except TrainingInterrupted as error:
+        stderr.print(f"[yellow]{escape(str(error))}[/yellow]")
+        return 130
+    except ImgclfError as error:
+        stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        stderr.print("[yellow]Interrupted.[/yellow]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

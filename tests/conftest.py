@@ -1,0 +1,61 @@
+"""Shared fixtures: the real car/plane photos, small copies of them, and one run trained on them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import imgclf
+
+CARS_PLANES = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cars-planes"
+
+
+@pytest.fixture(scope="session")
+def cars_planes() -> Path:
+    """The tutorial's photos (read-only): training_set/ and val_set/ with cars/ and planes/."""
+    assert (CARS_PLANES / "training_set").is_dir(), f"real photos expected at {CARS_PLANES}"
+    return CARS_PLANES
+
+
+def copy_photos(source: Path, destination: Path, per_class: int) -> Path:
+    """Copy the first `per_class` photos of each class folder of `source` into `destination`."""
+    for class_dir in sorted(p for p in source.iterdir() if p.is_dir()):
+        target = destination / class_dir.name
+        target.mkdir(parents=True)
+        for photo in sorted(class_dir.iterdir())[:per_class]:
+            shutil.copy(photo, target / photo.name)
+    return destination
+
+
+@pytest.fixture
+def small_photos(tmp_path: Path, cars_planes: Path) -> Path:
+    """A writable copy of a few real photos: train/ (8 per class) and val/ (3 per class)."""
+    copy_photos(cars_planes / "training_set", tmp_path / "data" / "train", 8)
+    copy_photos(cars_planes / "val_set", tmp_path / "data" / "val", 3)
+    return tmp_path / "data"
+
+
+def make_synthetic_classes(root: Path, class_counts: dict[str, int], size: int = 24, seed: int = 0) -> Path:
+    """Write PNG images whose colour tells the class (one hue per class, plus noise)."""
+    rng = np.random.default_rng(seed)
+    for class_index, (name, count) in enumerate(class_counts.items()):
+        folder = root / name
+        folder.mkdir(parents=True)
+        colour = np.zeros(3)
+        colour[class_index % 3] = 200
+        for i in range(count):
+            pixels = np.clip(colour + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{name}_{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, cars_planes: Path) -> imgclf.Run:
+    """seed-cnn trained briefly on the real photos (shared by the tests that only read it)."""
+    out = tmp_path_factory.mktemp("runs") / "seed-cnn"
+    return imgclf.train(cars_planes / "training_set", val=str(cars_planes / "val_set"), augment="seed",
+                        epochs=6, steps_per_epoch=10, seed=0, out=str(out))

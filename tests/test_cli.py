@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imgclf.cli import main
+from imgclf.data import index_folder
+from imgclf.demo import shipped_data
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "imgclf", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "evaluate", "summary", "demo"])
+def test_help_everywhere(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: imgclf" in capsys.readouterr().out
+
+
+def test_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "data", "--epochs", "many"])
+    assert exit_info.value.code == 2
+    assert "--epochs" in capsys.readouterr().err
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path):
+    result = run_cli("train", str(tmp_path / "missing"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: Data folder {tmp_path / 'missing'} does not exist or "
+                                                  "is not a folder."]
+
+
+def test_class_mismatch_names_both_lists(tmp_path, small_photos):
+    (small_photos / "val" / "planes").rename(small_photos / "val" / "trucks")
+    assert main(["train", str(small_photos / "train"), "--val", str(small_photos / "val")]) == 1
+
+
+def test_class_mismatch_message(small_photos, capsys):
+    (small_photos / "val" / "planes").rename(small_photos / "val" / "trucks")
+    main(["train", str(small_photos / "train"), "--val", str(small_photos / "val")])
+    err = capsys.readouterr().err
+    assert "['cars', 'trucks']" in err and "['cars', 'planes']" in err
+
+
+def test_train_with_a_config_file_that_the_command_line_overrides(small_photos, tmp_path, capsys):
+    config = tmp_path / "options.toml"
+    config.write_text('epochs = 3\nbatch-size = 4\naugment = "seed"\nzoom = 0.1\nseed = 5\n')
+    out = tmp_path / "run"
+    code = main(["train", str(small_photos / "train"), "--val", str(small_photos / "val"), "--config", str(config),
+                 "--epochs", "1", "--out", str(out)])
+    assert code == 0
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert saved["epochs"] == 1  # the command line wins
+    assert saved["batch_size"] == 4 and saved["seed"] == 5
+    assert saved["augment"]["shear"] == 0.2 and saved["augment"]["zoom"] == 0.1
+    captured = capsys.readouterr()
+    assert "Found 16 images belonging to 2 classes." in captured.err
+    assert "Epoch 1/1" in captured.err and "val_accuracy" in captured.err
+    assert str(out / "loss.png") in captured.out
+
+
+def test_config_file_with_an_unknown_key_is_a_user_error(tmp_path, capsys):
+    config = tmp_path / "options.toml"
+    config.write_text("epoch = 3\n")
+    assert main(["train", "data", "--config", str(config)]) == 1
+    assert "['epoch']" in capsys.readouterr().err
+
+
+def test_predict_formats_and_output_file(trained_run, cars_planes, tmp_path, capsys):
+    folder = cars_planes / "val_set" / "planes"
+    assert main(["predict", str(trained_run.run_dir), str(folder), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 20
+    assert {"file", "label", "index", "probability", "probabilities"} <= set(rows[0])
+    output = tmp_path / "predictions.csv"
+    assert main(["predict", str(trained_run.run_dir), str(folder), "--format", "csv", "--output", str(output)]) == 0
+    lines = output.read_text().splitlines()
+    assert lines[0] == "file,label,index,probability,p_cars,p_planes,error"
+    assert len(lines) == 21
+    assert main(["predict", str(trained_run.run_dir), str(next(folder.glob("*.jpg")))]) == 0
+    assert "probability" in capsys.readouterr().out
+
+
+def test_evaluate_prints_accuracy_and_writes_files(trained_run, cars_planes, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(trained_run.run_dir), str(cars_planes / "val_set"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Accuracy:" in printed and "Confusion matrix" in printed
+    assert (out / "metrics.json").exists() and (out / "predictions.csv").exists()
+
+
+def test_summary_of_a_model_name_and_of_a_run(trained_run, capsys):
+    assert main(["summary", "seed-cnn"]) == 0
+    assert "813,217" in capsys.readouterr().out
+    assert main(["summary", str(trained_run.run_dir)]) == 0
+    assert "Trainable params: 813,217" in capsys.readouterr().out
+    assert main(["summary", "--list"]) == 0
+    assert "seed-cnn" in capsys.readouterr().out
+
+
+def test_demo_on_a_folder_in_the_tutorial_layout(small_photos, tmp_path, capsys):
+    data = tmp_path / "tutorial"
+    data.mkdir()
+    (small_photos / "train").rename(data / "training_set")
+    (small_photos / "val").rename(data / "val_set")
+    out = tmp_path / "demo-run"
+    assert main(["demo", "--data", str(data), "--epochs", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Predictions on photos the model did not train on" in printed
+    assert str(out / "summary.txt") in printed
+    assert json.loads((out / "config.json").read_text())["train"]["steps_per_epoch"] == 30
+
+
+def test_demo_photos_ship_inside_the_package():
+    data = shipped_data()
+    assert index_folder(data / "training_set").class_counts() == [80, 80]
+    assert index_folder(data / "val_set").class_counts() == [20, 20]
+    assert sum(p.stat().st_size for p in Path(data).rglob("*.jpg")) < 10 * 2**20
