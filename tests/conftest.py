@@ -57,5 +57,12 @@ def make_synthetic_classes(root: Path, class_counts: dict[str, int], size: int =
 def trained_run(tmp_path_factory: pytest.TempPathFactory, cars_planes: Path) -> imgclf.Run:
     """seed-cnn trained briefly on the real photos (shared by the tests that only read it)."""
     out = tmp_path_factory.mktemp("runs") / "seed-cnn"
-    return imgclf.train(cars_planes / "training_set", val=str(cars_planes / "val_set"), augment="seed",
-                        epochs=6, steps_per_epoch=10, seed=0, out=str(out))
+    return imgclf.train(
+        cars_planes / "training_set",
+        val=str(cars_planes / "val_set"),
+        augment="seed",
+        epochs=6,
+        steps_per_epoch=10,
+        seed=0,
+        out=str(out),
+    )

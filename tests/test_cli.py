@@ -35,8 +35,9 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     result = run_cli("train", str(tmp_path / "missing"))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == [f"error: Data folder {tmp_path / 'missing'} does not exist or "
-                                                  "is not a folder."]
+    assert result.stderr.strip().splitlines() == [
+        f"error: Data folder {tmp_path / 'missing'} does not exist or is not a folder."
+    ]
 
 
 def test_class_mismatch_names_both_lists(tmp_path, small_photos):
@@ -55,8 +56,20 @@ def test_train_with_a_config_file_that_the_command_line_overrides(small_photos, 
     config = tmp_path / "options.toml"
     config.write_text('epochs = 3\nbatch-size = 4\naugment = "seed"\nzoom = 0.1\nseed = 5\n')
     out = tmp_path / "run"
-    code = main(["train", str(small_photos / "train"), "--val", str(small_photos / "val"), "--config", str(config),
-                 "--epochs", "1", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            str(small_photos / "train"),
+            "--val",
+            str(small_photos / "val"),
+            "--config",
+            str(config),
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     saved = json.loads((out / "config.json").read_text())["train"]
     assert saved["epochs"] == 1  # the command line wins

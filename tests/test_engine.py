@@ -22,10 +22,22 @@ def read_history(run_dir: Path) -> list[dict[str, str]]:
 
 
 def test_a_run_writes_the_whole_run_directory(small_photos, tmp_path):
-    run = imgclf.train(small_photos / "train", val=str(small_photos / "val"), augment="seed",
-                       out=str(tmp_path / "run"), **QUICK)
+    run = imgclf.train(
+        small_photos / "train",
+        val=str(small_photos / "val"),
+        augment="seed",
+        out=str(tmp_path / "run"),
+        **QUICK,
+    )
     names = {p.name for p in run.run_dir.iterdir()}
-    assert {"config.json", "model.safetensors", "history.csv", "loss.png", "accuracy.png", "summary.txt"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "history.csv",
+        "loss.png",
+        "accuracy.png",
+        "summary.txt",
+    } <= names
     assert "skipped.csv" not in names
     assert not [p for p in run.run_dir.rglob("*.tmp")]
     config = json.loads((run.run_dir / "config.json").read_text())
@@ -41,14 +53,27 @@ def test_a_run_writes_the_whole_run_directory(small_photos, tmp_path):
 
 
 def test_same_seed_gives_the_same_history(small_photos, tmp_path):
-    runs = [imgclf.train(small_photos / "train", val=str(small_photos / "val"), augment="seed",
-                         out=str(tmp_path / name), **QUICK) for name in ("a", "b")]
+    runs = [
+        imgclf.train(
+            small_photos / "train",
+            val=str(small_photos / "val"),
+            augment="seed",
+            out=str(tmp_path / name),
+            **QUICK,
+        )
+        for name in ("a", "b")
+    ]
     first, second = (read_history(run.run_dir) for run in runs)
     for a, b in zip(first, second):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-6)
-    other = imgclf.train(small_photos / "train", val=str(small_photos / "val"), augment="seed",
-                         out=str(tmp_path / "c"), **{**QUICK, "seed": 1})
+    other = imgclf.train(
+        small_photos / "train",
+        val=str(small_photos / "val"),
+        augment="seed",
+        out=str(tmp_path / "c"),
+        **{**QUICK, "seed": 1},
+    )
     assert read_history(other.run_dir)[0]["loss"] != first[0]["loss"]
 
 
@@ -70,8 +95,14 @@ def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(small_photos, tmp_pa
             raise KeyboardInterrupt
 
     with pytest.raises(imgclf.TrainingInterrupted, match="--resume"):
-        imgclf.train(small_photos / "train", val=str(small_photos / "val"), out=str(tmp_path / "run"),
-                     progress=interrupt_in_epoch_2, epochs=3, batch_size=8)
+        imgclf.train(
+            small_photos / "train",
+            val=str(small_photos / "val"),
+            out=str(tmp_path / "run"),
+            progress=interrupt_in_epoch_2,
+            epochs=3,
+            batch_size=8,
+        )
     state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
     assert state["epoch"] == 1
     assert (tmp_path / "run" / "loss.png").exists()
@@ -82,8 +113,17 @@ def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(small_photos, tmp_pa
 def test_early_stopping_stops_when_val_loss_stalls(tmp_path):
     data = make_synthetic_classes(tmp_path / "data", {"red": 12, "green": 12})
     # A learning rate this large cannot lower val_loss for long.
-    run = imgclf.train(data, val_split=0.25, out=str(tmp_path / "run"), epochs=30, patience=2, lr=5.0,
-                       optimizer="sgd", batch_size=8, image_size=24)
+    run = imgclf.train(
+        data,
+        val_split=0.25,
+        out=str(tmp_path / "run"),
+        epochs=30,
+        patience=2,
+        lr=5.0,
+        optimizer="sgd",
+        batch_size=8,
+        image_size=24,
+    )
     history = read_history(run.run_dir)
     assert len(history) < 30
     best = min(range(len(history)), key=lambda i: float(history[i]["val_loss"]))
@@ -104,22 +144,43 @@ def test_unreadable_files_are_skipped_and_listed(small_photos, tmp_path):
 def test_strict_fails_before_training_naming_the_file(small_photos, tmp_path):
     (small_photos / "train" / "cars" / "empty.jpg").write_bytes(b"")
     with pytest.raises(DatasetError, match="empty.jpg"):
-        imgclf.train(small_photos / "train", val=str(small_photos / "val"), out=str(tmp_path / "run"),
-                     strict=True, **QUICK)
+        imgclf.train(
+            small_photos / "train",
+            val=str(small_photos / "val"),
+            out=str(tmp_path / "run"),
+            strict=True,
+            **QUICK,
+        )
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
 def test_strict_streaming_also_fails_before_training(small_photos, tmp_path):
     (small_photos / "train" / "cars" / "empty.jpg").write_bytes(b"")
     with pytest.raises(DatasetError, match="empty.jpg"):
-        imgclf.train(small_photos / "train", val=str(small_photos / "val"), out=str(tmp_path / "run"),
-                     strict=True, cache_mem_mb=0, workers=0, **QUICK)
+        imgclf.train(
+            small_photos / "train",
+            val=str(small_photos / "val"),
+            out=str(tmp_path / "run"),
+            strict=True,
+            cache_mem_mb=0,
+            workers=0,
+            **QUICK,
+        )
 
 
 def test_streaming_and_in_memory_train_the_same_model(small_photos, tmp_path):
-    runs = [imgclf.train(small_photos / "train", val=str(small_photos / "val"), augment="seed",
-                         out=str(tmp_path / name), cache_mem_mb=budget, workers=0, **QUICK)
-            for name, budget in (("memory", 2048), ("stream", 0))]
+    runs = [
+        imgclf.train(
+            small_photos / "train",
+            val=str(small_photos / "val"),
+            augment="seed",
+            out=str(tmp_path / name),
+            cache_mem_mb=budget,
+            workers=0,
+            **QUICK,
+        )
+        for name, budget in (("memory", 2048), ("stream", 0))
+    ]
     weights = [load_tensors(run.run_dir / "model.safetensors") for run in runs]
     for name in weights[0]:
         assert torch.allclose(weights[0][name], weights[1][name], atol=1e-6)
@@ -128,8 +189,16 @@ def test_streaming_and_in_memory_train_the_same_model(small_photos, tmp_path):
 
 def test_many_classes_train_with_softmax_and_class_weights(tmp_path):
     data = make_synthetic_classes(tmp_path / "data", {"red": 20, "green": 20, "blue": 5})
-    run = imgclf.train(data, val_split=0.2, out=str(tmp_path / "run"), epochs=8, batch_size=8, image_size=24,
-                       class_weight="auto", seed=0)
+    run = imgclf.train(
+        data,
+        val_split=0.2,
+        out=str(tmp_path / "run"),
+        epochs=8,
+        batch_size=8,
+        image_size=24,
+        class_weight="auto",
+        seed=0,
+    )
     assert run.model(torch.zeros(1, 3, 24, 24)).shape == (1, 3)
     assert float(read_history(run.run_dir)[-1]["val_accuracy"]) == 1.0
 

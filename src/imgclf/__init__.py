@@ -1,8 +1,8 @@
 """imgclf: turn folders of labelled photos into a trained, evaluated image classifier.
 
-    import imgclf
-    run = imgclf.train("cars-planes/training_set", val="cars-planes/val_set", augment="seed")
-    imgclf.load(run.run_dir).predict("plane.jpg")
+import imgclf
+run = imgclf.train("cars-planes/training_set", val="cars-planes/val_set", augment="seed")
+imgclf.load(run.run_dir).predict("plane.jpg")
 """
 
 from imgclf.config import AugmentConfig, ImgclfError, Preprocessing, TrainConfig

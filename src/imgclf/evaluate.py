@@ -76,8 +76,13 @@ def write_evaluation(evaluation: Evaluation, out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     write_json(out_dir / "metrics.json", evaluation.to_dict())
     rows = [
-        (p.file, evaluation.class_names[true], p.label or "", "" if p.probability is None else f"{p.probability:.6f}",
-         p.error or "")
+        (
+            p.file,
+            evaluation.class_names[true],
+            p.label or "",
+            "" if p.probability is None else f"{p.probability:.6f}",
+            p.error or "",
+        )
         for p, true in zip(evaluation.predictions, evaluation.true_labels)
     ]
     write_csv(out_dir / "predictions.csv", ("file", "true_label", "predicted_label", "probability", "error"), rows)

@@ -102,7 +102,9 @@ def read_config(run_dir: str | Path) -> RunConfig:
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         pickles = sorted(p.name for p in run_dir.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-        hint = f" It holds pickled files {pickles}, which imgclf never loads (unpickling can run code)." if pickles else ""
+        hint = (
+            f" It holds pickled files {pickles}, which imgclf never loads (unpickling can run code)." if pickles else ""
+        )
         raise RunError(f"{run_dir} is not an imgclf run: {CONFIG_FILE} is missing.{hint}")
     try:
         return RunConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
@@ -180,8 +182,11 @@ class Run:
             if prediction.error is not None:
                 raise ImageError(prediction.file, prediction.error)
             return prediction
-        return [p for start in range(0, len(images), batch_size)
-                for p in self._predict_batch(images[start : start + batch_size])]
+        return [
+            p
+            for start in range(0, len(images), batch_size)
+            for p in self._predict_batch(images[start : start + batch_size])
+        ]
 
     def _predict_batch(self, items: Sequence[ImageInput]) -> list[Prediction]:
         def decode(item: ImageInput) -> torch.Tensor | ImageError:
@@ -202,13 +207,15 @@ class Run:
                 predictions.append(Prediction(name, None, None, None, {}, error=decoded[i].reason))
                 continue
             index = int(rows[i].argmax())
-            predictions.append(Prediction(
-                file=name,
-                label=self.class_names[index],
-                index=index,
-                probability=float(rows[i][index]),
-                probabilities={c: float(p) for c, p in zip(self.class_names, rows[i])},
-            ))
+            predictions.append(
+                Prediction(
+                    file=name,
+                    label=self.class_names[index],
+                    index=index,
+                    probability=float(rows[i][index]),
+                    probabilities={c: float(p) for c, p in zip(self.class_names, rows[i])},
+                )
+            )
         return predictions
 
 

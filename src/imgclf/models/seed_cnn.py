@@ -1,11 +1,22 @@
-"""The tutorial's small CNN, layer for layer, with Keras's default initialisation."""
+"""The tutorial's small CNN, layer for layer, with Keras's default initialisation.
+
+Each max-pool runs before its ReLU (the tutorial has the ReLU first). The two commute exactly
+(max(relu(x)) == relu(max(x)), with the same gradients), and this way the ReLU and its backward pass touch
+a quarter of the values: on a 2-core CPU a training step of 32 images went from 65–90 ms to 45–50 ms.
+
+The first block (conv → pool → ReLU) runs on slices of 8 images and the results are joined before the second
+conv. Its activations are the largest of the model (32 × 62 × 62 floats an image), and a whole batch's worth
+overflows the CPU caches on the way forward and again on the way back; slicing changes nothing in the result
+but the order in which the float sums are taken.
+"""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from imgclf.config import Preprocessing
-from imgclf.models import register_model
+from imgclf.models import BuildOptions, register_model
 
 
 def _keras_init(module: nn.Module) -> None:
@@ -15,17 +26,36 @@ def _keras_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+class SeedCNN(nn.Sequential):
+    """The layers run in order, as in `nn.Sequential`, but the first block a slice of images at a time."""
+
+    images_per_slice = 8
+    first_block_layers = 3
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        layers = list(self)
+        slices = []
+        for images in inputs.split(self.images_per_slice):
+            for layer in layers[: self.first_block_layers]:
+                images = layer(images)
+            slices.append(images)
+        features = torch.cat(slices)
+        for layer in layers[self.first_block_layers :]:
+            features = layer(features)
+        return features
+
+
 @register_model("seed-cnn", Preprocessing(image_size=64))
-def seed_cnn(num_outputs: int, image_size: int) -> nn.Module:
+def seed_cnn(num_outputs: int, image_size: int, options: BuildOptions) -> nn.Module:
     """Conv 32 → pool → Conv 32 → pool → dense 128 → output (813,217 parameters on 64×64×3, 2 classes)."""
     side = ((image_size - 2) // 2 - 2) // 2
-    model = nn.Sequential(
+    model = SeedCNN(
         nn.Conv2d(3, 32, kernel_size=3),
-        nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
+        nn.ReLU(inplace=True),
         nn.Conv2d(32, 32, kernel_size=3),
-        nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
+        nn.ReLU(inplace=True),
         nn.Flatten(),
         nn.Linear(32 * side * side, 128),
         nn.ReLU(inplace=True),

@@ -1,0 +1,116 @@
+"""An on-disk cache of a frozen backbone's features, so a head trains on them without running the backbone.
+
+Each image's features are stored once, under a key made of the file's content hash, the model name, its
+starting weights and its preprocessing: an edited photo, another backbone or another input size never
+reuses stale features. The folder is `$IMGCLF_CACHE/features` (default `~/.cache/imgclf/features`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from imgclf.config import Preprocessing
+from imgclf.data import SkippedFile
+from imgclf.images import ImageError, load_tensor, normalize
+from imgclf.runs import save_tensors
+
+log = logging.getLogger(__name__)
+
+
+def cache_root() -> Path:
+    """Where cached features live: `$IMGCLF_CACHE/features`, else `~/.cache/imgclf/features`."""
+    base = os.environ.get("IMGCLF_CACHE") or Path.home() / ".cache" / "imgclf"
+    return Path(base) / "features"
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of the file's bytes."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def backbone_key(model: str, weights: str, preprocessing: Preprocessing) -> str:
+    """A short, stable name for (model, starting weights, preprocessing)."""
+    identity = json.dumps([model, weights, dataclasses.asdict(preprocessing)], sort_keys=True)
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+class FeatureCache:
+    """Features of single images, one safetensors file per image content hash."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def _path(self, digest: str) -> Path:
+        return self.folder / digest[:2] / f"{digest}.safetensors"
+
+    def get(self, digest: str) -> torch.Tensor | None:
+        path = self._path(digest)
+        if not path.is_file():
+            return None
+        try:
+            return load_file(path)["features"]
+        except Exception:  # a damaged entry is recomputed, never trusted
+            return None
+
+    def put(self, digest: str, features: torch.Tensor) -> None:
+        save_tensors(self._path(digest), {"features": features})
+
+
+def extract_features(
+    extractor: nn.Module,
+    files: Sequence[str],
+    preprocessing: Preprocessing,
+    cache: FeatureCache,
+    batch_size: int = 32,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, list[int], list[SkippedFile], int]:
+    """Features for `files`, from the cache where present, else by running `extractor` (and caching).
+
+    Returns (features of the readable files, their positions in `files`, the unreadable files, how many
+    images went through the extractor). Decoding runs in threads while the extractor works.
+    """
+    digests = [file_digest(path) for path in files]
+    found = {i: cache.get(digest) for i, digest in enumerate(digests)}
+    missing = [i for i, features in found.items() if features is None]
+    skipped: list[SkippedFile] = []
+    extractor.eval()
+
+    def decode(i: int) -> torch.Tensor | SkippedFile:
+        try:
+            return load_tensor(files[i], preprocessing)
+        except ImageError as error:
+            return SkippedFile(files[i], error.reason)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        decoded = pool.map(decode, missing)
+        for start in range(0, len(missing), batch_size):
+            rows = missing[start : start + batch_size]
+            images = [next(decoded) for _ in rows]
+            good = [(i, image) for i, image in zip(rows, images) if isinstance(image, torch.Tensor)]
+            skipped += [image for image in images if isinstance(image, SkippedFile)]
+            if good:
+                with torch.inference_mode():
+                    batch = normalize(torch.stack([image for _, image in good]), preprocessing)
+                    output = extractor(batch).float()
+                for (i, _), features in zip(good, output):
+                    found[i] = features.clone()
+                    cache.put(digests[i], found[i])
+            if on_batch is not None:
+                on_batch(min(start + batch_size, len(missing)), len(missing))
+    kept = [i for i in range(len(files)) if found[i] is not None]
+    if len(missing):
+        log.info("Computed features of %d images; %d came from the cache.", len(missing), len(files) - len(missing))
+    stacked = torch.stack([found[i] for i in kept]) if kept else torch.empty(0)
+    return stacked, kept, skipped, len(missing)
