@@ -14,6 +14,14 @@ import imgclf
 CARS_PLANES = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cars-planes"
 
 
+@pytest.fixture(autouse=True)
+def feature_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keep the feature cache of every test out of the user's home folder."""
+    folder = tmp_path_factory.mktemp("imgclf-cache")
+    monkeypatch.setenv("IMGCLF_CACHE", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def cars_planes() -> Path:
     """The tutorial's photos (read-only): training_set/ and val_set/ with cars/ and planes/."""
@@ -59,6 +67,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, cars_planes: Path) -> 
     out = tmp_path_factory.mktemp("runs") / "seed-cnn"
     return imgclf.train(
         cars_planes / "training_set",
+        model="seed-cnn",
         val=str(cars_planes / "val_set"),
         augment="seed",
         epochs=6,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from imgclf.engine import class_weights, compute_loss, make_train_config
 from imgclf.runs import load_tensors
 
 QUICK = {"epochs": 2, "batch_size": 8, "seed": 0}
+train_cnn = functools.partial(imgclf.train, model="seed-cnn")
 
 
 def read_history(run_dir: Path) -> list[dict[str, str]]:
@@ -22,7 +24,7 @@ def read_history(run_dir: Path) -> list[dict[str, str]]:
 
 
 def test_a_run_writes_the_whole_run_directory(small_photos, tmp_path):
-    run = imgclf.train(
+    run = train_cnn(
         small_photos / "train",
         val=str(small_photos / "val"),
         augment="seed",
@@ -54,7 +56,7 @@ def test_a_run_writes_the_whole_run_directory(small_photos, tmp_path):
 
 def test_same_seed_gives_the_same_history(small_photos, tmp_path):
     runs = [
-        imgclf.train(
+        train_cnn(
             small_photos / "train",
             val=str(small_photos / "val"),
             augment="seed",
@@ -67,7 +69,7 @@ def test_same_seed_gives_the_same_history(small_photos, tmp_path):
     for a, b in zip(first, second):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-6)
-    other = imgclf.train(
+    other = train_cnn(
         small_photos / "train",
         val=str(small_photos / "val"),
         augment="seed",
@@ -79,8 +81,8 @@ def test_same_seed_gives_the_same_history(small_photos, tmp_path):
 
 def test_resume_continues_from_the_saved_epoch(small_photos, tmp_path):
     common = {"val": str(small_photos / "val"), "augment": "seed", "batch_size": 8, "seed": 0}
-    straight = imgclf.train(small_photos / "train", out=str(tmp_path / "straight"), epochs=3, **common)
-    first_part = imgclf.train(small_photos / "train", out=str(tmp_path / "resumed"), epochs=2, **common)
+    straight = train_cnn(small_photos / "train", out=str(tmp_path / "straight"), epochs=3, **common)
+    first_part = train_cnn(small_photos / "train", out=str(tmp_path / "resumed"), epochs=2, **common)
     resumed = imgclf.train(resume=first_part.run_dir, epochs=3)
     assert resumed.run_dir == first_part.run_dir
     assert [row["epoch"] for row in read_history(resumed.run_dir)] == ["1", "2", "3"]
@@ -95,7 +97,7 @@ def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(small_photos, tmp_pa
             raise KeyboardInterrupt
 
     with pytest.raises(imgclf.TrainingInterrupted, match="--resume"):
-        imgclf.train(
+        train_cnn(
             small_photos / "train",
             val=str(small_photos / "val"),
             out=str(tmp_path / "run"),
@@ -113,7 +115,7 @@ def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(small_photos, tmp_pa
 def test_early_stopping_stops_when_val_loss_stalls(tmp_path):
     data = make_synthetic_classes(tmp_path / "data", {"red": 12, "green": 12})
     # A learning rate this large cannot lower val_loss for long.
-    run = imgclf.train(
+    run = train_cnn(
         data,
         val_split=0.25,
         out=str(tmp_path / "run"),
@@ -133,7 +135,7 @@ def test_early_stopping_stops_when_val_loss_stalls(tmp_path):
 def test_unreadable_files_are_skipped_and_listed(small_photos, tmp_path):
     (small_photos / "train" / "cars" / "empty.jpg").write_bytes(b"")
     (small_photos / "train" / "planes" / "notes.jpg").write_text("not a photo")
-    run = imgclf.train(small_photos / "train", val=str(small_photos / "val"), out=str(tmp_path / "run"), **QUICK)
+    run = train_cnn(small_photos / "train", val=str(small_photos / "val"), out=str(tmp_path / "run"), **QUICK)
     with (run.run_dir / "skipped.csv").open() as file:
         rows = {Path(row["file"]).name: row["reason"] for row in csv.DictReader(file)}
     assert set(rows) == {"empty.jpg", "notes.jpg"}
@@ -144,7 +146,7 @@ def test_unreadable_files_are_skipped_and_listed(small_photos, tmp_path):
 def test_strict_fails_before_training_naming_the_file(small_photos, tmp_path):
     (small_photos / "train" / "cars" / "empty.jpg").write_bytes(b"")
     with pytest.raises(DatasetError, match="empty.jpg"):
-        imgclf.train(
+        train_cnn(
             small_photos / "train",
             val=str(small_photos / "val"),
             out=str(tmp_path / "run"),
@@ -157,7 +159,7 @@ def test_strict_fails_before_training_naming_the_file(small_photos, tmp_path):
 def test_strict_streaming_also_fails_before_training(small_photos, tmp_path):
     (small_photos / "train" / "cars" / "empty.jpg").write_bytes(b"")
     with pytest.raises(DatasetError, match="empty.jpg"):
-        imgclf.train(
+        train_cnn(
             small_photos / "train",
             val=str(small_photos / "val"),
             out=str(tmp_path / "run"),
@@ -170,7 +172,7 @@ def test_strict_streaming_also_fails_before_training(small_photos, tmp_path):
 
 def test_streaming_and_in_memory_train_the_same_model(small_photos, tmp_path):
     runs = [
-        imgclf.train(
+        train_cnn(
             small_photos / "train",
             val=str(small_photos / "val"),
             augment="seed",
@@ -189,7 +191,7 @@ def test_streaming_and_in_memory_train_the_same_model(small_photos, tmp_path):
 
 def test_many_classes_train_with_softmax_and_class_weights(tmp_path):
     data = make_synthetic_classes(tmp_path / "data", {"red": 20, "green": 20, "blue": 5})
-    run = imgclf.train(
+    run = train_cnn(
         data,
         val_split=0.2,
         out=str(tmp_path / "run"),
@@ -205,7 +207,7 @@ def test_many_classes_train_with_softmax_and_class_weights(tmp_path):
 
 def test_val_split_is_stratified_and_recorded(tmp_path):
     data = make_synthetic_classes(tmp_path / "data", {"red": 20, "green": 10})
-    run = imgclf.train(data, val_split=0.2, out=str(tmp_path / "run"), epochs=1, image_size=24)
+    run = train_cnn(data, val_split=0.2, out=str(tmp_path / "run"), epochs=1, image_size=24)
     dataset = json.loads((run.run_dir / "config.json").read_text())["dataset"]
     assert dataset["val_class_counts"] == [2, 4]  # sorted classes: green, red
     assert dataset["train_class_counts"] == [8, 16]
@@ -213,14 +215,14 @@ def test_val_split_is_stratified_and_recorded(tmp_path):
 
 def test_imbalance_is_warned_about(tmp_path, caplog):
     data = make_synthetic_classes(tmp_path / "data", {"red": 20, "green": 4})
-    imgclf.train(data, val_split=0.25, out=str(tmp_path / "run"), epochs=1, image_size=24)
+    train_cnn(data, val_split=0.25, out=str(tmp_path / "run"), epochs=1, image_size=24)
     assert any("imbalanced" in record.message for record in caplog.records)
 
 
 def test_an_existing_run_is_never_overwritten(small_photos, tmp_path):
-    imgclf.train(small_photos / "train", val=str(small_photos / "val"), out=str(tmp_path / "run"), epochs=1)
+    train_cnn(small_photos / "train", val=str(small_photos / "val"), out=str(tmp_path / "run"), epochs=1)
     with pytest.raises(imgclf.RunError, match="already holds a run"):
-        imgclf.train(small_photos / "train", val=str(small_photos / "val"), out=str(tmp_path / "run"), epochs=1)
+        train_cnn(small_photos / "train", val=str(small_photos / "val"), out=str(tmp_path / "run"), epochs=1)
 
 
 def test_class_weights_balance_the_classes():

@@ -71,6 +71,10 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
     "none": AugmentConfig(),
     # The tutorial's ImageDataGenerator(shear_range=0.2, zoom_range=0.2, horizontal_flip=True).
     "seed": AugmentConfig(shear=0.2, zoom=0.2, horizontal_flip=True),
+    # The tutorial's experiment 2 (VGG16): rotation 40°, shifts 0.2, shear 0.2°, zoom 0.2, flip.
+    "seed-vgg16": AugmentConfig(
+        rotation=40.0, width_shift=0.2, height_shift=0.2, shear=0.2, zoom=0.2, horizontal_flip=True
+    ),
     # Mild geometry and colour changes that suit photos of objects.
     "default": AugmentConfig(
         rotation=10.0,
@@ -89,6 +93,7 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 CLASS_WEIGHTS = ("none", "auto")
+HEADS = ("linear", "mlp", "seed")
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,14 @@ class TrainConfig:
     data: str
     val: str | None = None
     val_split: float | None = None
-    model: str = "seed-cnn"
+    model: str = "efficientnet_lite0"
     image_size: int | None = None
+    head: str | None = None
+    weights: str | None = None
+    fine_tune: str | None = None
+    fine_tune_epochs: int = 5
+    fine_tune_lr: float | None = None
+    feature_cache: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -151,6 +162,17 @@ def validate(config: TrainConfig) -> TrainConfig:
         _require(config.patience >= 1, "--patience", config.patience, "Use a positive number of epochs.")
     if config.image_size is not None:
         _require(config.image_size >= 16, "--image-size", config.image_size, "Use at least 16 pixels.")
+    _require(config.head is None or config.head in HEADS, "--head", config.head, f"Choose one of {list(HEADS)}.")
+    if config.fine_tune is not None:
+        _require(
+            config.fine_tune == "all" or (config.fine_tune.isdigit() and int(config.fine_tune) > 0),
+            "--fine-tune",
+            config.fine_tune,
+            "Give a number of backbone blocks to unfreeze, such as 2, or 'all'.",
+        )
+    _require(config.fine_tune_epochs >= 1, "--fine-tune-epochs", config.fine_tune_epochs, "Use at least 1 epoch.")
+    if config.fine_tune_lr is not None:
+        _require(config.fine_tune_lr > 0, "--fine-tune-lr", config.fine_tune_lr, "The learning rate must be positive.")
     _require(
         config.class_weight in CLASS_WEIGHTS,
         "--class-weight",

@@ -280,6 +280,8 @@ def sequential_batches(num_images: int, batch_size: int) -> list[list[int]]:
 class BatchSource:
     """Yields (uint8 images, labels) for lists of indices, from memory or streamed through DataLoader workers."""
 
+    holds_features = False
+
     def __init__(self, index: FolderIndex, preprocessing: Preprocessing, in_memory: bool, workers: int):
         self.index = index
         self.preprocessing = preprocessing

@@ -18,13 +18,24 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from imgclf import data as datasets
 from imgclf.augment import augment
 from imgclf.augment import describe as describe_augment
-from imgclf.config import AUGMENT_PRESETS, AugmentConfig, ImgclfError, RunConfig, TrainConfig, validate
+from imgclf.config import (
+    AUGMENT_PRESETS,
+    AugmentConfig,
+    ImgclfError,
+    Preprocessing,
+    RunConfig,
+    TrainConfig,
+    validate,
+)
+from imgclf.features import FeatureCache, FeatureSource, backbone_key, cache_root, file_digest
 from imgclf.images import normalize
-from imgclf.models import get_spec, num_outputs, summarize
+from imgclf.models import BuildOptions, create_model, get_spec, num_outputs, summarize
+from imgclf.models.heads import fixed_prefix_length
 from imgclf.plots import plot_metric
 from imgclf.runs import (
     CHECKPOINT_DIR,
@@ -33,7 +44,6 @@ from imgclf.runs import (
     Run,
     RunError,
     atomic_write_text,
-    build_model,
     load,
     load_tensors,
     read_config,
@@ -101,20 +111,6 @@ def make_train_config(data: str | Path | None, augment: str | AugmentConfig = "n
     return validate(TrainConfig(data=str(data), augment=augment, **options))
 
 
-@dataclass
-class PreparedData:
-    """The training and validation batch sources of a run, with what was found and skipped."""
-
-    class_names: list[str]
-    train: datasets.BatchSource
-    val: datasets.BatchSource
-    summary: dict[str, object]
-
-    @property
-    def skipped(self) -> list[datasets.SkippedFile]:
-        return self.train.skipped + self.val.skipped
-
-
 def _split(config: TrainConfig, data_index: datasets.FolderIndex) -> tuple[datasets.FolderIndex, ...]:
     if config.val is not None:
         val_index = datasets.index_folder(config.val)
@@ -127,8 +123,8 @@ def _split(config: TrainConfig, data_index: datasets.FolderIndex) -> tuple[datas
     return data_index.subset(train_rows), data_index.subset(val_rows)
 
 
-def prepare_data(config: TrainConfig, preprocessing) -> PreparedData:
-    """Index, split, check and decode (or set up streaming for) the run's images."""
+def index_data(config: TrainConfig) -> tuple[datasets.FolderIndex, datasets.FolderIndex]:
+    """Index and split the run's folders, saying what was found (Keras's `Found N images ...`)."""
     data_index = datasets.index_folder(config.data)
     if data_index.skipped_hidden or data_index.skipped_not_image or data_index.loose_files:
         log.info(
@@ -143,7 +139,13 @@ def prepare_data(config: TrainConfig, preprocessing) -> PreparedData:
     log.info("Validation: %s", datasets.describe(val_index))
     if (warning := datasets.imbalance_warning(train_index)) is not None:
         log.warning(warning)
+    return train_index, val_index
 
+
+def image_sources(
+    config: TrainConfig, preprocessing, train_index: datasets.FolderIndex, val_index: datasets.FolderIndex
+) -> tuple[datasets.BatchSource, datasets.BatchSource]:
+    """Decode the images into memory when they fit `--cache-mem`, else stream them; unreadable files are skipped."""
     needed = datasets.memory_needed_mb(len(train_index.files) + len(val_index.files), preprocessing)
     in_memory = needed <= config.cache_mem_mb
     log.info(
@@ -162,25 +164,7 @@ def prepare_data(config: TrainConfig, preprocessing) -> PreparedData:
         _fail_if_unreadable(unreadable)
     train = datasets.BatchSource(train_index, preprocessing, in_memory, config.workers)
     val = datasets.BatchSource(val_index, preprocessing, in_memory, config.workers)
-    skipped = train.skipped + val.skipped
-    if config.strict:
-        _fail_if_unreadable(skipped)
-    for item in skipped:
-        log.warning("Skipped %s: %s", item.path, item.reason)
-    for name, source in (("training", train), ("validation", val)):
-        if len(source) == 0:
-            raise datasets.DatasetError(f"No readable {name} images are left after skipping unreadable files.")
-    summary = {
-        "train_root": train_index.root,
-        "val_root": val_index.root,
-        "train_count": len(train),
-        "val_count": len(val),
-        "train_class_counts": train_index.class_counts(),
-        "val_class_counts": val_index.class_counts(),
-        "skipped": len(skipped),
-        "in_memory": in_memory,
-    }
-    return PreparedData(train_index.class_names, train, val, summary)
+    return train, val
 
 
 def _fail_if_unreadable(unreadable: list[datasets.SkippedFile]) -> None:
@@ -230,15 +214,22 @@ def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Step:
-    """What the loop needs for every batch: where and how to run the model."""
+    """How every batch reaches the model: augmented and normalised images, or cached features for the head."""
 
     device: torch.device
     autocast_dtype: torch.dtype | None
     channels_last: bool
-    preprocessing: object
+    preprocessing: Preprocessing
+    augment: AugmentConfig
+    feature_head: nn.Module | None = None
 
-    def forward(self, model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-        inputs = normalize(inputs.to(self.device, non_blocking=True), self.preprocessing)
+    def forward(self, model: nn.Module, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Logits for a batch; `generator` (training only) draws the augmentation."""
+        batch = batch.to(self.device, non_blocking=True)
+        if self.feature_head is not None:
+            return self.feature_head(batch).float()
+        inputs = augment(batch, self.augment, generator) if generator is not None else batch
+        inputs = normalize(inputs, self.preprocessing)
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with torch.autocast(
@@ -247,8 +238,25 @@ class Step:
             return model(inputs).float()
 
 
+def set_trainable_blocks(model: nn.Module, blocks: str | None) -> None:
+    """Freeze a backbone model's backbone except its last `blocks` stages (`all`: nothing frozen, None: all)."""
+    for parameter in model.backbone.parameters():
+        parameter.requires_grad = blocks == "all"
+    if blocks is not None and blocks != "all":
+        for block in model.blocks[-int(blocks) :]:
+            for parameter in block.parameters():
+                parameter.requires_grad = True
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Keep the backbone's BatchNorm statistics as pretrained: small batches would only make them noisy."""
+    for module in model.backbone.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, source: datasets.BatchSource, step: Step, batch_size: int) -> tuple[float, float]:
+def evaluate(model: nn.Module, source: datasets.BatchSource, step: Step, batch_size: int) -> tuple[float, float]:
     """Mean loss and accuracy over every image of `source`, each seen once."""
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
@@ -337,6 +345,89 @@ def _epoch_line(record: dict, epochs: int) -> str:
     )
 
 
+@dataclass
+class Phase:
+    """A stretch of epochs with one optimiser: `train` (from scratch), `head` (frozen backbone), `fine-tune`."""
+
+    name: str
+    first_epoch: int
+    last_epoch: int
+
+
+def plan_phases(config: TrainConfig, backbone: bool) -> list[Phase]:
+    """One phase for a model trained from scratch; head training, then optional fine-tuning, for a backbone."""
+    if not backbone:
+        return [Phase("train", 1, config.epochs)]
+    phases = [Phase("head", 1, config.epochs)]
+    if config.fine_tune is not None:
+        phases.append(Phase("fine-tune", config.epochs + 1, config.epochs + config.fine_tune_epochs))
+    return phases
+
+
+@dataclass
+class PhaseSetup:
+    """What a phase trains with: how batches reach the model, where they come from, and the optimiser."""
+
+    step: Step
+    train: datasets.BatchSource | FeatureSource
+    val: datasets.BatchSource | FeatureSource
+    optimizer: torch.optim.Optimizer
+
+
+def _weights_identity(config: TrainConfig) -> str:
+    return file_digest(config.weights) if config.weights else "pretrained"
+
+
+def setup_phase(
+    phase: Phase,
+    model: nn.Module,
+    config: TrainConfig,
+    preprocessing: Preprocessing,
+    indexes: tuple[datasets.FolderIndex, datasets.FolderIndex],
+    device: torch.device,
+    images: dict,
+) -> PhaseSetup:
+    """Freeze what the phase keeps fixed, pick features or images, and make the phase's optimiser.
+
+    A frozen backbone without augmentation never needs to run twice on the same image: its features come
+    from (or go into) the on-disk feature cache and only the head trains. `images` memoises the image sources.
+    """
+    if phase.name != "train":
+        set_trainable_blocks(model, config.fine_tune if phase.name == "fine-tune" else None)
+    lr = (config.fine_tune_lr or config.lr / 10) if phase.name == "fine-tune" else config.lr
+    optimizer = make_optimizer(config.optimizer, model.parameters(), lr)
+    if phase.name == "head" and config.augment.is_identity and config.feature_cache:
+        prefix = fixed_prefix_length(model.head)
+        extractor = nn.Sequential(model.backbone, *model.head[:prefix])
+        key = backbone_key(config.model, _weights_identity(config), preprocessing, extractor)
+        cache = FeatureCache(cache_root() / key)
+        train, val = (FeatureSource(index, extractor, preprocessing, cache, device) for index in indexes)
+        step = Step(device, None, False, preprocessing, config.augment, feature_head=model.head[prefix:])
+        return PhaseSetup(step, train, val, optimizer)
+    if not images:
+        images["train"], images["val"] = image_sources(config, preprocessing, *indexes)
+    precision = resolve_precision(config.precision, device)
+    step = Step(device, precision, device.type == "cpu", preprocessing, config.augment)
+    return PhaseSetup(step, images["train"], images["val"], optimizer)
+
+
+def _check_sources(setup: PhaseSetup, strict: bool) -> list[datasets.SkippedFile]:
+    skipped = setup.train.skipped + setup.val.skipped
+    if strict:
+        _fail_if_unreadable(skipped)
+    for name, source in (("training", setup.train), ("validation", setup.val)):
+        if len(source) == 0:
+            raise datasets.DatasetError(f"No readable {name} images are left after skipping unreadable files.")
+    return skipped
+
+
+def _resume_state(run_dir: Path) -> dict:
+    path = run_dir / CHECKPOINT_DIR / "state.json"
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no {CHECKPOINT_DIR}/state.json to resume from.")
+    return json.loads(path.read_text())
+
+
 def train(
     data: str | Path | None = None,
     *,
@@ -358,132 +449,157 @@ def train(
         run_dir = Path(resume)
         saved = read_config(run_dir)
         config = validate(dataclasses.replace(saved.train, **options))
-        state = (
-            json.loads((run_dir / CHECKPOINT_DIR / "state.json").read_text())
-            if (run_dir / CHECKPOINT_DIR / "state.json").is_file()
-            else None
-        )
-        if state is None:
-            raise RunError(f"{run_dir} has no {CHECKPOINT_DIR}/state.json to resume from.")
+        state = _resume_state(run_dir)
     else:
         config = config if config is not None else make_train_config(data, **options)
-        run_dir, state = _new_run_dir(config), None
+        run_dir, state, saved = _new_run_dir(config), None, None
 
     # Data
     spec = get_spec(config.model)
     preprocessing = dataclasses.replace(
         spec.preprocessing, image_size=config.image_size or spec.preprocessing.image_size
     )
-    prepared = prepare_data(config, preprocessing)
-    if state is not None and prepared.class_names != saved.class_names:
+    indexes = index_data(config)
+    class_names = indexes[0].class_names
+    if saved is not None and class_names != saved.class_names:
         raise RunError(
-            f"{config.data} now has classes {prepared.class_names} but the run was trained on "
+            f"{config.data} now has classes {class_names} but the run was trained on "
             f"{saved.class_names}; resume needs the same classes."
         )
-    run_config = RunConfig(config, prepared.class_names, preprocessing, _library_versions(), prepared.summary)
 
-    # Model and optimiser
+    # Model
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    model = build_model(run_config).to(device)
-    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr)
-    step = Step(device, resolve_precision(config.precision, device), device.type == "cpu", preprocessing)
-    if step.channels_last:
+    build = BuildOptions(pretrained=state is None, weights=config.weights if state is None else None, head=config.head)
+    model = create_model(config.model, len(class_names), preprocessing.image_size, build).to(device)
+    if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    weights = (
-        class_weights(prepared.train.labels, len(prepared.class_names)).to(device)
-        if config.class_weight == "auto"
-        else None
-    )
-
+    phases = plan_phases(config, spec.backbone)
     history: list[dict] = []
     best_val_loss, epochs_without_improvement, start_epoch = float("inf"), 0, 1
     if state is not None:
         model.load_state_dict(load_tensors(run_dir / CHECKPOINT_DIR / "last.safetensors"))
-        _restore_optimizer(
-            optimizer, load_tensors(run_dir / CHECKPOINT_DIR / "optimizer.safetensors"), state["optimizer"]
-        )
         history, best_val_loss = state["history"], state["best_val_loss"]
         epochs_without_improvement, start_epoch = state["epochs_without_improvement"], state["epoch"] + 1
-        log.info("Resuming %s from epoch %d of %d.", run_dir, start_epoch, config.epochs)
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "summary.txt", summarize(model, preprocessing) + "\n")
-    write_json(run_dir / CONFIG_FILE, run_config.to_dict())
-    if prepared.skipped:
-        write_csv(run_dir / "skipped.csv", ("file", "reason"), [(s.path, s.reason) for s in prepared.skipped])
+        log.info("Resuming %s from epoch %d of %d.", run_dir, start_epoch, phases[-1].last_epoch)
     log.info(
-        "Model %s (%d outputs), %s on %s, augmentation: %s.",
+        "Model %s (%d outputs) on %s, %s, augmentation: %s.",
         config.model,
-        num_outputs(len(prepared.class_names)),
-        config.optimizer,
+        num_outputs(len(class_names)),
         device,
+        config.optimizer,
         describe_augment(config.augment),
     )
 
     # Loop
-    try:
-        for epoch in range(start_epoch, config.epochs + 1):
-            started = time.perf_counter()
-            torch.manual_seed(config.seed * 1_000_003 + epoch)
-            augment_generator = torch.Generator().manual_seed(config.seed * 7_919 + epoch)
-            plan = datasets.epoch_batches(
-                len(prepared.train), config.batch_size, config.steps_per_epoch, config.seed, epoch
+    images: dict = {}
+    dataset_summary: dict = {}
+    for phase in phases:
+        if phase.last_epoch < start_epoch:
+            continue
+        setup = setup_phase(phase, model, config, preprocessing, indexes, device, images)
+        skipped = _check_sources(setup, config.strict)
+        if state is not None and state.get("phase", phase.name) == phase.name and start_epoch > phase.first_epoch:
+            _restore_optimizer(
+                setup.optimizer, load_tensors(run_dir / CHECKPOINT_DIR / "optimizer.safetensors"), state["optimizer"]
             )
-            model.train()
-            total_loss, correct, seen = 0.0, 0, 0
-            for index, (images, labels) in enumerate(prepared.train.batches(plan), start=1):
-                inputs = augment(images, config.augment, augment_generator)
-                labels = labels.to(device, non_blocking=True)
-                logits = step.forward(model, inputs)
-                loss = compute_loss(logits, labels, weights)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total_loss += loss.item() * len(labels)
-                correct += int((predicted_labels(logits.detach()) == labels).sum())
-                seen += len(labels)
-                if progress is not None:
-                    progress(epoch, index, len(plan))
-            val_loss, val_accuracy = evaluate(model, prepared.val, step, config.batch_size)
-            record = {
-                "epoch": epoch,
-                "loss": total_loss / max(seen, 1),
-                "accuracy": correct / max(seen, 1),
-                "val_loss": val_loss,
-                "val_accuracy": val_accuracy,
-                "seconds": round(time.perf_counter() - started, 4),
-            }
-            history.append(record)
-            log.info(_epoch_line(record, config.epochs))
-
-            # Checkpoint
-            if val_loss < best_val_loss or not (run_dir / WEIGHTS_FILE).exists():
-                best_val_loss, epochs_without_improvement = val_loss, 0
-                save_tensors(run_dir / WEIGHTS_FILE, model.state_dict())
-            else:
-                epochs_without_improvement += 1
-            _save_checkpoint(
-                run_dir,
-                model,
-                optimizer,
-                {
+        if not dataset_summary:
+            dataset_summary = _dataset_summary(indexes, setup, skipped)
+            run_config = RunConfig(config, class_names, preprocessing, _library_versions(), dataset_summary)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / CONFIG_FILE, run_config.to_dict())
+            if skipped:
+                for item in skipped:
+                    log.warning("Skipped %s: %s", item.path, item.reason)
+                write_csv(run_dir / "skipped.csv", ("file", "reason"), [(s.path, s.reason) for s in skipped])
+        atomic_write_text(run_dir / "summary.txt", summarize(model, preprocessing) + "\n")
+        if phase.name == "fine-tune":
+            log.info("Fine-tuning %s backbone blocks from epoch %d.", config.fine_tune, phase.first_epoch)
+        weights = (
+            class_weights(setup.train.labels, len(class_names)).to(device) if config.class_weight == "auto" else None
+        )
+        try:
+            for epoch in range(max(start_epoch, phase.first_epoch), phase.last_epoch + 1):
+                started = time.perf_counter()
+                torch.manual_seed(config.seed * 1_000_003 + epoch)
+                augment_generator = torch.Generator().manual_seed(config.seed * 7_919 + epoch)
+                plan = datasets.epoch_batches(
+                    len(setup.train), config.batch_size, config.steps_per_epoch, config.seed, epoch
+                )
+                model.train()
+                if phase.name == "head":
+                    model.backbone.eval()
+                elif phase.name == "fine-tune":
+                    freeze_batchnorm(model)
+                total_loss, correct, seen = 0.0, 0, 0
+                for index, (batch, labels) in enumerate(setup.train.batches(plan), start=1):
+                    labels = labels.to(device, non_blocking=True)
+                    logits = setup.step.forward(model, batch, augment_generator)
+                    loss = compute_loss(logits, labels, weights)
+                    setup.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    setup.optimizer.step()
+                    total_loss += loss.item() * len(labels)
+                    correct += int((predicted_labels(logits.detach()) == labels).sum())
+                    seen += len(labels)
+                    if progress is not None:
+                        progress(epoch, index, len(plan))
+                val_loss, val_accuracy = evaluate(model, setup.val, setup.step, config.batch_size)
+                record = {
                     "epoch": epoch,
-                    "best_val_loss": best_val_loss,
-                    "epochs_without_improvement": epochs_without_improvement,
-                    "history": history,
-                },
-            )
-            _write_history(run_dir, history)
-            if config.patience is not None and epochs_without_improvement >= config.patience:
-                log.info("Early stopping: val_loss has not improved for %d epochs.", config.patience)
-                break
-    except KeyboardInterrupt:
-        _write_plots(run_dir, history)
-        saved_epoch = history[-1]["epoch"] if history else 0
-        raise TrainingInterrupted(
-            f"Interrupted; epoch {saved_epoch} is saved in {run_dir}. Continue with: imgclf train --resume {run_dir}"
-        ) from None
+                    "loss": total_loss / max(seen, 1),
+                    "accuracy": correct / max(seen, 1),
+                    "val_loss": val_loss,
+                    "val_accuracy": val_accuracy,
+                    "seconds": round(time.perf_counter() - started, 4),
+                }
+                history.append(record)
+                log.info(_epoch_line(record, phases[-1].last_epoch))
+
+                # Checkpoint
+                if val_loss < best_val_loss or not (run_dir / WEIGHTS_FILE).exists():
+                    best_val_loss, epochs_without_improvement = val_loss, 0
+                    save_tensors(run_dir / WEIGHTS_FILE, model.state_dict())
+                else:
+                    epochs_without_improvement += 1
+                _save_checkpoint(
+                    run_dir,
+                    model,
+                    setup.optimizer,
+                    {
+                        "epoch": epoch,
+                        "phase": phase.name,
+                        "best_val_loss": best_val_loss,
+                        "epochs_without_improvement": epochs_without_improvement,
+                        "history": history,
+                    },
+                )
+                _write_history(run_dir, history)
+                if config.patience is not None and epochs_without_improvement >= config.patience:
+                    log.info("Early stopping: val_loss has not improved for %d epochs.", config.patience)
+                    break
+        except KeyboardInterrupt:
+            _write_plots(run_dir, history)
+            saved_epoch = history[-1]["epoch"] if history else 0
+            raise TrainingInterrupted(
+                f"Interrupted; epoch {saved_epoch} is saved in {run_dir}. Continue with: "
+                f"imgclf train --resume {run_dir}"
+            ) from None
     _write_plots(run_dir, history)
     log.info("Best val_loss %.4f; run saved in %s", best_val_loss, run_dir)
     return load(run_dir)
+
+
+def _dataset_summary(indexes, setup: PhaseSetup, skipped: list) -> dict:
+    train_index, val_index = indexes
+    return {
+        "train_root": train_index.root,
+        "val_root": val_index.root,
+        "train_count": len(setup.train),
+        "val_count": len(setup.val),
+        "train_class_counts": train_index.class_counts(),
+        "val_class_counts": val_index.class_counts(),
+        "skipped": len(skipped),
+        "in_memory": setup.train.holds_features or setup.train.decoded is not None,
+        "features_cached": setup.train.holds_features,
+    }

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from imgclf.config import Preprocessing
-from imgclf.data import SkippedFile
+from imgclf.data import FolderIndex, SkippedFile
 from imgclf.images import ImageError, load_tensor, normalize
 from imgclf.runs import save_tensors
 
@@ -40,9 +40,9 @@ def file_digest(path: str | Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def backbone_key(model: str, weights: str, preprocessing: Preprocessing) -> str:
-    """A short, stable name for (model, starting weights, preprocessing)."""
-    identity = json.dumps([model, weights, dataclasses.asdict(preprocessing)], sort_keys=True)
+def backbone_key(model: str, weights: str, preprocessing: Preprocessing, extractor: nn.Module) -> str:
+    """A short, stable name for (model, starting weights, preprocessing, extractor layers)."""
+    identity = json.dumps([model, weights, dataclasses.asdict(preprocessing), repr(extractor)], sort_keys=True)
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
@@ -74,6 +74,7 @@ def extract_features(
     preprocessing: Preprocessing,
     cache: FeatureCache,
     batch_size: int = 32,
+    device: torch.device | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, list[int], list[SkippedFile], int]:
     """Features for `files`, from the cache where present, else by running `extractor` (and caching).
@@ -102,8 +103,9 @@ def extract_features(
             skipped += [image for image in images if isinstance(image, SkippedFile)]
             if good:
                 with torch.inference_mode():
-                    batch = normalize(torch.stack([image for _, image in good]), preprocessing)
-                    output = extractor(batch).float()
+                    batch = torch.stack([image for _, image in good]).to(device or torch.device("cpu"))
+                    batch = normalize(batch, preprocessing)
+                    output = extractor(batch).float().cpu()
                 for (i, _), features in zip(good, output):
                     found[i] = features.clone()
                     cache.put(digests[i], found[i])
@@ -114,3 +116,36 @@ def extract_features(
         log.info("Computed features of %d images; %d came from the cache.", len(missing), len(files) - len(missing))
     stacked = torch.stack([found[i] for i in kept]) if kept else torch.empty(0)
     return stacked, kept, skipped, len(missing)
+
+
+class FeatureSource:
+    """The cached features of a folder's images, served in batches as `data.BatchSource` serves images."""
+
+    holds_features = True
+
+    def __init__(
+        self,
+        index: FolderIndex,
+        extractor: nn.Module,
+        preprocessing: Preprocessing,
+        cache: FeatureCache,
+        device: torch.device,
+    ):
+        features, kept, self.skipped, self.computed = extract_features(
+            extractor, index.files, preprocessing, cache, device=device
+        )
+        self.features = features
+        self.label_tensor = torch.tensor([index.labels[i] for i in kept], dtype=torch.long)
+        self.files = [index.files[i] for i in kept]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def labels(self) -> list[int]:
+        return self.label_tensor.tolist()
+
+    def batches(self, plan: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for indices in plan:
+            rows = torch.tensor(indices)
+            yield self.features[rows], self.label_tensor[rows]

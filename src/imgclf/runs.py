@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save
 
 from imgclf.config import ImgclfError, RunConfig
 from imgclf.images import ImageError, decode_image, image_to_tensor, load_tensor, normalize
-from imgclf.models import create_model, to_probabilities
+from imgclf.models import BuildOptions, create_model, to_probabilities
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -221,7 +221,8 @@ class Run:
 
 def build_model(config: RunConfig) -> torch.nn.Module:
     """A freshly initialised model of the run's architecture."""
-    return create_model(config.train.model, len(config.class_names), config.preprocessing.image_size)
+    options = BuildOptions(pretrained=False, head=config.train.head)
+    return create_model(config.train.model, len(config.class_names), config.preprocessing.image_size, options)
 
 
 def load(run_dir: str | Path, weights: str = WEIGHTS_FILE) -> Run:

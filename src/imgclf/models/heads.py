@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-HEADS = ("linear", "mlp", "seed")
+from imgclf.config import HEADS
 
 
 def create_head(name: str, feature_shape: tuple[int, int, int], num_outputs: int, dropout: float = 0.2) -> nn.Module:
@@ -33,3 +33,16 @@ def create_head(name: str, feature_shape: tuple[int, int, int], num_outputs: int
             nn.Linear(512, num_outputs),
         )
     raise ValueError(f"Unknown head {name!r}; choose one of {list(HEADS)}.")
+
+
+def fixed_prefix_length(head: nn.Sequential) -> int:
+    """How many leading layers of `head` have no parameters and no randomness (pooling, flattening).
+
+    With a frozen backbone their output is what the feature cache stores, and the rest of the head trains on it.
+    """
+    count = 0
+    for layer in head:
+        if not isinstance(layer, nn.AdaptiveAvgPool2d | nn.Flatten):
+            break
+        count += 1
+    return count

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import functools
+
+import torch
+from PIL import Image
+
+import imgclf
+from imgclf.features import FeatureCache
+from imgclf.runs import load_tensors
+
+# Lite0 at 96 px keeps these tests quick; the weights and the code path are the real ones.
+train_lite0 = functools.partial(imgclf.train, model="efficientnet_lite0", image_size=96, batch_size=8, seed=0)
+
+
+def count_computed_features(monkeypatch) -> list[str]:
+    """Record every image whose features the backbone computes (each one then goes into the cache)."""
+    computed: list[str] = []
+    original = FeatureCache.put
+
+    def recording(self, digest, features):
+        computed.append(digest)
+        return original(self, digest, features)
+
+    monkeypatch.setattr(FeatureCache, "put", recording)
+    return computed
+
+
+def test_frozen_backbone_does_not_change_while_the_head_trains(small_photos, tmp_path):
+    run = train_lite0(
+        small_photos / "train", val=str(small_photos / "val"), augment="default", epochs=2, out=str(tmp_path / "run")
+    )
+    start = imgclf.create_model("efficientnet_lite0", 2, 96, imgclf.models.BuildOptions(pretrained=True))
+    trained = load_tensors(run.run_dir / "model.safetensors")
+    for name, tensor in start.state_dict().items():
+        if name.startswith("backbone."):
+            assert torch.equal(trained[name], tensor), name  # weights and BatchNorm statistics alike
+    head_names = [name for name in trained if name.startswith("head.") and name.endswith("weight")]
+    assert any(not torch.equal(trained[name], start.state_dict()[name]) for name in head_names)
+    frozen = sum(p.numel() for p in start.backbone.parameters())
+    assert f"Non-trainable params: {frozen:,}" in (run.run_dir / "summary.txt").read_text()
+
+
+def test_feature_cache_is_reused_and_follows_file_changes(small_photos, tmp_path, monkeypatch):
+    seen = count_computed_features(monkeypatch)
+    options = {"val": str(small_photos / "val"), "epochs": 3}
+    first = train_lite0(small_photos / "train", out=str(tmp_path / "first"), **options)
+    assert len(seen) == 16 + 6  # every image once, for three epochs
+    seen.clear()
+    train_lite0(small_photos / "train", out=str(tmp_path / "second"), **options)
+    assert len(seen) == 0
+    photo = sorted((small_photos / "train" / "cars").iterdir())[0]
+    Image.open(photo).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photo)
+    train_lite0(small_photos / "train", out=str(tmp_path / "third"), **options)
+    assert len(seen) == 1
+    assert first.history[-1]["val_accuracy"] >= 0.5
+
+
+def test_fine_tuning_changes_only_the_unfrozen_blocks(small_photos, tmp_path):
+    run = train_lite0(
+        small_photos / "train",
+        val=str(small_photos / "val"),
+        epochs=1,
+        fine_tune="2",
+        fine_tune_epochs=1,
+        out=str(tmp_path / "run"),
+    )
+    assert [int(r["epoch"]) for r in run.history] == [1, 2]
+    start = imgclf.create_model("efficientnet_lite0", 2, 96, imgclf.models.BuildOptions(pretrained=True))
+    trained = run.model
+    changed = [
+        index
+        for index, (before, after) in enumerate(zip(start.blocks, trained.blocks))
+        if any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
+    ]
+    assert changed == [len(start.blocks) - 2, len(start.blocks) - 1]
+    for (name, before), after in zip(start.backbone.named_buffers(), trained.backbone.buffers()):
+        assert torch.equal(before, after), name  # BatchNorm statistics stay as pretrained
+
+
+def test_lite0_default_model_learns_cars_and_planes(small_photos, tmp_path):
+    run = imgclf.train(
+        small_photos / "train", val=str(small_photos / "val"), epochs=5, seed=0, out=str(tmp_path / "run")
+    )
+    assert run.config.train.model == "efficientnet_lite0"
+    assert run.config.preprocessing.mean == (0.5, 0.5, 0.5)
+    assert run.history[-1]["val_accuracy"] == 1.0
