@@ -3,9 +3,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.error
 from pathlib import Path
 
 import pytest
+import torch
+import torchvision
+from safetensors.torch import save_file
 
 from imgclf.cli import main
 from imgclf.data import index_folder
@@ -128,7 +132,8 @@ def test_demo_on_a_folder_in_the_tutorial_layout(small_photos, tmp_path, capsys)
     out = tmp_path / "demo-run"
     assert main(["demo", "--data", str(data), "--epochs", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "Predictions on photos the model did not train on" in printed
+    assert "Experiment cnn: predictions on photos the model did not train on" in printed
+    assert "The tutorial's experiments" in printed
     assert str(out / "summary.txt") in printed
     assert json.loads((out / "config.json").read_text())["train"]["steps_per_epoch"] == 30
 
@@ -138,3 +143,32 @@ def test_demo_photos_ship_inside_the_package():
     assert index_folder(data / "training_set").class_counts() == [80, 80]
     assert index_folder(data / "val_set").class_counts() == [20, 20]
     assert sum(p.stat().st_size for p in Path(data).rglob("*.jpg")) < 10 * 2**20
+
+
+def test_demo_runs_both_experiments_side_by_side(small_photos, tmp_path, capsys):
+    data = tmp_path / "tutorial"
+    data.mkdir()
+    (small_photos / "train").rename(data / "training_set")
+    (small_photos / "val").rename(data / "val_set")
+    weights = tmp_path / "vgg16.safetensors"
+    save_file(torchvision.models.vgg16(weights=None).state_dict(), weights)
+    args = ["demo", "--data", str(data), "--experiment", "both", "--epochs", "1", "--out", str(tmp_path / "demo")]
+    assert main([*args, "--vgg16-weights", str(weights)]) == 0
+    printed = capsys.readouterr().out
+    assert "Experiment vgg16: predictions" in printed
+    assert "seed-vgg16" in printed and "seed-cnn" in printed
+    summary = (tmp_path / "demo" / "vgg16" / "summary.txt").read_text()
+    assert "Non-trainable params: 14,714,688" in summary
+
+
+def test_vgg16_without_weights_offline_is_one_clear_line(small_photos, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    code = main(["train", str(small_photos / "train"), "--val", str(small_photos / "val"), "--model", "vgg16"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "vgg16-397923af.pth" in err and "--weights FILE" in err

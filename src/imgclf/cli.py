@@ -28,9 +28,11 @@ from imgclf.config import (
     AUGMENT_PRESETS,
     CLASS_WEIGHTS,
     DEVICES,
+    HEADS,
     OPTIMIZERS,
     PRECISIONS,
     ImgclfError,
+    TrainConfig,
     load_toml,
 )
 from imgclf.engine import TrainingInterrupted, make_train_config, train
@@ -107,8 +109,24 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--workers", type=int, help="decoding threads / DataLoader workers (default 2)")
 
     model = parser.add_argument_group("model and optimiser")
-    model.add_argument("--model", help="registered model name (see `imgclf summary --list`; default seed-cnn)")
+    model.add_argument(
+        "--model",
+        help="a registered model (`imgclf summary --list`), timm:<name> or torchvision:<name> "
+        "(default efficientnet_lite0, whose ImageNet weights install with imgclf)",
+    )
     model.add_argument("--image-size", type=int, metavar="PX", help="input size (default: the model's)")
+    model.add_argument("--head", choices=HEADS, help="head on a backbone (default linear; seed-vgg16: seed)")
+    model.add_argument("--weights", metavar="FILE", help="backbone weights from a local file (safetensors or .pth)")
+    model.add_argument("--fine-tune", metavar="N|all", help="after the head, unfreeze the last N backbone blocks")
+    model.add_argument("--fine-tune-epochs", type=int, metavar="N", help="epochs of fine-tuning (default 5)")
+    model.add_argument("--fine-tune-lr", type=float, metavar="LR", help="fine-tuning learning rate (default lr/10)")
+    model.add_argument(
+        "--no-feature-cache",
+        dest="feature_cache",
+        action="store_false",
+        default=None,
+        help="recompute a frozen backbone's features instead of caching them on disk",
+    )
     model.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam")
     model.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     model.add_argument("--epochs", type=int, help="default 30")
@@ -208,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", metavar="DIR", help="run directory (default runs/seed-cnn-<timestamp>)")
     demo.add_argument("--epochs", type=int, help="fewer epochs for a quick look (default 30)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--experiment",
+        choices=("cnn", "vgg16", "both"),
+        default="cnn",
+        help="cnn: the small CNN from scratch (default); vgg16: the frozen ImageNet VGG16; both, side by side",
+    )
+    demo.add_argument("--vgg16-weights", metavar="FILE", help="a local VGG16 state dict for experiment vgg16")
     return parser
 
 
@@ -239,26 +264,7 @@ def _apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str]) -> 
 
 def _train_options(args: argparse.Namespace) -> dict:
     """The training options the user gave (unset ones keep the library's defaults)."""
-    names = (
-        "val",
-        "val_split",
-        "strict",
-        "cache_mem_mb",
-        "workers",
-        "model",
-        "image_size",
-        "optimizer",
-        "lr",
-        "epochs",
-        "batch_size",
-        "steps_per_epoch",
-        "seed",
-        "patience",
-        "class_weight",
-        "precision",
-        "device",
-        "out",
-    )
+    names = [field.name for field in dataclasses.fields(TrainConfig) if field.name not in ("data", "augment")]
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     augment_overrides = {name: getattr(args, name) for name in AUGMENT_OPTIONS if getattr(args, name) is not None}
     if args.augment is not None or augment_overrides:
@@ -403,19 +409,41 @@ def _summary(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from imgclf.demo import run_demo
 
-    overrides = {"seed": args.seed} | ({"epochs": args.epochs} if args.epochs else {})
     with TrainingProgress(stderr) as progress:
-        result = run_demo(args.data, args.out, progress=progress, **overrides)
-    stdout.print(predictions_table(result.predictions, title="Predictions on photos the model did not train on"))
-    history = result.run.history
-    if history:
-        best = max(history, key=lambda record: record["val_accuracy"])
-        stdout.print(
-            f"Final val_accuracy {history[-1]['val_accuracy']:.4f} (best {best['val_accuracy']:.4f} at "
-            f"epoch {int(best['epoch'])}); {sum(r['seconds'] for r in history):.1f}s of training."
+        results = run_demo(
+            args.data,
+            args.out,
+            args.experiment,
+            progress,
+            seed=args.seed,
+            epochs=args.epochs,
+            vgg16_weights=args.vgg16_weights,
         )
-    _print_run_files(result.run.run_dir)
+    for result in results:
+        title = f"Experiment {result.experiment}: predictions on photos the model did not train on"
+        stdout.print(predictions_table(result.predictions, title=title))
+    stdout.print(experiments_table(results))
+    for result in results:
+        _print_run_files(result.run.run_dir)
     return 0
+
+
+def experiments_table(results) -> Table:
+    """The experiments side by side: final and best val accuracy, seconds, and the share of unseen photos right."""
+    table = Table(title="The tutorial's experiments")
+    for column in ("experiment", "model", "final val_accuracy", "best val_accuracy", "seconds"):
+        table.add_column(column, justify="left" if column in ("experiment", "model") else "right")
+    for result in results:
+        history = result.run.history
+        best = max(record["val_accuracy"] for record in history)
+        table.add_row(
+            result.experiment,
+            result.run.config.train.model,
+            f"{history[-1]['val_accuracy']:.4f}",
+            f"{best:.4f}",
+            f"{result.seconds:.1f}",
+        )
+    return table
 
 
 COMMANDS = {"train": _train, "predict": _predict, "evaluate": _evaluate, "summary": _summary, "demo": _demo}
