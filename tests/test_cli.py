@@ -124,11 +124,18 @@ def test_summary_of_a_model_name_and_of_a_run(trained_run, capsys):
     assert "seed-cnn" in capsys.readouterr().out
 
 
-def test_demo_on_a_folder_in_the_tutorial_layout(small_photos, tmp_path, capsys):
+@pytest.fixture
+def tutorial_layout(small_photos, tmp_path) -> Path:
+    """The small photos laid out as the tutorial's folder: training_set/ and val_set/."""
     data = tmp_path / "tutorial"
     data.mkdir()
     (small_photos / "train").rename(data / "training_set")
     (small_photos / "val").rename(data / "val_set")
+    return data
+
+
+def test_demo_on_a_folder_in_the_tutorial_layout(tutorial_layout, tmp_path, capsys):
+    data = tutorial_layout
     out = tmp_path / "demo-run"
     assert main(["demo", "--data", str(data), "--epochs", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -145,11 +152,8 @@ def test_demo_photos_ship_inside_the_package():
     assert sum(p.stat().st_size for p in Path(data).rglob("*.jpg")) < 10 * 2**20
 
 
-def test_demo_runs_both_experiments_side_by_side(small_photos, tmp_path, capsys):
-    data = tmp_path / "tutorial"
-    data.mkdir()
-    (small_photos / "train").rename(data / "training_set")
-    (small_photos / "val").rename(data / "val_set")
+def test_demo_runs_both_experiments_side_by_side(tutorial_layout, tmp_path, capsys):
+    data = tutorial_layout
     weights = tmp_path / "vgg16.safetensors"
     save_file(torchvision.models.vgg16(weights=None).state_dict(), weights)
     args = ["demo", "--data", str(data), "--experiment", "both", "--epochs", "1", "--out", str(tmp_path / "demo")]

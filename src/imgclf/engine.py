@@ -1,7 +1,7 @@
 """Training: data, model, optimiser, loop, validation, checkpoints — read top to bottom.
 
-imgclf train data/training_set --val data/val_set --augment seed --epochs 30 --steps-per-epoch 30
-imgclf.train("data/training_set", val="data/val_set", augment="seed", epochs=30, steps_per_epoch=30)
+imgclf train data/training_set --val data/val_set --model seed-cnn --augment seed --epochs 30 --steps-per-epoch 30
+imgclf.train("data/training_set", val="data/val_set", model="seed-cnn", augment="seed", epochs=30, steps_per_epoch=30)
 """
 
 from __future__ import annotations
