@@ -47,6 +47,7 @@ def run_seed(data: Path, seed: int, epochs: int) -> dict[str, float]:
         run = imgclf.train(
             data / "training_set",
             val=str(data / "val_set"),
+            model="seed-cnn",
             augment="seed",
             epochs=epochs,
             steps_per_epoch=STEPS_PER_EPOCH,

@@ -316,12 +316,11 @@ def _new_run_dir(config: TrainConfig) -> Path:
                 "or continue that run with --resume."
             )
         return run_dir
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path("runs") / f"{config.model}-{stamp}"
-    suffix = 1
+    name = f"{config.model.replace(':', '-').replace('/', '-')}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir, suffix = Path("runs") / name, 1
     while run_dir.exists():
         suffix += 1
-        run_dir = Path("runs") / f"{config.model}-{stamp}-{suffix}"
+        run_dir = Path("runs") / f"{name}-{suffix}"
     return run_dir
 
 

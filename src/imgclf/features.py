@@ -95,10 +95,13 @@ def extract_features(
             return SkippedFile(files[i], error.reason)
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        decoded = pool.map(decode, missing)
+        # Decode the next batch while the extractor runs on this one, and no further: `pool.map` would queue
+        # every file at once and, as decoding outpaces the extractor, hold all their images in memory.
+        ahead = [pool.submit(decode, i) for i in missing[:batch_size]]
         for start in range(0, len(missing), batch_size):
             rows = missing[start : start + batch_size]
-            images = [next(decoded) for _ in rows]
+            images = [future.result() for future in ahead]
+            ahead = [pool.submit(decode, i) for i in missing[start + batch_size : start + 2 * batch_size]]
             good = [(i, image) for i, image in zip(rows, images) if isinstance(image, torch.Tensor)]
             skipped += [image for image in images if isinstance(image, SkippedFile)]
             if good:
