@@ -305,15 +305,19 @@ def _print_run_files(run_dir: Path) -> None:
             stdout.print(f"  {run_dir / name}")
 
 
-def predictions_table(predictions: Sequence[Prediction], title: str | None = None) -> Table:
+def predictions_table(predictions: Sequence[Prediction], title: str | None = None, root: Path | None = None) -> Table:
+    """File, label, class index and probability; files under `root` are shown relative to it."""
     table = Table(title=title)
     for column in ("file", "label", "index", "probability"):
         table.add_column(column, justify="right" if column in ("index", "probability") else "left", overflow="fold")
     for p in predictions:
+        shown = p.file
+        if root is not None and Path(p.file).is_relative_to(root):
+            shown = str(Path(p.file).relative_to(root))
         if p.error is not None:
-            table.add_row(escape(p.file), f"[red]unreadable: {escape(p.error)}[/red]", "", "")
+            table.add_row(escape(shown), f"[red]unreadable: {escape(p.error)}[/red]", "", "")
         else:
-            table.add_row(escape(p.file), escape(p.label), str(p.index), f"{p.probability:.4f}")
+            table.add_row(escape(shown), escape(p.label), str(p.index), f"{p.probability:.4f}")
     return table
 
 
@@ -407,7 +411,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from imgclf.demo import run_demo
+    from imgclf.demo import run_demo, shipped_data
 
     with TrainingProgress(stderr) as progress:
         results = run_demo(
@@ -421,7 +425,7 @@ def _demo(args: argparse.Namespace) -> int:
         )
     for result in results:
         title = f"Experiment {result.experiment}: predictions on photos the model did not train on"
-        stdout.print(predictions_table(result.predictions, title=title))
+        stdout.print(predictions_table(result.predictions, title, root=Path(args.data or shipped_data())))
     stdout.print(experiments_table(results))
     for result in results:
         _print_run_files(result.run.run_dir)
