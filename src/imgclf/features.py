@@ -134,9 +134,7 @@ class FeatureSource:
         cache: FeatureCache,
         device: torch.device,
     ):
-        features, kept, self.skipped, self.computed = extract_features(
-            extractor, index.files, preprocessing, cache, device=device
-        )
+        features, kept, self.skipped, _ = extract_features(extractor, index.files, preprocessing, cache, device=device)
         self.features = features
         self.label_tensor = torch.tensor([index.labels[i] for i in kept], dtype=torch.long)
         self.files = [index.files[i] for i in kept]

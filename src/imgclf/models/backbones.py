@@ -8,7 +8,6 @@ weights are loaded into the original network first, through its library's own me
 from __future__ import annotations
 
 import importlib
-import logging
 from pathlib import Path
 
 import torch
@@ -17,8 +16,6 @@ from torch import nn
 from imgclf.config import ImgclfError, Preprocessing
 from imgclf.models import BuildOptions, register_model
 from imgclf.models.heads import create_head
-
-log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
