@@ -194,6 +194,14 @@ class DecodedImages:
     skipped: list[SkippedFile] = field(default_factory=list)
 
 
+def load_or_skip(path: str, preprocessing: Preprocessing) -> torch.Tensor | SkippedFile:
+    """`load_tensor`, or the `SkippedFile` saying why `path` cannot be read."""
+    try:
+        return load_tensor(path, preprocessing)
+    except ImageError as error:
+        return SkippedFile(path, error.reason)
+
+
 def decode_images(
     index: FolderIndex,
     preprocessing: Preprocessing,
@@ -204,13 +212,10 @@ def decode_images(
     size = preprocessing.image_size
 
     def decode(path: str) -> torch.Tensor | SkippedFile:
-        try:
-            return load_tensor(path, preprocessing)
-        except ImageError as error:
-            return SkippedFile(path, error.reason)
-        finally:
-            if on_image is not None:
-                on_image()
+        result = load_or_skip(path, preprocessing)
+        if on_image is not None:
+            on_image()
+        return result
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(decode, index.files))
@@ -227,8 +232,17 @@ def decode_images(
 
 
 def find_unreadable(index: FolderIndex, preprocessing: Preprocessing, workers: int = 2) -> list[SkippedFile]:
-    """Decode every file once and return those that fail (what `--strict` checks before streaming)."""
-    return decode_images(index, preprocessing, workers).skipped if index.files else []
+    """Decode every file once and return those that fail (what `--strict` checks before streaming).
+
+    Decoded pixels are dropped at once, so the check needs no more memory than streaming does.
+    """
+
+    def failure(path: str) -> SkippedFile | None:
+        result = load_or_skip(path, preprocessing)
+        return result if isinstance(result, SkippedFile) else None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return [item for item in pool.map(failure, index.files) if item is not None]
 
 
 def memory_needed_mb(num_images: int, preprocessing: Preprocessing) -> float:
@@ -247,12 +261,11 @@ class StreamingImages(torch.utils.data.Dataset):
         return len(self.index.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool, str]:
-        path = self.index.files[i]
-        try:
-            return load_tensor(path, self.preprocessing), self.index.labels[i], True, ""
-        except ImageError as error:
+        result = load_or_skip(self.index.files[i], self.preprocessing)
+        if isinstance(result, SkippedFile):
             size = self.preprocessing.image_size
-            return torch.zeros((3, size, size), dtype=torch.uint8), self.index.labels[i], False, error.reason
+            return torch.zeros((3, size, size), dtype=torch.uint8), self.index.labels[i], False, result.reason
+        return result, self.index.labels[i], True, ""
 
 
 def epoch_batches(num_images: int, batch_size: int, steps: int | None, seed: int, epoch: int) -> list[list[int]]:

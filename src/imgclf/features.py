@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from imgclf.config import Preprocessing
-from imgclf.data import FolderIndex, SkippedFile
-from imgclf.images import ImageError, load_tensor, normalize
+from imgclf.data import FolderIndex, SkippedFile, load_or_skip
+from imgclf.images import normalize
 from imgclf.runs import save_tensors
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,6 @@ def extract_features(
     cache: FeatureCache,
     batch_size: int = 8,
     device: torch.device | None = None,
-    on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, list[int], list[SkippedFile], int]:
     """Features for `files`, from the cache where present, else by running `extractor` (and caching).
 
@@ -90,10 +89,7 @@ def extract_features(
     extractor.eval()
 
     def decode(i: int) -> torch.Tensor | SkippedFile:
-        try:
-            return load_tensor(files[i], preprocessing)
-        except ImageError as error:
-            return SkippedFile(files[i], error.reason)
+        return load_or_skip(files[i], preprocessing)
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         # Decode the next batch while the extractor runs on this one, and no further: `pool.map` would queue
@@ -113,8 +109,6 @@ def extract_features(
                 for (i, _), features in zip(good, output):
                     found[i] = features.clone()
                     cache.put(digests[i], found[i])
-            if on_batch is not None:
-                on_batch(min(start + batch_size, len(missing)), len(missing))
     kept = [i for i in range(len(files)) if found[i] is not None]
     if len(missing):
         log.info("Computed features of %d images; %d came from the cache.", len(missing), len(files) - len(missing))
