@@ -1,8 +1,9 @@
 """The `imgclf` command line: parse, call the library, print, exit (0 ok, 1 user error, 2 usage error).
 
 imgclf train DATA --val VAL [options]
-imgclf predict RUN PATH... [--format table|csv|json] [--output FILE]
+imgclf predict RUN PATH... [--format table|csv|json] [--output FILE] [--engine auto|torch|onnx|openvino]
 imgclf evaluate RUN DIR
+imgclf export RUN [--format onnx]
 imgclf summary MODEL_OR_RUN
 imgclf demo [--data DIR]
 """
@@ -36,6 +37,7 @@ from imgclf.config import (
     load_toml,
 )
 from imgclf.engine import TrainingInterrupted, make_train_config, train
+from imgclf.engines import ENGINES
 from imgclf.runs import Prediction, atomic_write_text
 
 stdout = Console(soft_wrap=True)
@@ -190,7 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     predict.add_argument("--format", choices=("table", "csv", "json"), default="table")
     predict.add_argument("--output", metavar="FILE", help="write the result to FILE instead of the terminal")
-    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="auto: the fastest installed (openvino, then onnx = onnxruntime, then torch); "
+        "ONNX engines are checked against PyTorch when loaded",
+    )
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -211,6 +220,23 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--classes", type=int, default=2, help="number of classes for a model name (default 2)")
     summary.add_argument("--image-size", type=int)
     summary.add_argument("--list", action="store_true", help="list the registered model names")
+
+    export = commands.add_parser(
+        "export",
+        help="the run's model as ONNX, checked against PyTorch",
+        description="Write model.onnx (classes and preprocessing in its metadata) and export.json. Parity is "
+        "checked first: the validation images go through PyTorch and onnxruntime, and the export fails if a "
+        "top-1 class differs or a probability differs by 1e-4 or more.",
+    )
+    export.add_argument("run", metavar="RUN")
+    export.add_argument("--format", choices=("onnx",), default="onnx")
+    export.add_argument("--out", metavar="DIR", help="folder for model.onnx and export.json (default RUN)")
+    export.add_argument(
+        "--parity-images",
+        nargs="+",
+        metavar="PATH",
+        help="image files or folders to check parity on (default: the run's validation images)",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -346,8 +372,16 @@ def _predict(args: argparse.Namespace) -> int:
     from imgclf.data import list_images
     from imgclf.runs import load
 
-    run = load(args.run)
-    predictions = run.predict(list_images(args.paths), batch_size=args.batch_size)
+    run = load(args.run, engine=args.engine)
+    files = list_images(args.paths)
+    with Progress(
+        TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=stderr, transient=True
+    ) as progress:
+        task = progress.add_task("predict", total=len(files))
+        predictions = []
+        for prediction in run.predict_iter(files, batch_size=args.batch_size):
+            predictions.append(prediction)
+            progress.advance(task)
     if args.format == "table":
         if args.output:
             console = Console(file=io.StringIO(), width=200)
@@ -388,6 +422,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         table.add_row(name, *[str(v) for v in row])
     stdout.print(table)
     stdout.print(f"Wrote {out_dir / 'metrics.json'} and {out_dir / 'predictions.csv'}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from imgclf.export import export_onnx
+    from imgclf.runs import load
+
+    result = export_onnx(load(args.run), args.out, args.parity_images)
+    stdout.print(f"Parity: {result.parity.describe()}")
+    stdout.print(f"Wrote {result.onnx_path} and {result.report_path} in {result.seconds:.1f} s")
     return 0
 
 
@@ -450,12 +494,21 @@ def experiments_table(results) -> Table:
     return table
 
 
-COMMANDS = {"train": _train, "predict": _predict, "evaluate": _evaluate, "summary": _summary, "demo": _demo}
+COMMANDS = {
+    "train": _train,
+    "predict": _predict,
+    "evaluate": _evaluate,
+    "summary": _summary,
+    "demo": _demo,
+    "export": _export,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[ConsoleLogHandler()], force=True)
+    # imgclf's own progress lines at INFO; other libraries (the ONNX exporter is chatty) only from WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[ConsoleLogHandler()], force=True)
+    logging.getLogger("imgclf").setLevel(logging.INFO)
     parser = build_parser()
     try:
         args = _apply_config_file(parser, sys.argv[1:] if argv is None else argv)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgclf.config import ImgclfError, Preprocessing
+from imgclf.config import ImgclfError, Preprocessing, TrainConfig
 from imgclf.images import IMAGE_EXTENSIONS, ImageError, is_image_file, load_tensor
 
 log = logging.getLogger(__name__)
@@ -337,3 +337,16 @@ class BatchSource:
         if all(item.path != path for item in self.skipped):
             log.warning("Skipped %s: %s", path, reason)
             self.skipped.append(SkippedFile(path, reason))
+
+
+def split_folder(config: TrainConfig, data_index: FolderIndex) -> tuple[FolderIndex, FolderIndex]:
+    """(train, val) for a run: DATA and the `--val` folder, or a stratified, seeded `--val-split` of DATA."""
+    if config.val is not None:
+        val_index = index_folder(config.val)
+        check_same_classes(data_index, val_index)
+        return data_index, val_index
+    fraction = config.val_split if config.val_split is not None else 0.2
+    if config.val_split is None:
+        log.info("No --val folder given: holding out %g of %s for validation (--val-split).", fraction, config.data)
+    train_rows, val_rows = stratified_split(data_index.labels, fraction, config.seed)
+    return data_index.subset(train_rows), data_index.subset(val_rows)

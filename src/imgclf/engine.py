@@ -111,18 +111,6 @@ def make_train_config(data: str | Path | None, augment: str | AugmentConfig = "n
     return validate(TrainConfig(data=str(data), augment=augment, **options))
 
 
-def _split(config: TrainConfig, data_index: datasets.FolderIndex) -> tuple[datasets.FolderIndex, ...]:
-    if config.val is not None:
-        val_index = datasets.index_folder(config.val)
-        datasets.check_same_classes(data_index, val_index)
-        return data_index, val_index
-    fraction = config.val_split if config.val_split is not None else 0.2
-    if config.val_split is None:
-        log.info("No --val folder given: holding out %g of %s for validation (--val-split).", fraction, config.data)
-    train_rows, val_rows = datasets.stratified_split(data_index.labels, fraction, config.seed)
-    return data_index.subset(train_rows), data_index.subset(val_rows)
-
-
 def index_data(config: TrainConfig) -> tuple[datasets.FolderIndex, datasets.FolderIndex]:
     """Index and split the run's folders, saying what was found (Keras's `Found N images ...`)."""
     data_index = datasets.index_folder(config.data)
@@ -134,7 +122,7 @@ def index_data(config: TrainConfig) -> tuple[datasets.FolderIndex, datasets.Fold
             data_index.skipped_not_image,
             data_index.loose_files,
         )
-    train_index, val_index = _split(config, data_index)
+    train_index, val_index = datasets.split_folder(config, data_index)
     log.info("Training: %s", datasets.describe(train_index))
     log.info("Validation: %s", datasets.describe(val_index))
     if (warning := datasets.imbalance_warning(train_index)) is not None:

@@ -12,7 +12,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +22,9 @@ from PIL import Image
 from safetensors.torch import load_file, save
 
 from imgclf.config import ImgclfError, RunConfig
-from imgclf.images import ImageError, decode_image, image_to_tensor, load_tensor, normalize
-from imgclf.models import BuildOptions, create_model, to_probabilities
+from imgclf.engines import TorchEngine, pick_engine
+from imgclf.images import ImageError, decode_image, image_to_tensor, load_tensor
+from imgclf.models import BuildOptions, create_model
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -133,15 +134,25 @@ ImageInput = str | Path | Image.Image
 class Run:
     """A trained run loaded from its directory, ready to predict.
 
+    `engine` computes the probabilities (PyTorch unless `load` was given another engine); `model` is the
+    PyTorch model, loaded on first use when another engine predicts.
+
     >>> run = imgclf.load("runs/seed-cnn-20261125-101500")
     >>> run.predict("plane.jpg").label
     'planes'
     """
 
-    def __init__(self, run_dir: str | Path, config: RunConfig, model: torch.nn.Module):
+    def __init__(self, run_dir: str | Path, config: RunConfig, model: torch.nn.Module | None = None, engine=None):
         self.run_dir = Path(run_dir)
         self.config = config
-        self.model = model.eval()
+        self._model = None if model is None else model.eval()
+        self.engine = engine if engine is not None else TorchEngine(self.model, config.preprocessing)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            self._model = load_model(self.run_dir, self.config).eval()
+        return self._model
 
     @property
     def history(self) -> list[dict[str, float]]:
@@ -160,19 +171,20 @@ class Run:
     def preprocessing(self):
         return self.config.preprocessing
 
-    def _tensor(self, item: ImageInput) -> torch.Tensor:
-        if isinstance(item, Image.Image):
-            prep = self.preprocessing
-            return image_to_tensor(decode_image(item, prep.image_size, prep.interpolation))
-        return load_tensor(item, self.preprocessing)
+    def _decode(self, item: ImageInput) -> torch.Tensor | ImageError:
+        prep = self.preprocessing
+        try:
+            if isinstance(item, Image.Image):
+                return image_to_tensor(decode_image(item, prep.image_size, prep.interpolation))
+            return load_tensor(item, prep)
+        except ImageError as error:
+            return error
 
-    @torch.inference_mode()
     def predict_tensors(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, classes) for a uint8 batch (N, 3, S, S) at the model's input size."""
-        logits = self.model(normalize(images, self.preprocessing))
-        return to_probabilities(logits.float())
+        return torch.from_numpy(self.engine(images))
 
-    def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 64):
+    def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 32):
         """Predict one image (path or PIL image) → `Prediction`, or a list of them → list of `Prediction`.
 
         A single unreadable image raises `ImageError`; in a list it gets a `Prediction` with `error` set.
@@ -182,23 +194,22 @@ class Run:
             if prediction.error is not None:
                 raise ImageError(prediction.file, prediction.error)
             return prediction
-        return [
-            p
-            for start in range(0, len(images), batch_size)
-            for p in self._predict_batch(images[start : start + batch_size])
-        ]
+        return list(self.predict_iter(images, batch_size))
 
-    def _predict_batch(self, items: Sequence[ImageInput]) -> list[Prediction]:
-        def decode(item: ImageInput) -> torch.Tensor | ImageError:
-            try:
-                return self._tensor(item)
-            except ImageError as error:
-                return error
-
+    def predict_iter(self, images: Sequence[ImageInput], batch_size: int = 32) -> Iterator[Prediction]:
+        """`predict` one batch at a time, in order; the next batch is decoded while the engine runs."""
+        batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            decoded = list(pool.map(decode, items))
+            pending = [pool.submit(self._decode, item) for item in batches[0]] if batches else []
+            for number, batch in enumerate(batches):
+                decoded = [future.result() for future in pending]
+                following = batches[number + 1] if number + 1 < len(batches) else []
+                pending = [pool.submit(self._decode, item) for item in following]
+                yield from self._predictions(batch, decoded)
+
+    def _predictions(self, items: Sequence[ImageInput], decoded: list[torch.Tensor | ImageError]) -> list[Prediction]:
         good = [i for i, result in enumerate(decoded) if isinstance(result, torch.Tensor)]
-        probabilities = self.predict_tensors(torch.stack([decoded[i] for i in good])) if good else None
+        probabilities = self.engine(torch.stack([decoded[i] for i in good])) if good else None
         rows = {i: probabilities[row] for row, i in enumerate(good)}
         predictions = []
         for i, item in enumerate(items):
@@ -225,13 +236,29 @@ def build_model(config: RunConfig) -> torch.nn.Module:
     return create_model(config.train.model, len(config.class_names), config.preprocessing.image_size, options)
 
 
-def load(run_dir: str | Path, weights: str = WEIGHTS_FILE) -> Run:
-    """Load a run directory (its `config.json` and `model.safetensors`) for prediction."""
-    config = read_config(run_dir)
+def load_model(run_dir: str | Path, config: RunConfig, weights: str = WEIGHTS_FILE) -> torch.nn.Module:
+    """The run's PyTorch model with its trained weights."""
     model = build_model(config)
     state = load_tensors(Path(run_dir) / weights)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
         raise RunError(f"{Path(run_dir) / weights} does not match the model in {CONFIG_FILE}: {error}") from None
-    return Run(run_dir, config, model)
+    return model
+
+
+def load(run_dir: str | Path, weights: str = WEIGHTS_FILE, engine: str = "torch") -> Run:
+    """Load a run directory (its `config.json` and `model.safetensors`) for prediction.
+
+    `engine`: `torch`, `onnx` (onnxruntime), `openvino`, or `auto` for the fastest installed. The ONNX engines
+    use the run's `imgclf export` (or export into the cache once) and are checked against PyTorch on load.
+    """
+    config = read_config(run_dir)
+    name = pick_engine(engine)
+    if name == "torch":
+        return Run(run_dir, config, load_model(run_dir, config, weights))
+    if weights != WEIGHTS_FILE:
+        raise RunError(f"Engine {name} runs the exported {WEIGHTS_FILE}; use --engine torch for {weights}.")
+    from imgclf.export import load_engine  # export builds on this module; imported here to keep that one-way
+
+    return Run(run_dir, config, engine=load_engine(name, run_dir, config))

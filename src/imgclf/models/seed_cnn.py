@@ -33,6 +33,9 @@ class SeedCNN(nn.Sequential):
     first_block_layers = 3
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            # The slices only keep eager CPU work in cache; a traced graph (ONNX export) needs one batch shape.
+            return super().forward(inputs)
         layers = list(self)
         slices = []
         for images in inputs.split(self.images_per_slice):

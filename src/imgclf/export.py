@@ -1,0 +1,306 @@
+"""ONNX export with a parity check, and the exported engines a run predicts with.
+
+imgclf export runs/efficientnet_lite0-20261125-101500        # → RUN/model.onnx and RUN/export.json
+
+The exported graph takes RGB pixels scaled to [0, 1], shape (N, 3, S, S), and returns class probabilities
+(N, classes): the normalisation and the sigmoid / softmax are inside it, and the ONNX metadata names the
+classes and the preprocessing. Parity is checked at export: the run's validation images go through PyTorch and
+onnxruntime, and the export fails when a top-1 class differs or a probability differs by 1e-4 or more.
+`export.json` records the result either way. `parity.safetensors` keeps up to 32 of those images with PyTorch's
+probabilities, so an engine is checked again each time it is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from imgclf.config import ImgclfError, Preprocessing, RunConfig
+from imgclf.data import DatasetError, SkippedFile, index_folder, list_images, load_or_skip, split_folder
+from imgclf.engines import OnnxRuntimeEngine, TorchEngine, create_onnx_engine
+from imgclf.models import to_probabilities
+from imgclf.runs import (
+    WEIGHTS_FILE,
+    Run,
+    RunError,
+    atomic_write_bytes,
+    load_tensors,
+    save_tensors,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+REPORT_FILE = "export.json"
+REFERENCE_FILE = "parity.safetensors"
+TOLERANCE = 1e-4
+REFERENCE_IMAGES = 32
+OPSET = 18
+
+
+class ExportError(ImgclfError):
+    """The model cannot be exported, or the exported model does not answer as the PyTorch model does."""
+
+
+@dataclass
+class Parity:
+    """How an engine's probabilities compare with PyTorch's on the same images."""
+
+    engine: str
+    images: int
+    max_difference: float
+    tolerance: float | None
+    top1_mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        close = self.tolerance is None or self.max_difference < self.tolerance
+        return self.images > 0 and not self.top1_mismatches and close
+
+    def describe(self) -> str:
+        limit = f" (limit {self.tolerance:g})" if self.tolerance is not None else ""
+        return (
+            f"{self.engine} on {self.images} images: {len(self.top1_mismatches)} top-1 differences, "
+            f"largest probability difference {self.max_difference:.2e}{limit}"
+        )
+
+
+@dataclass
+class ExportResult:
+    """What `export_onnx` wrote and how parity went."""
+
+    onnx_path: Path
+    report_path: Path
+    parity: Parity
+    seconds: float
+
+
+def compare(engine: str, reference: np.ndarray, candidate: np.ndarray, names: Sequence[str], tolerance) -> Parity:
+    """Compare two (N, classes) probability arrays row by row; `names` label the rows."""
+    mismatched = np.flatnonzero(reference.argmax(axis=1) != candidate.argmax(axis=1))
+    difference = float(np.abs(reference - candidate).max()) if len(reference) else 0.0
+    return Parity(engine, len(reference), difference, tolerance, [names[i] for i in mismatched])
+
+
+class _ProbabilityModel(nn.Module):
+    """Pixels in [0, 1] → normalise → model → class probabilities: the graph that gets exported."""
+
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocessing.std).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return to_probabilities(self.model((pixels - self.mean) / self.std))
+
+
+def weights_digest(run_dir: str | Path) -> str:
+    """SHA-256 of the run's `model.safetensors`: an export belongs to exactly these weights."""
+    path = Path(run_dir) / WEIGHTS_FILE
+    if not path.is_file():
+        raise RunError(f"{path} is missing; the run directory is incomplete.")
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def onnx_metadata(config: RunConfig, digest: str) -> dict[str, str]:
+    """The ONNX metadata: classes, preprocessing and input layout, so the file explains itself."""
+    prep = config.preprocessing
+    return {
+        "imgclf.model": config.train.model,
+        "imgclf.class_names": json.dumps(config.class_names),
+        "imgclf.preprocessing": json.dumps(asdict(prep)),
+        "imgclf.input": (
+            f"RGB pixels / 255 as float32, shape (N, 3, {prep.image_size}, {prep.image_size}), the image squashed to "
+            f"{prep.image_size}x{prep.image_size} with {prep.interpolation} resampling; mean/std are applied inside"
+        ),
+        "imgclf.output": "class probabilities (N, classes), in the order of imgclf.class_names",
+        "imgclf.weights_sha256": digest,
+    }
+
+
+def to_onnx(model: nn.Module, preprocessing: Preprocessing, metadata: dict[str, str]) -> bytes:
+    """The model wrapped with its preprocessing and output activation, as ONNX bytes with a dynamic batch size."""
+    import onnx
+
+    wrapper = _ProbabilityModel(model.float().eval(), preprocessing).to(memory_format=torch.contiguous_format)
+    size = preprocessing.image_size
+    example = (torch.rand(2, 3, size, size),)
+    # The exporter reports its steps with print(); keep them off the user's terminal.
+    with contextlib.redirect_stdout(io.StringIO()) as chatter, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                wrapper,
+                example,
+                dynamo=True,
+                input_names=["pixels"],
+                output_names=["probabilities"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                opset_version=OPSET,
+                verbose=False,
+            )
+        except Exception as error:  # the exporter raises many types; all mean the same to the user
+            raise ExportError(f"PyTorch could not export the model to ONNX: {error}") from None
+    log.debug("%s", chatter.getvalue())
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, metadata)
+    return proto.SerializeToString()
+
+
+def decode_files(files: Sequence[str], preprocessing: Preprocessing) -> tuple[torch.Tensor, list[str]]:
+    """Decode `files` at the model's input size; unreadable ones are left out (and logged)."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = list(pool.map(lambda path: load_or_skip(path, preprocessing), files))
+    for result in results:
+        if isinstance(result, SkippedFile):
+            log.warning("Left out of the parity check: %s (%s)", result.path, result.reason)
+    kept = [(path, result) for path, result in zip(files, results) if isinstance(result, torch.Tensor)]
+    size = preprocessing.image_size
+    if not kept:
+        return torch.empty((0, 3, size, size), dtype=torch.uint8), []
+    return torch.stack([tensor for _, tensor in kept]), [path for path, _ in kept]
+
+
+def parity_files(config: RunConfig, images: Sequence[str | Path] | None = None) -> list[str]:
+    """The images to check parity on: `images` (files or folders) if given, else the run's validation images."""
+    if images:
+        return list_images(images)
+    try:
+        return split_folder(config.train, index_folder(config.train.data))[1].files
+    except DatasetError as error:
+        raise ExportError(
+            f"Parity is checked on the run's validation images, which cannot be read ({error}). "
+            f"Give images to check on with --parity-images DIR."
+        ) from None
+
+
+def export_onnx(
+    run: Run, out_dir: str | Path | None = None, images: Sequence[str | Path] | None = None
+) -> ExportResult:
+    """Export `run` to `out_dir/model.onnx` (default: the run directory) after checking parity.
+
+    `images` are files or folders to check parity on (default: the run's validation images). Raises
+    `ExportError`, with `export.json` still written, when onnxruntime disagrees with PyTorch.
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir) if out_dir is not None else run.run_dir
+    config = run.config
+    pixels, names = decode_files(parity_files(config, images), config.preprocessing)
+    if not names:
+        raise ExportError("None of the parity images could be read. Give readable images with --parity-images DIR.")
+    digest = weights_digest(run.run_dir)
+    onnx_bytes = to_onnx(run.model, config.preprocessing, onnx_metadata(config, digest))
+    reference = TorchEngine(run.model, config.preprocessing)(pixels)
+    with _temporary_file(out_dir, onnx_bytes) as candidate_path:
+        candidate = OnnxRuntimeEngine(candidate_path)(pixels)
+    parity = compare("onnx", reference, candidate, names, TOLERANCE)
+    report = {
+        "format": "onnx",
+        "file": ONNX_FILE,
+        "opset": OPSET,
+        "weights_sha256": digest,
+        "class_names": config.class_names,
+        "preprocessing": asdict(config.preprocessing),
+        "parity": {**asdict(parity), "passed": parity.passed},
+        "versions": _versions(),
+    }
+    report_path = out_dir / REPORT_FILE
+    write_json(report_path, report)
+    if not parity.passed:
+        raise ExportError(
+            f"The ONNX model does not answer as the PyTorch model does: {parity.describe()}. "
+            f"Nothing was exported; see {report_path}."
+        )
+    keep = slice(0, REFERENCE_IMAGES)
+    save_tensors(
+        out_dir / REFERENCE_FILE,
+        {"images": pixels[keep], "probabilities": torch.from_numpy(reference[keep])},
+        metadata={"files": json.dumps(names[keep]), "weights_sha256": digest},
+    )
+    atomic_write_bytes(out_dir / ONNX_FILE, onnx_bytes)
+    return ExportResult(out_dir / ONNX_FILE, report_path, parity, time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _temporary_file(folder: Path, data: bytes):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".{ONNX_FILE}.{os.getpid()}.candidate"
+    path.write_bytes(data)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def export_cache_dir(digest: str) -> Path:
+    """Where an export made for `--engine onnx|openvino` lives when the run has none: `$IMGCLF_CACHE/onnx/`."""
+    base = os.environ.get("IMGCLF_CACHE") or Path.home() / ".cache" / "imgclf"
+    return Path(base) / "onnx" / digest[:32]
+
+
+def current_export(run_dir: str | Path, digest: str) -> Path | None:
+    """The folder holding an export of exactly these weights that passed parity, if there is one."""
+    for folder in (Path(run_dir), export_cache_dir(digest)):
+        report = folder / REPORT_FILE
+        if not (report.is_file() and (folder / ONNX_FILE).is_file() and (folder / REFERENCE_FILE).is_file()):
+            continue
+        values = json.loads(report.read_text(encoding="utf-8"))
+        if values.get("weights_sha256") == digest and values.get("parity", {}).get("passed"):
+            return folder
+    return None
+
+
+def load_engine(name: str, run_dir: str | Path, config: RunConfig):
+    """The `onnx` or `openvino` engine for `run`, exporting it into the cache first if the run has no export.
+
+    The engine is checked on the export's reference images: any top-1 difference from PyTorch is an
+    `ExportError`; fp32 engines must also stay within 1e-4 of PyTorch's probabilities.
+    """
+    digest = weights_digest(run_dir)
+    folder = current_export(run_dir, digest)
+    if folder is None:
+        folder = export_cache_dir(digest)
+        log.info("Exporting the model to ONNX for the %s engine (once; kept in %s).", name, folder)
+        export_onnx(Run(run_dir, config), folder)
+    engine = create_onnx_engine(name, folder / ONNX_FILE)
+    reference = load_tensors(folder / REFERENCE_FILE)
+    names = json.loads(_metadata(folder / REFERENCE_FILE).get("files", "[]"))
+    tolerance = TOLERANCE if engine.precision == "fp32" else None
+    parity = compare(name, reference["probabilities"].numpy(), engine(reference["images"]), names, tolerance)
+    if not parity.passed:
+        raise ExportError(
+            f"The {name} engine does not answer as PyTorch does: {parity.describe()}. Use --engine torch."
+        )
+    log.info("Engine %s (%s) checked against PyTorch: %s.", name, engine.precision, parity.describe())
+    return engine
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as file:
+        return file.metadata() or {}

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from tests.conftest import make_synthetic_classes
+
+import imgclf
+from imgclf import export
+from imgclf.cli import main
+from imgclf.config import ConfigError
+from imgclf.engines import OnnxRuntimeEngine, installed_engines, pick_engine
+from imgclf.images import load_tensor
+
+
+@pytest.fixture(scope="module")
+def exported_run(tmp_path_factory, trained_run) -> Path:
+    """A copy of the trained seed-cnn run with `imgclf export` done inside it."""
+    run_dir = tmp_path_factory.mktemp("exported") / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    export.export_onnx(imgclf.load(run_dir))
+    return run_dir
+
+
+def val_photos(cars_planes: Path) -> list[Path]:
+    return sorted((cars_planes / "val_set").rglob("*.jpg"))
+
+
+def test_export_writes_onnx_with_classes_and_preprocessing_inside(exported_run):
+    model = onnx.load(exported_run / "model.onnx")
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    assert json.loads(metadata["imgclf.class_names"]) == ["cars", "planes"]
+    assert json.loads(metadata["imgclf.preprocessing"])["image_size"] == 64
+    assert metadata["imgclf.weights_sha256"] == export.weights_digest(exported_run)
+    report = json.loads((exported_run / "export.json").read_text())
+    assert report["parity"]["passed"] is True
+    assert report["parity"]["images"] == 40  # every validation photo of the tutorial
+    assert report["parity"]["max_difference"] < 1e-4
+
+
+def test_the_onnx_file_alone_answers_as_the_run(exported_run, cars_planes):
+    """A user with only model.onnx and its metadata gets the run's probabilities."""
+    session = onnxruntime.InferenceSession(str(exported_run / "model.onnx"), providers=["CPUExecutionProvider"])
+    run = imgclf.load(exported_run, engine="torch")
+    photos = val_photos(cars_planes)[:6]
+    pixels = np.stack([load_tensor(p, run.preprocessing).numpy() for p in photos]).astype(np.float32) / 255
+    onnx_probabilities = session.run(None, {"pixels": pixels})[0]
+    torch_probabilities = [run.predict(p).probabilities for p in photos]
+    expected = np.array([[row["cars"], row["planes"]] for row in torch_probabilities])
+    np.testing.assert_allclose(onnx_probabilities, expected, atol=1e-5)
+
+
+def test_export_fails_and_writes_nothing_but_the_report_when_onnx_disagrees(tmp_path, trained_run, monkeypatch):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+
+    def swapped(self, images):
+        probabilities = original(self, images)
+        probabilities[0] = probabilities[0, ::-1]
+        return probabilities
+
+    original = OnnxRuntimeEngine.__call__
+    monkeypatch.setattr(OnnxRuntimeEngine, "__call__", swapped)
+    with pytest.raises(export.ExportError, match="1 top-1 differences"):
+        export.export_onnx(imgclf.load(run_dir))
+    assert not (run_dir / "model.onnx").exists()
+    assert json.loads((run_dir / "export.json").read_text())["parity"]["passed"] is False
+
+
+def test_parity_needs_images_when_the_validation_folder_is_gone(tmp_path, trained_run, cars_planes):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["train"]["data"] = str(tmp_path / "moved")
+    config["train"]["val"] = str(tmp_path / "moved-val")
+    (run_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(export.ExportError, match="--parity-images"):
+        export.export_onnx(imgclf.load(run_dir))
+    result = export.export_onnx(imgclf.load(run_dir), images=[cars_planes / "val_set" / "cars"])
+    assert result.parity.images == 20 and result.parity.passed
+
+
+@pytest.mark.parametrize("engine", [name for name in installed_engines() if name != "torch"])
+def test_exported_engines_agree_with_torch_on_real_photos(exported_run, cars_planes, engine):
+    photos = val_photos(cars_planes)
+    expected = imgclf.load(exported_run, engine="torch").predict(photos)
+    got = imgclf.load(exported_run, engine=engine).predict(photos)
+    assert [p.label for p in got] == [p.label for p in expected]
+    for mine, theirs in zip(got, expected):
+        assert mine.probabilities["planes"] == pytest.approx(theirs.probabilities["planes"], abs=1e-4)
+
+
+def test_an_engine_without_an_export_exports_once_into_the_cache(tmp_path, trained_run, monkeypatch):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    run = imgclf.load(run_dir, engine="onnx")
+    assert not (run_dir / "model.onnx").exists()  # the run directory is left alone
+    cached = export.current_export(run_dir, export.weights_digest(run_dir))
+    assert cached is not None and cached.is_relative_to(export.export_cache_dir("").parent)
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(export, "export_onnx", no_export)
+    again = imgclf.load(run_dir, engine="onnx")
+    photo = tmp_path / "photo.png"
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    from PIL import Image
+
+    Image.fromarray(pixels).save(photo)
+    assert again.predict(photo).probabilities == pytest.approx(run.predict(photo).probabilities, abs=1e-6)
+
+
+def test_an_export_of_other_weights_is_not_used(exported_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(exported_run, run_dir)
+    assert export.current_export(run_dir, export.weights_digest(run_dir)) == run_dir
+    state = imgclf.runs.load_tensors(run_dir / "model.safetensors")
+    state = {name: tensor + 0.01 if tensor.is_floating_point() else tensor for name, tensor in state.items()}
+    imgclf.runs.save_tensors(run_dir / "model.safetensors", state)
+    assert export.current_export(run_dir, export.weights_digest(run_dir)) is None
+
+
+def test_a_broken_engine_is_refused_when_loaded(exported_run, monkeypatch):
+    monkeypatch.setattr(OnnxRuntimeEngine, "__call__", lambda self, images: np.full((len(images), 2), 0.5))
+    with pytest.raises(export.ExportError, match="does not answer as PyTorch does"):
+        imgclf.load(exported_run, engine="onnx")
+
+
+def test_three_classes_export_with_a_softmax(tmp_path):
+    data = make_synthetic_classes(tmp_path / "data", {"red": 12, "green": 12, "blue": 12}, size=32)
+    run = imgclf.train(data, model="seed-cnn", val_split=0.25, epochs=2, out=str(tmp_path / "run"))
+    result = export.export_onnx(run)
+    assert result.parity.passed
+    onnx_run = imgclf.load(run.run_dir, engine="onnx")
+    images = torch.stack([load_tensor(p, run.preprocessing) for p in sorted(data.rglob("*.png"))[:9]])
+    probabilities = onnx_run.predict_tensors(images)
+    assert probabilities.shape == (9, 3)
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(9), atol=1e-5, rtol=0)
+    torch.testing.assert_close(probabilities, run.predict_tensors(images), atol=1e-4, rtol=0)
+
+
+def test_engine_names_are_checked():
+    assert pick_engine("auto") == installed_engines()[0]
+    assert pick_engine("torch") == "torch"
+    with pytest.raises(ConfigError, match="Choose one of"):
+        pick_engine("tensorrt")
+
+
+def test_export_and_predict_from_the_command_line(tmp_path, trained_run, cars_planes, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "onnx")]) == 0
+    assert "0 top-1 differences" in capsys.readouterr().out
+    assert (tmp_path / "onnx" / "model.onnx").is_file() and not (run_dir / "model.onnx").exists()
+    photos = str(cars_planes / "val_set")
+    outputs = {}
+    for engine in ("torch", "onnx"):
+        assert main(["predict", str(run_dir), photos, "--engine", engine, "--format", "json"]) == 0
+        outputs[engine] = json.loads(capsys.readouterr().out)
+    assert [p["label"] for p in outputs["onnx"]] == [p["label"] for p in outputs["torch"]]
