@@ -75,3 +75,14 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, cars_planes: Path) -> 
         seed=0,
         out=str(out),
     )
+
+
+def best_photo_per_class(run: imgclf.Run, folder: Path) -> dict[str, Path]:
+    """For each class sub-folder of `folder`, the photo `run` puts in that class with the highest probability."""
+    best = {}
+    for class_name in run.class_names:
+        photos = sorted((folder / class_name).glob("*.jpg"))
+        right = [(p.probability, photo) for photo, p in zip(photos, run.predict(photos)) if p.label == class_name]
+        assert right, f"{run.run_dir} classifies none of the {class_name} photos in {folder} right"
+        best[class_name] = max(right)[1]
+    return best

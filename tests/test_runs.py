@@ -82,7 +82,7 @@ def test_evaluate_on_the_real_validation_photos(trained_run, cars_planes, tmp_pa
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["accuracy"] == evaluation.accuracy
     lines = (tmp_path / "eval" / "predictions.csv").read_text().splitlines()
-    assert lines[0] == "file,true_label,predicted_label,probability,error"
+    assert lines[0] == "file,true_label,predicted_label,probability,p_cars,p_planes,error"
     assert len(lines) == 41
     assert all(Path(line.split(",")[0]).exists() for line in lines[1:])
 
@@ -106,3 +106,9 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path, monkeypat
         atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    atomic_write_text(tmp_path / "written.txt", "x")
+    (tmp_path / "plain.txt").write_text("x")
+    assert (tmp_path / "written.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode

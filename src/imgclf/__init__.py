@@ -8,6 +8,7 @@ imgclf.load(run.run_dir).predict("plane.jpg")
 from imgclf.config import AugmentConfig, ImgclfError, Preprocessing, TrainConfig
 from imgclf.data import DatasetError
 from imgclf.engine import TrainingInterrupted, train
+from imgclf.explain import explain_image
 from imgclf.images import ImageError, open_image
 from imgclf.models import create_model, list_models, register_model
 from imgclf.runs import Prediction, Run, RunError, load
@@ -26,6 +27,7 @@ __all__ = [
     "TrainConfig",
     "TrainingInterrupted",
     "create_model",
+    "explain_image",
     "list_models",
     "load",
     "open_image",

@@ -2,10 +2,14 @@
 
 imgclf train DATA --val VAL [options]
 imgclf predict RUN PATH... [--format table|csv|json] [--output FILE] [--engine auto|torch|onnx|openvino]
-imgclf evaluate RUN DIR
+imgclf evaluate RUN DIR [--tta] [--min-confidence P]
+imgclf report RUN [DIR]
 imgclf export RUN [--format onnx]
 imgclf summary MODEL_OR_RUN
 imgclf demo [--data DIR]
+imgclf serve RUN [--host 127.0.0.1] [--port 8000] [--engine auto|torch|onnx|openvino]
+imgclf audit DATA [--val DIR] [--test DIR] [--out DIR] [--fail-on leakage,corrupt,...]   (exit 3: a --fail-on find)
+imgclf explain RUN IMAGE... [--out DIR] [--class NAME] [--alpha 0.5]
 """
 
 from __future__ import annotations
@@ -25,6 +29,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from imgclf.audit import (
+    DEFAULT_MIN_SIZE,
+    DEFAULT_NEAR_THRESHOLD,
+    FAIL_ON_CHOICES,
+    AuditReport,
+    audit_folders,
+    write_audit,
+)
 from imgclf.config import (
     AUGMENT_PRESETS,
     CLASS_WEIGHTS,
@@ -142,6 +154,12 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--seed", type=int, help="makes split, initialisation, augmentation and order repeatable")
     model.add_argument("--patience", type=int, metavar="EPOCHS", help="stop when val_loss stalls this long")
     model.add_argument("--class-weight", choices=CLASS_WEIGHTS, help="auto: inverse class frequency in the loss")
+    model.add_argument(
+        "--min-confidence",
+        type=float,
+        metavar="P",
+        help="the run labels an image `unsure` when its top probability is below P (default: never)",
+    )
     model.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 where the hardware is fast at it")
     model.add_argument("--device", choices=DEVICES, help="auto: CUDA when present")
 
@@ -162,6 +180,37 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     augment.add_argument("--contrast", type=float, metavar="F")
     augment.add_argument("--saturation", type=float, metavar="F")
     augment.add_argument("--fill-mode", choices=("nearest", "constant", "reflect"))
+
+
+def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="auto: the fastest installed (openvino, then onnx = onnxruntime, then torch); "
+        "ONNX engines are checked against PyTorch when loaded",
+    )
+    parser.add_argument(
+        "--min-confidence",
+        type=float,
+        metavar="P",
+        help="label an image `unsure` when its top probability is below P (default: the run's setting)",
+    )
+
+
+def _load_run(args: argparse.Namespace):
+    from imgclf.runs import load
+
+    run = load(args.run, engine=args.engine)
+    if args.min_confidence is not None:
+        if not 0.0 < args.min_confidence <= 1.0:
+            raise ImgclfError(
+                f"Invalid option --min-confidence. Received: --min-confidence={args.min_confidence}. "
+                f"Give a probability such as 0.8."
+            )
+        run.min_confidence = args.min_confidence
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,24 +241,34 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     predict.add_argument("--format", choices=("table", "csv", "json"), default="table")
     predict.add_argument("--output", metavar="FILE", help="write the result to FILE instead of the terminal")
-    predict.add_argument("--batch-size", type=int, default=32)
-    predict.add_argument(
-        "--engine",
-        choices=ENGINES,
-        default="auto",
-        help="auto: the fastest installed (openvino, then onnx = onnxruntime, then torch); "
-        "ONNX engines are checked against PyTorch when loaded",
-    )
+    _add_prediction_options(predict)
 
     evaluate = commands.add_parser(
         "evaluate",
         help="score a run on a labelled folder",
-        description="Score a run on DIR/<class>/<image>: accuracy, confusion matrix, metrics.json and predictions.csv.",
+        description="Score a run on DIR/<class>/<image>: accuracy, per-class precision/recall/F1, confusion "
+        "matrix, ROC and AUC (two classes), top-5 accuracy (more than 5 classes), log-loss, calibration, coverage "
+        "by confidence and the misclassified files, into metrics.json, predictions.csv and report.html. "
+        "A flat folder without class sub-folders gets predictions only.",
     )
     evaluate.add_argument("run", metavar="RUN")
     evaluate.add_argument("folder", metavar="DIR")
     evaluate.add_argument("--out", metavar="DIR", help="where to write the results (default RUN/eval-<DIR name>)")
-    evaluate.add_argument("--batch-size", type=int, default=64)
+    _add_prediction_options(evaluate)
+    evaluate.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+
+    report = commands.add_parser(
+        "report",
+        help="write a run's report.html",
+        description="Evaluate RUN on DIR (default: its validation images) and write one self-contained "
+        "report.html: configuration, dataset, curves, metrics, confusion matrix with its images, ROC, "
+        "calibration and the misclassified images.",
+    )
+    report.add_argument("run", metavar="RUN")
+    report.add_argument("folder", nargs="?", metavar="DIR", help="a labelled folder (default: the validation images)")
+    report.add_argument("--out", metavar="FILE", help="where to write the report (default RUN/report.html)")
+    _add_prediction_options(report)
+    report.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
 
     summary = commands.add_parser(
         "summary",
@@ -259,6 +318,75 @@ def build_parser() -> argparse.ArgumentParser:
         help="cnn: the small CNN from scratch (default); vgg16: the frozen ImageNet VGG16; both, side by side",
     )
     demo.add_argument("--vgg16-weights", metavar="FILE", help="a local VGG16 state dict for experiment vgg16")
+
+    serve = commands.add_parser(
+        "serve",
+        help="a web service and page that classify uploaded photos",
+        description="Serve RUN over HTTP: POST /predict and /predict/batch, GET /health and /model, a page at / "
+        "to drop photos on, the API's docs at /docs. The model is loaded once; Ctrl-C stops.",
+    )
+    serve.add_argument("run", metavar="RUN", help="run directory made by `imgclf train`")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="default 8000")
+    serve.add_argument(
+        "--engine", choices=ENGINES, default="auto", help="auto: the fastest installed (see `imgclf predict`)"
+    )
+    serve.add_argument("--max-upload-mb", type=float, metavar="MB", help="largest image accepted (default 10)")
+    serve.add_argument("--timeout", type=float, metavar="S", help="most seconds one request may take (default 10)")
+    serve.add_argument("--max-batch", type=int, metavar="N", help="most images per model call (default 8)")
+
+    audit = commands.add_parser(
+        "audit",
+        help="check a dataset: counts, sizes, unreadable files, duplicates, leakage between splits",
+        description="Audit DATA/<class>/<image> (and --val, --test): images per class, sizes, modes and formats, "
+        "unreadable files, extensions that do not match the format, tiny images, and exact and near duplicates "
+        "within and across splits. Writes audit.json and audit.html (thumbnails of every duplicate group); the "
+        "data folders are only read. Exit code 3 when a problem named by --fail-on is found.",
+    )
+    audit.add_argument("data", metavar="DATA", help="folder with one sub-folder per class (the training split)")
+    audit.add_argument("--val", metavar="DIR", help="validation folder, audited with DATA")
+    audit.add_argument("--test", metavar="DIR", help="test folder, audited with DATA")
+    audit.add_argument("--out", metavar="DIR", help="where to write audit.json and audit.html (default audit-<DATA>)")
+    audit.add_argument(
+        "--near-threshold",
+        type=int,
+        default=DEFAULT_NEAR_THRESHOLD,
+        metavar="BITS",
+        help="most of the 64 perceptual-hash bits two near-duplicates may differ in "
+        f"(default {DEFAULT_NEAR_THRESHOLD}: resized, recompressed, grey or brightened copies; 0: only equal hashes)",
+    )
+    audit.add_argument(
+        "--min-size",
+        type=int,
+        default=DEFAULT_MIN_SIZE,
+        metavar="PX",
+        help=f"list images whose short side is below PX pixels as tiny (default {DEFAULT_MIN_SIZE})",
+    )
+    audit.add_argument(
+        "--fail-on",
+        type=_problem_names,
+        default=[],
+        metavar="LIST",
+        help=f"exit 3 when any of these comma-separated problems is found: {','.join(FAIL_ON_CHOICES)}",
+    )
+    audit.add_argument("--workers", type=int, help="processes decoding images (default: one per CPU core)")
+
+    explain = commands.add_parser(
+        "explain",
+        help="Grad-CAM heatmaps: where in each image the model sees its class",
+        description="Write IMAGE-gradcam.png for each image: the upright photo with a Grad-CAM heatmap over it "
+        "(red: the strongest evidence for the class, blue: none). Explains the predicted class unless --class "
+        "names another. Works for every CNN: seed-cnn, vgg16, efficientnet_lite*, timm: and torchvision: CNNs.",
+    )
+    explain.add_argument("run", metavar="RUN", help="run directory made by `imgclf train`")
+    explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
+    explain.add_argument("--out", metavar="DIR", help="folder for the overlays (default RUN/gradcam)")
+    explain.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class (default: predicted)")
+    explain.add_argument(
+        "--alpha", type=float, default=0.5, help="weight of the heatmap over the photo, 0 to 1 (default 0.5)"
+    )
     return parser
 
 
@@ -325,6 +453,10 @@ def _print_run_files(run_dir: Path) -> None:
         "loss.png",
         "accuracy.png",
         "summary.txt",
+        "calibration.json",
+        "metrics.json",
+        "predictions.csv",
+        "report.html",
         "skipped.csv",
     ):
         if (run_dir / name).exists():
@@ -343,7 +475,8 @@ def predictions_table(predictions: Sequence[Prediction], title: str | None = Non
         if p.error is not None:
             table.add_row(escape(shown), f"[red]unreadable: {escape(p.error)}[/red]", "", "")
         else:
-            table.add_row(escape(shown), escape(p.label), str(p.index), f"{p.probability:.4f}")
+            index = "" if p.index is None else str(p.index)
+            table.add_row(escape(shown), escape(p.label), index, f"{p.probability:.4f}")
     return table
 
 
@@ -370,9 +503,8 @@ def format_predictions(predictions: Sequence[Prediction], class_names: list[str]
 
 def _predict(args: argparse.Namespace) -> int:
     from imgclf.data import list_images
-    from imgclf.runs import load
 
-    run = load(args.run, engine=args.engine)
+    run = _load_run(args)
     files = list_images(args.paths)
     with Progress(
         TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=stderr, transient=True
@@ -403,26 +535,77 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from imgclf.evaluate import evaluate_folder, write_evaluation
-    from imgclf.runs import load
+    from imgclf.report import REPORT_FILE, write_report
 
-    run = load(args.run)
-    evaluation = evaluate_folder(run, args.folder, args.batch_size)
+    run = _load_run(args)
+    evaluation = evaluate_folder(run, args.folder, args.batch_size, args.tta)
     out_dir = Path(args.out) if args.out else run.run_dir / f"eval-{Path(args.folder).resolve().name}"
     write_evaluation(evaluation, out_dir)
-    scored = len(evaluation.scored)
-    stdout.print(
-        f"Accuracy: {evaluation.accuracy:.4f} ({scored} images scored, "
-        f"{len(evaluation.predictions) - scored} unreadable)"
-    )
-    table = Table(title="Confusion matrix (rows: true, columns: predicted)")
-    table.add_column("")
-    for name in evaluation.class_names:
-        table.add_column(name, justify="right")
-    for name, row in zip(evaluation.class_names, evaluation.confusion):
-        table.add_row(name, *[str(v) for v in row])
-    stdout.print(table)
-    stdout.print(f"Wrote {out_dir / 'metrics.json'} and {out_dir / 'predictions.csv'}")
+    write_report(run, evaluation, out_dir / REPORT_FILE)
+    _print_evaluation(evaluation)
+    stdout.print(f"Wrote {out_dir / 'metrics.json'}, {out_dir / 'predictions.csv'} and {out_dir / REPORT_FILE}")
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from imgclf.data import validation_index
+    from imgclf.evaluate import evaluate_folder, evaluate_index
+    from imgclf.report import REPORT_FILE, write_report
+
+    run = _load_run(args)
+    if args.folder is not None:
+        evaluation = evaluate_folder(run, args.folder, args.batch_size, args.tta)
+    else:
+        evaluation = evaluate_index(run, validation_index(run.config.train), args.batch_size, args.tta)
+    path = write_report(run, evaluation, args.out or run.run_dir / REPORT_FILE)
+    _print_evaluation(evaluation)
+    stdout.print(f"Wrote {path}")
+    return 0
+
+
+def _print_evaluation(evaluation) -> None:
+    """The headline numbers, per-class table and confusion matrix of an evaluation (predictions if unlabelled)."""
+    values = evaluation.to_dict()
+    unreadable = values["images"] - values["scored"]
+    if not values["labelled"]:
+        stdout.print(predictions_table(evaluation.predictions, "Predictions (the folder has no class sub-folders)"))
+        return
+    headline = (
+        f"Accuracy: {values['accuracy']:.4f}  macro F1: {values['macro_f1']:.4f}  log-loss: {values['log_loss']:.4f}"
+        f"  ECE: {values['calibration']['ece']:.4f}"
+    )
+    if values["roc"] is not None:
+        headline += f"  AUC: {values['roc']['auc']:.4f}"
+    if values.get("top_5_accuracy") is not None:
+        headline += f"  top-5: {values['top_5_accuracy']:.4f}"
+    stdout.print(f"{headline}  ({values['scored']} images scored, {unreadable} unreadable)")
+    per_class = Table(title="Per class")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        per_class.add_column(column, justify="left" if column == "class" else "right")
+    for row in values["per_class"]:
+        per_class.add_row(
+            escape(row["class"]),
+            f"{row['precision']:.4f}",
+            f"{row['recall']:.4f}",
+            f"{row['f1']:.4f}",
+            str(row["support"]),
+        )
+    stdout.print(per_class)
+    confusion = Table(title="Confusion matrix (rows: true, columns: predicted)")
+    confusion.add_column("")
+    for name in evaluation.class_names:
+        confusion.add_column(escape(name), justify="right")
+    for name, row in zip(evaluation.class_names, evaluation.confusion):
+        confusion.add_row(escape(name), *[str(v) for v in row])
+    stdout.print(confusion)
+    if values["min_confidence"] is not None:
+        stdout.print(f"{values['unsure']} images below --min-confidence {values['min_confidence']} (unsure).")
+    if values["misclassified"]:
+        worst = values["misclassified"][0]
+        stdout.print(
+            f"{len(values['misclassified'])} misclassified; most confidently wrong: {escape(worst['file'])} "
+            f"({worst['true_label']} taken for {worst['predicted_label']} at {worst['probability']:.3f})"
+        )
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -494,13 +677,198 @@ def experiments_table(results) -> Table:
     return table
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from imgclf.serve import ServeOptions, serve
+
+    given = {
+        "max_upload_bytes": None if args.max_upload_mb is None else round(args.max_upload_mb * 1024 * 1024),
+        "timeout_s": args.timeout,
+        "max_batch_size": args.max_batch,
+    }
+    options = ServeOptions(**{name: value for name, value in given.items() if value is not None})
+    serve(args.run, args.host, args.port, args.engine, options)
+    return 0
+
+
+EXIT_AUDIT_PROBLEMS = 3
+AUDIT_ROWS_SHOWN = 10
+
+
+def _problem_names(text: str) -> list[str]:
+    """`--fail-on`'s comma-separated list, checked against the problems the audit can name."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in FAIL_ON_CHOICES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown problem {', '.join(unknown) or '(none given)'}; choose from {','.join(FAIL_ON_CHOICES)}. "
+            f"Received: --fail-on {text}"
+        )
+    return names
+
+
+def _audit(args: argparse.Namespace) -> int:
+    folders = {name: folder for name, folder in (("train", args.data), ("val", args.val), ("test", args.test))}
+    progress = Progress(
+        TextColumn("Auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=stderr, transient=True
+    )
+    with progress:
+        task = progress.add_task("audit", total=None)
+        report = audit_folders(
+            {name: folder for name, folder in folders.items() if folder is not None},
+            near_threshold=args.near_threshold,
+            min_size=args.min_size,
+            workers=args.workers,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    written = write_audit(report, Path(args.out) if args.out else Path(f"audit-{Path(args.data).resolve().name}"))
+    _print_audit(report)
+    stdout.print(f"Wrote {written[0]} and {written[1]}")
+    failures = report.failures(args.fail_on)
+    if failures:
+        found = ", ".join(f"{name} ({count})" for name, count in failures.items())
+        stderr.print(f"[red]Found {escape(found)}[/red], named by --fail-on: exit code {EXIT_AUDIT_PROBLEMS}.")
+        return EXIT_AUDIT_PROBLEMS
+    return 0
+
+
+def _print_audit(report: AuditReport) -> None:
+    """The audit's terminal summary: classes per split, image sizes, problem counts, then the first of each."""
+    classes = Table(title=f"Images per class ({report.seconds:.1f} s)")
+    classes.add_column("class")
+    for split in report.splits:
+        classes.add_column(escape(split.name), justify="right")
+    for name in dict.fromkeys(name for split in report.splits for name in split.class_names):
+        counts = [dict(zip(split.class_names, split.class_counts)).get(name) for split in report.splits]
+        classes.add_row(escape(name), *["-" if count is None else str(count) for count in counts])
+    classes.add_row("total", *[str(sum(split.class_counts)) for split in report.splits], style="bold")
+    stdout.print(classes)
+    for message in [*report.warnings, *(split.imbalance for split in report.splits if split.imbalance)]:
+        stderr.print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+    stats = report.statistics()
+    sizes = Table(title=f"{stats['images']} readable images")
+    for column in ("", "min", "median", "max"):
+        sizes.add_column(column, justify="right" if column else "left")
+    for name in ("width", "height", "bytes"):
+        if stats[name] is not None:
+            sizes.add_row(name, *[f"{stats[name][key]:,.0f}" for key in ("min", "median", "max")])
+    stdout.print(sizes)
+    for name in ("modes", "formats"):
+        stdout.print(f"{name}: " + ", ".join(f"{escape(str(key))} {count}" for key, count in stats[name].items()))
+
+    groups = report.groups
+    problems = Table(title="Problems")
+    problems.add_column("problem")
+    problems.add_column("count", justify="right")
+    problems.add_column("--fail-on")
+    for label, count, name in (
+        ("unreadable files", len(report.unreadable), "corrupt"),
+        ("extension does not match the format", len(report.mismatched), "mismatch"),
+        (f"tiny images (short side under {report.min_size} px)", len(report.tiny), "tiny"),
+        ("imbalanced splits", report.problems()["imbalance"], "imbalance"),
+        ("exact duplicate groups", sum(g.kind == "exact" for g in groups), "duplicates"),
+        (
+            f"near-duplicate groups (pHash within {report.near_threshold} bits)",
+            sum(g.kind == "near" for g in groups),
+            "duplicates",
+        ),
+        ("duplicate groups across splits", sum(g.leakage for g in groups), "leakage"),
+        ("duplicate groups across classes", sum(g.label_conflict for g in groups), ""),
+    ):
+        problems.add_row(label, f"[red]{count}[/red]" if count else "0", name)
+    stdout.print(problems)
+
+    _print_some("Unreadable files", ("file", "reason"), [(f.display_name(), f.facts.error) for f in report.unreadable])
+    _print_some(
+        "Extension does not match the format",
+        ("file", "format"),
+        [(f.display_name(), f.facts.format) for f in report.mismatched],
+    )
+    _print_some(
+        "Tiny images",
+        ("file", "width × height"),
+        [(f.display_name(), f"{f.facts.width} × {f.facts.height}") for f in report.tiny],
+    )
+    _print_some(
+        "Duplicate groups",
+        ("kind", "where", "files"),
+        [
+            (
+                group.kind if group.kind == "exact" else f"near ({group.distance} bits)",
+                ("[red]across splits[/red]" if group.leakage else f"within {group.splits[0]}")
+                + (" [red]and classes[/red]" if group.label_conflict else ""),
+                "\n".join(escape(name) for name in group.names()),
+            )
+            for group in groups
+        ],
+        markup=True,
+    )
+
+
+def _print_some(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], markup: bool = False) -> None:
+    """A table of the first `AUDIT_ROWS_SHOWN` rows, saying how many more audit.json holds; nothing when empty."""
+    if not rows:
+        return
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for row in rows[:AUDIT_ROWS_SHOWN]:
+        table.add_row(*(cell if markup else escape(str(cell)) for cell in row))
+    stdout.print(table)
+    if len(rows) > AUDIT_ROWS_SHOWN:
+        stdout.print(f"… and {len(rows) - AUDIT_ROWS_SHOWN} more in audit.json")
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from imgclf.data import list_images
+    from imgclf.explain import explain_files
+    from imgclf.runs import load
+
+    run = load(args.run)
+    files = list_images(args.images)
+    out_dir = Path(args.out) if args.out else run.run_dir / "gradcam"
+    progress = Progress(
+        TextColumn("Explaining"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=stderr, transient=True
+    )
+    with progress:
+        task = progress.add_task("explain", total=len(files))
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done)
+
+        results = explain_files(run, files, out_dir, args.class_name, args.alpha, progress=advance)
+    table = Table(title=f"Grad-CAM overlays in {escape(str(out_dir))}")
+    for column in ("file", "predicted", "explained", "probability", "overlay"):
+        table.add_column(column, justify="right" if column == "probability" else "left", overflow="fold")
+    for result in results:
+        if result.error is not None:
+            table.add_row(escape(result.file), f"[red]unreadable: {escape(result.error)}[/red]", "", "", "")
+        else:
+            table.add_row(
+                escape(result.file),
+                escape(result.predicted),
+                escape(result.label),
+                f"{result.probability:.4f}",
+                escape(result.output.name),
+            )
+    stdout.print(table)
+    failed = sum(result.error is not None for result in results)
+    if failed:
+        stderr.print(f"[yellow]{failed} of {len(results)} images could not be read (see the table).")
+    return 0
+
+
 COMMANDS = {
     "train": _train,
     "predict": _predict,
     "evaluate": _evaluate,
     "summary": _summary,
-    "demo": _demo,
     "export": _export,
+    "report": _report,
+    "demo": _demo,
+    "serve": _serve,
+    "audit": _audit,
+    "explain": _explain,
 }
 
 

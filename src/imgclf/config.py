@@ -120,6 +120,7 @@ class TrainConfig:
     seed: int = 0
     patience: int | None = None
     class_weight: str = "none"
+    min_confidence: float | None = None
     precision: str = "auto"
     device: str = "auto"
     strict: bool = False
@@ -179,6 +180,13 @@ def validate(config: TrainConfig) -> TrainConfig:
         config.class_weight,
         f"Choose one of {list(CLASS_WEIGHTS)}.",
     )
+    if config.min_confidence is not None:
+        _require(
+            0.0 < config.min_confidence <= 1.0,
+            "--min-confidence",
+            config.min_confidence,
+            "Give a probability such as 0.8; below it predictions are labelled unsure.",
+        )
     _require(config.precision in PRECISIONS, "--precision", config.precision, f"Choose one of {list(PRECISIONS)}.")
     _require(config.device in DEVICES, "--device", config.device, f"Choose one of {list(DEVICES)}.")
     _require(config.cache_mem_mb >= 0, "--cache-mem", config.cache_mem_mb, "Give a budget in MB (0 streams).")

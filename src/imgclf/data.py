@@ -350,3 +350,8 @@ def split_folder(config: TrainConfig, data_index: FolderIndex) -> tuple[FolderIn
         log.info("No --val folder given: holding out %g of %s for validation (--val-split).", fraction, config.data)
     train_rows, val_rows = stratified_split(data_index.labels, fraction, config.seed)
     return data_index.subset(train_rows), data_index.subset(val_rows)
+
+
+def validation_index(config: TrainConfig) -> FolderIndex:
+    """The validation images a run was trained with (its `--val` folder or its `--val-split` of DATA)."""
+    return split_folder(config, index_folder(config.data))[1]

@@ -21,8 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from imgclf import data as datasets
+from imgclf import metrics
 from imgclf.augment import augment
 from imgclf.augment import describe as describe_augment
+from imgclf.calibration import calibrated_probabilities, fit_temperature
 from imgclf.config import (
     AUGMENT_PRESETS,
     AugmentConfig,
@@ -32,12 +34,15 @@ from imgclf.config import (
     TrainConfig,
     validate,
 )
+from imgclf.evaluate import evaluate_index, write_evaluation
 from imgclf.features import FeatureCache, FeatureSource, backbone_key, cache_root, file_digest
 from imgclf.images import normalize
-from imgclf.models import BuildOptions, create_model, get_spec, num_outputs, summarize
+from imgclf.models import BuildOptions, create_model, get_spec, num_outputs, summarize, to_probabilities
 from imgclf.models.heads import fixed_prefix_length
 from imgclf.plots import plot_metric
+from imgclf.report import REPORT_FILE, write_report
 from imgclf.runs import (
+    CALIBRATION_FILE,
     CHECKPOINT_DIR,
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -244,17 +249,42 @@ def freeze_batchnorm(model: nn.Module) -> None:
 
 
 @torch.inference_mode()
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, source: datasets.BatchSource, step: Step, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of every image of `source`, each seen once, in order (on the CPU)."""
+    model.eval()
+    logits, labels = [], []
+    for batch, batch_labels in source.batches(datasets.sequential_batches(len(source), batch_size)):
+        logits.append(step.forward(model, batch).cpu())
+        labels.append(batch_labels)
+    if not logits:
+        return torch.empty((0, 1)), torch.empty(0, dtype=torch.long)
+    return torch.cat(logits), torch.cat(labels)
+
+
 def evaluate(model: nn.Module, source: datasets.BatchSource, step: Step, batch_size: int) -> tuple[float, float]:
     """Mean loss and accuracy over every image of `source`, each seen once."""
-    model.eval()
-    total_loss, correct, seen = 0.0, 0, 0
-    for images, labels in source.batches(datasets.sequential_batches(len(source), batch_size)):
-        logits = step.forward(model, images)
-        labels = labels.to(step.device)
-        total_loss += float(compute_loss(logits, labels, None)) * len(labels)
-        correct += int((predicted_labels(logits) == labels).sum())
-        seen += len(labels)
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+    logits, labels = predict_logits(model, source, step, batch_size)
+    if len(labels) == 0:
+        return 0.0, 0.0
+    return float(compute_loss(logits, labels, None)), float((predicted_labels(logits) == labels).float().mean())
+
+
+def calibrate(model: nn.Module, source: datasets.BatchSource, step: Step, batch_size: int) -> dict:
+    """Fit the temperature on the validation images; with the log-loss and ECE before and after."""
+    logits, labels = predict_logits(model, source, step, batch_size)
+    temperature = fit_temperature(logits, labels)
+    before, after = to_probabilities(logits).numpy(), calibrated_probabilities(logits, temperature).numpy()
+    return {
+        "temperature": temperature,
+        "images": len(labels),
+        "val_log_loss_before": metrics.log_loss(labels.numpy(), before) if len(labels) else None,
+        "val_log_loss_after": metrics.log_loss(labels.numpy(), after) if len(labels) else None,
+        "val_ece_before": metrics.reliability(labels.numpy(), before)["ece"] if len(labels) else None,
+        "val_ece_after": metrics.reliability(labels.numpy(), after)["ece"] if len(labels) else None,
+    }
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -573,8 +603,20 @@ def train(
                 f"imgclf train --resume {run_dir}"
             ) from None
     _write_plots(run_dir, history)
-    log.info("Best val_loss %.4f; run saved in %s", best_val_loss, run_dir)
-    return load(run_dir)
+    model.load_state_dict(load_tensors(run_dir / WEIGHTS_FILE))
+    calibration = calibrate(model, setup.val, setup.step, config.batch_size)
+    write_json(run_dir / CALIBRATION_FILE, calibration)
+    log.info(
+        "Best val_loss %.4f; temperature %.3f fitted on the validation images; run saved in %s",
+        best_val_loss,
+        calibration["temperature"],
+        run_dir,
+    )
+    run = load(run_dir)
+    evaluation = evaluate_index(run, indexes[1], config.batch_size)
+    write_evaluation(evaluation, run_dir)
+    write_report(run, evaluation, run_dir / REPORT_FILE)
+    return run
 
 
 def _dataset_summary(indexes, setup: PhaseSetup, skipped: list) -> dict:

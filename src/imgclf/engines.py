@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from imgclf.config import ConfigError, Preprocessing
-from imgclf.images import normalize
 from imgclf.models import to_probabilities
 
 log = logging.getLogger(__name__)
@@ -30,20 +30,36 @@ _PREFERENCE = ("openvino", "onnx", "torch")
 _PACKAGES = {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino"}
 
 
+class ProbabilityModel(nn.Module):
+    """Pixels in [0, 1] → normalise → model → logits / temperature → class probabilities.
+
+    The PyTorch engine runs it, and it is the graph that `imgclf export` writes.
+    """
+
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing, temperature: float = 1.0):
+        super().__init__()
+        self.model = model
+        self.temperature = temperature
+        self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocessing.std).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        logits = self.model((pixels - self.mean) / self.std)
+        return to_probabilities(logits.float() / self.temperature)
+
+
 class TorchEngine:
     """The PyTorch model itself, in inference mode."""
 
     name = "torch"
     precision = "fp32"
 
-    def __init__(self, model: torch.nn.Module, preprocessing: Preprocessing):
-        self.model = model.eval()
-        self.preprocessing = preprocessing
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing, temperature: float = 1.0):
+        self.network = ProbabilityModel(model.eval(), preprocessing, temperature).eval()
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        logits = self.model(normalize(images, self.preprocessing))
-        return to_probabilities(logits.float()).numpy()
+        return self.network(images.float().div_(255.0)).numpy()
 
 
 def _pixels(images: torch.Tensor | np.ndarray) -> np.ndarray:

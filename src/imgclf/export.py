@@ -30,15 +30,15 @@ import torch
 from torch import nn
 
 from imgclf.config import ImgclfError, Preprocessing, RunConfig
-from imgclf.data import DatasetError, SkippedFile, index_folder, list_images, load_or_skip, split_folder
-from imgclf.engines import OnnxRuntimeEngine, TorchEngine, create_onnx_engine
-from imgclf.models import to_probabilities
+from imgclf.data import DatasetError, SkippedFile, list_images, load_or_skip, validation_index
+from imgclf.engines import OnnxRuntimeEngine, ProbabilityModel, TorchEngine, create_onnx_engine
 from imgclf.runs import (
     WEIGHTS_FILE,
     Run,
     RunError,
     atomic_write_bytes,
     load_tensors,
+    read_temperature,
     save_tensors,
     write_json,
 )
@@ -97,19 +97,6 @@ def compare(engine: str, reference: np.ndarray, candidate: np.ndarray, names: Se
     return Parity(engine, len(reference), difference, tolerance, [names[i] for i in mismatched])
 
 
-class _ProbabilityModel(nn.Module):
-    """Pixels in [0, 1] → normalise → model → class probabilities: the graph that gets exported."""
-
-    def __init__(self, model: nn.Module, preprocessing: Preprocessing):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(preprocessing.std).view(1, 3, 1, 1))
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return to_probabilities(self.model((pixels - self.mean) / self.std))
-
-
 def weights_digest(run_dir: str | Path) -> str:
     """SHA-256 of the run's `model.safetensors`: an export belongs to exactly these weights."""
     path = Path(run_dir) / WEIGHTS_FILE
@@ -119,7 +106,7 @@ def weights_digest(run_dir: str | Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def onnx_metadata(config: RunConfig, digest: str) -> dict[str, str]:
+def onnx_metadata(config: RunConfig, digest: str, temperature: float) -> dict[str, str]:
     """The ONNX metadata: classes, preprocessing and input layout, so the file explains itself."""
     prep = config.preprocessing
     return {
@@ -131,15 +118,17 @@ def onnx_metadata(config: RunConfig, digest: str) -> dict[str, str]:
             f"{prep.image_size}x{prep.image_size} with {prep.interpolation} resampling; mean/std are applied inside"
         ),
         "imgclf.output": "class probabilities (N, classes), in the order of imgclf.class_names",
+        "imgclf.temperature": repr(temperature),
         "imgclf.weights_sha256": digest,
     }
 
 
-def to_onnx(model: nn.Module, preprocessing: Preprocessing, metadata: dict[str, str]) -> bytes:
-    """The model wrapped with its preprocessing and output activation, as ONNX bytes with a dynamic batch size."""
+def to_onnx(model: nn.Module, preprocessing: Preprocessing, temperature: float, metadata: dict[str, str]) -> bytes:
+    """The model with its normalisation, temperature and output activation, as ONNX with a dynamic batch size."""
     import onnx
 
-    wrapper = _ProbabilityModel(model.float().eval(), preprocessing).to(memory_format=torch.contiguous_format)
+    wrapper = ProbabilityModel(model.float().eval(), preprocessing, temperature)
+    wrapper = wrapper.to(memory_format=torch.contiguous_format)
     size = preprocessing.image_size
     example = (torch.rand(2, 3, size, size),)
     # The exporter reports its steps with print(); keep them off the user's terminal.
@@ -183,7 +172,7 @@ def parity_files(config: RunConfig, images: Sequence[str | Path] | None = None) 
     if images:
         return list_images(images)
     try:
-        return split_folder(config.train, index_folder(config.train.data))[1].files
+        return validation_index(config.train).files
     except DatasetError as error:
         raise ExportError(
             f"Parity is checked on the run's validation images, which cannot be read ({error}). "
@@ -206,8 +195,9 @@ def export_onnx(
     if not names:
         raise ExportError("None of the parity images could be read. Give readable images with --parity-images DIR.")
     digest = weights_digest(run.run_dir)
-    onnx_bytes = to_onnx(run.model, config.preprocessing, onnx_metadata(config, digest))
-    reference = TorchEngine(run.model, config.preprocessing)(pixels)
+    metadata = onnx_metadata(config, digest, run.temperature)
+    onnx_bytes = to_onnx(run.model, config.preprocessing, run.temperature, metadata)
+    reference = TorchEngine(run.model, config.preprocessing, run.temperature)(pixels)
     with _temporary_file(out_dir, onnx_bytes) as candidate_path:
         candidate = OnnxRuntimeEngine(candidate_path)(pixels)
     parity = compare("onnx", reference, candidate, names, TOLERANCE)
@@ -216,6 +206,7 @@ def export_onnx(
         "file": ONNX_FILE,
         "opset": OPSET,
         "weights_sha256": digest,
+        "temperature": run.temperature,
         "class_names": config.class_names,
         "preprocessing": asdict(config.preprocessing),
         "parity": {**asdict(parity), "passed": parity.passed},
@@ -263,13 +254,15 @@ def export_cache_dir(digest: str) -> Path:
 
 
 def current_export(run_dir: str | Path, digest: str) -> Path | None:
-    """The folder holding an export of exactly these weights that passed parity, if there is one."""
+    """The folder holding an export of exactly these weights and temperature that passed parity, if any."""
+    temperature = read_temperature(run_dir)
     for folder in (Path(run_dir), export_cache_dir(digest)):
         report = folder / REPORT_FILE
         if not (report.is_file() and (folder / ONNX_FILE).is_file() and (folder / REFERENCE_FILE).is_file()):
             continue
         values = json.loads(report.read_text(encoding="utf-8"))
-        if values.get("weights_sha256") == digest and values.get("parity", {}).get("passed"):
+        current = values.get("weights_sha256") == digest and values.get("temperature") == temperature
+        if current and values.get("parity", {}).get("passed"):
             return folder
     return None
 

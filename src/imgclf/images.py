@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from imgclf.config import ImgclfError, Preprocessing
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+UPLOAD_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+"""The Pillow formats of `IMAGE_EXTENSIONS`: all `open_image_bytes` accepts by default."""
 
 _RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -27,6 +32,10 @@ class ImageError(ImgclfError):
         super().__init__(f"Cannot read image {path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+class UnsupportedImageError(ImageError):
+    """The bytes are in no image format imgclf reads, as opposed to a damaged image of a format it reads."""
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -65,25 +74,58 @@ def open_image(path: str | Path, size: int | None = None, interpolation: str = "
     file for an empty, truncated, corrupt or non-image file, and for a decompression bomb.
     """
     path = Path(path)
-    try:
+    with _decoding(path):
         if path.stat().st_size == 0:
             raise ImageError(path, "empty file (0 bytes)")
+        with Image.open(path) as image:
+            return _decode(image, size, interpolation)
+
+
+def open_image_bytes(
+    data: bytes,
+    size: int | None = None,
+    interpolation: str = "bilinear",
+    formats: tuple[str, ...] = UPLOAD_FORMATS,
+    name: str = "<upload>",
+) -> Image.Image:
+    """`open_image` for an image held in memory (an upload), accepting only the Pillow `formats` given.
+
+    Restricting the formats keeps Pillow's rarer decoders (EPS runs Ghostscript) away from untrusted bytes.
+    Raises `UnsupportedImageError` when the bytes are none of `formats`, `ImageError` when they are empty,
+    damaged or a decompression bomb; `name` stands for the bytes in the message.
+    """
+    with _decoding(name, formats):
+        if not data:
+            raise ImageError(name, "empty file (0 bytes)")
+        with Image.open(io.BytesIO(data), formats=formats) as image:
+            # Checked again here because the warnings filter above is process-wide: another thread leaving
+            # its own `catch_warnings` can reset it while this one decodes.
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and image.width * image.height > limit:
+                raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels, over the limit of {limit}")
+            return _decode(image, size, interpolation)
+
+
+@contextmanager
+def _decoding(name: str | Path, formats: tuple[str, ...] | None = None) -> Iterator[None]:
+    """Turn every way decoding can fail into an `ImageError` naming `name`, decompression-bomb warnings included."""
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                return _decode(image, size, interpolation)
+            yield
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(path, "not an image Pillow can identify (corrupt, or another kind of file)") from None
+        kinds = "an image Pillow can identify" if formats is None else f"a {', '.join(formats)} image"
+        raise UnsupportedImageError(name, f"not {kinds} (corrupt, or another kind of file)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(
-            path, f"refused as a possible decompression bomb ({error}); resize it if it is a real photo"
+            name, f"refused as a possible decompression bomb ({error}); resize it if it is a real photo"
         ) from None
     except FileNotFoundError:
-        raise ImageError(path, "no such file") from None
+        raise ImageError(name, "no such file") from None
     except (OSError, ValueError, SyntaxError) as error:
-        raise ImageError(path, f"corrupt or truncated ({error})") from None
+        raise ImageError(name, f"corrupt or truncated ({error})") from None
 
 
 def decode_image(image: Image.Image, size: int | None = None, interpolation: str = "bilinear") -> Image.Image:

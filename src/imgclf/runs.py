@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -28,12 +29,24 @@ from imgclf.models import BuildOptions, create_model
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+CALIBRATION_FILE = "calibration.json"
+UNSURE = "unsure"
 CHECKPOINT_DIR = "checkpoint"
+log = logging.getLogger(__name__)
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 
 
 class RunError(ImgclfError):
     """A run directory is missing, incomplete, or holds files imgclf refuses to load."""
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -42,6 +55,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the permissions a plain open() would
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
@@ -117,7 +131,8 @@ def read_config(run_dir: str | Path) -> RunConfig:
 class Prediction:
     """One image's prediction: the label, its class index, its probability, and every class's probability.
 
-    `error` is set (and the rest empty) when the image could not be read.
+    Below the run's `min_confidence` the label is `unsure` and the index None (`probability` is still the top
+    class's). `error` is set (and the rest empty) when the image could not be read.
     """
 
     file: str
@@ -135,7 +150,9 @@ class Run:
     """A trained run loaded from its directory, ready to predict.
 
     `engine` computes the probabilities (PyTorch unless `load` was given another engine); `model` is the
-    PyTorch model, loaded on first use when another engine predicts.
+    PyTorch model, loaded on first use when another engine predicts. `temperature` (fitted on the validation
+    set when training ended) calibrates the probabilities; an image whose top probability is below
+    `min_confidence` (the run's `--min-confidence`, None for never) is labelled `unsure`.
 
     >>> run = imgclf.load("runs/seed-cnn-20261125-101500")
     >>> run.predict("plane.jpg").label
@@ -145,8 +162,10 @@ class Run:
     def __init__(self, run_dir: str | Path, config: RunConfig, model: torch.nn.Module | None = None, engine=None):
         self.run_dir = Path(run_dir)
         self.config = config
+        self.temperature = read_temperature(run_dir)
+        self.min_confidence = config.train.min_confidence
         self._model = None if model is None else model.eval()
-        self.engine = engine if engine is not None else TorchEngine(self.model, config.preprocessing)
+        self.engine = engine if engine is not None else TorchEngine(self.model, config.preprocessing, self.temperature)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -180,23 +199,31 @@ class Run:
         except ImageError as error:
             return error
 
-    def predict_tensors(self, images: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (N, classes) for a uint8 batch (N, 3, S, S) at the model's input size."""
-        return torch.from_numpy(self.engine(images))
+    def predict_tensors(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """Class probabilities (N, classes) for a uint8 batch (N, 3, S, S) at the model's input size.
 
-    def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 32):
+        `tta` averages them with those of the horizontally flipped images.
+        """
+        probabilities = self.engine(images)
+        if tta:
+            probabilities = (probabilities + self.engine(images.flip(-1))) / 2
+        return torch.from_numpy(probabilities)
+
+    def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 32, tta: bool = False):
         """Predict one image (path or PIL image) → `Prediction`, or a list of them → list of `Prediction`.
 
         A single unreadable image raises `ImageError`; in a list it gets a `Prediction` with `error` set.
         """
         if isinstance(images, str | Path | Image.Image):
-            prediction = self.predict([images], batch_size)[0]
+            prediction = self.predict([images], batch_size, tta)[0]
             if prediction.error is not None:
                 raise ImageError(prediction.file, prediction.error)
             return prediction
-        return list(self.predict_iter(images, batch_size))
+        return list(self.predict_iter(images, batch_size, tta))
 
-    def predict_iter(self, images: Sequence[ImageInput], batch_size: int = 32) -> Iterator[Prediction]:
+    def predict_iter(
+        self, images: Sequence[ImageInput], batch_size: int = 32, tta: bool = False
+    ) -> Iterator[Prediction]:
         """`predict` one batch at a time, in order; the next batch is decoded while the engine runs."""
         batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
@@ -205,11 +232,13 @@ class Run:
                 decoded = [future.result() for future in pending]
                 following = batches[number + 1] if number + 1 < len(batches) else []
                 pending = [pool.submit(self._decode, item) for item in following]
-                yield from self._predictions(batch, decoded)
+                yield from self._predictions(batch, decoded, tta)
 
-    def _predictions(self, items: Sequence[ImageInput], decoded: list[torch.Tensor | ImageError]) -> list[Prediction]:
+    def _predictions(
+        self, items: Sequence[ImageInput], decoded: list[torch.Tensor | ImageError], tta: bool
+    ) -> list[Prediction]:
         good = [i for i, result in enumerate(decoded) if isinstance(result, torch.Tensor)]
-        probabilities = self.engine(torch.stack([decoded[i] for i in good])) if good else None
+        probabilities = self.predict_tensors(torch.stack([decoded[i] for i in good]), tta) if good else None
         rows = {i: probabilities[row] for row, i in enumerate(good)}
         predictions = []
         for i, item in enumerate(items):
@@ -217,23 +246,42 @@ class Run:
             if i not in rows:
                 predictions.append(Prediction(name, None, None, None, {}, error=decoded[i].reason))
                 continue
-            index = int(rows[i].argmax())
-            predictions.append(
-                Prediction(
-                    file=name,
-                    label=self.class_names[index],
-                    index=index,
-                    probability=float(rows[i][index]),
-                    probabilities={c: float(p) for c, p in zip(self.class_names, rows[i])},
-                )
-            )
+            predictions.append(self._prediction(name, rows[i]))
         return predictions
+
+    def _prediction(self, name: str, probabilities: torch.Tensor) -> Prediction:
+        index = int(probabilities.argmax())
+        probability = float(probabilities[index])
+        unsure = self.min_confidence is not None and probability < self.min_confidence
+        return Prediction(
+            file=name,
+            label=UNSURE if unsure else self.class_names[index],
+            index=None if unsure else index,
+            probability=probability,
+            probabilities={c: float(p) for c, p in zip(self.class_names, probabilities)},
+        )
 
 
 def build_model(config: RunConfig) -> torch.nn.Module:
     """A freshly initialised model of the run's architecture."""
     options = BuildOptions(pretrained=False, head=config.train.head)
     return create_model(config.train.model, len(config.class_names), config.preprocessing.image_size, options)
+
+
+def read_temperature(run_dir: str | Path) -> float:
+    """The run's calibration temperature from `calibration.json` (1.0, no change, when there is none)."""
+    path = Path(run_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return 1.0
+    try:
+        temperature = float(json.loads(path.read_text(encoding="utf-8"))["temperature"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise RunError(
+            f"{path} is not a valid calibration file ({error!r}). Delete it to predict uncalibrated."
+        ) from None
+    if not temperature > 0:
+        raise RunError(f"{path} holds temperature {temperature}; it must be positive. Delete it or retrain.")
+    return temperature
 
 
 def load_model(run_dir: str | Path, config: RunConfig, weights: str = WEIGHTS_FILE) -> torch.nn.Module:
@@ -259,6 +307,12 @@ def load(run_dir: str | Path, weights: str = WEIGHTS_FILE, engine: str = "torch"
         return Run(run_dir, config, load_model(run_dir, config, weights))
     if weights != WEIGHTS_FILE:
         raise RunError(f"Engine {name} runs the exported {WEIGHTS_FILE}; use --engine torch for {weights}.")
-    from imgclf.export import load_engine  # export builds on this module; imported here to keep that one-way
+    from imgclf.export import ExportError, load_engine  # export builds on this module: imported here, not above
 
-    return Run(run_dir, config, engine=load_engine(name, run_dir, config))
+    try:
+        return Run(run_dir, config, engine=load_engine(name, run_dir, config))
+    except ExportError as error:
+        if engine != "auto":
+            raise
+        log.warning("Predicting with PyTorch: %s", error)
+        return Run(run_dir, config, load_model(run_dir, config, weights))

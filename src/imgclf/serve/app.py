@@ -1,0 +1,443 @@
+"""The web service: `create_app(run)` builds the FastAPI app, `serve(run_dir)` loads a run once and runs uvicorn.
+
+    imgclf serve runs/efficientnet_lite0-20261125-101500 --port 8000
+    curl -F file=@plane.jpg http://127.0.0.1:8000/predict
+
+Requests are read and their images decoded on a small pool of threads; the model itself runs on one inference
+thread that answers whatever images are waiting in one call (`MicroBatcher`), so concurrent clients share the
+cores instead of fighting over them. Every error is JSON, `{"error": "what is wrong and what to do"}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import Message
+
+from imgclf import __version__
+from imgclf.config import ConfigError
+from imgclf.images import ImageError, UnsupportedImageError, image_to_tensor, open_image_bytes
+from imgclf.runs import Run, load
+from imgclf.serve.batching import MicroBatcher, QueueFull
+
+logger = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+STOPPED = "The inference thread has stopped (see the server log); restart the server."
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# The page loads nothing from elsewhere; the browser enforces it.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src blob:; connect-src 'self'"
+)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Limits of the web service.
+
+    max_upload_bytes: the largest image accepted (a batch may hold `max_batch_files` of them).
+    timeout_s: the most one request may take, from its first byte read to its answer.
+    max_batch_size: the most images the model gets in one call.
+    max_batch_files: the most images one `/predict/batch` request may hold.
+    max_queue: the most images waiting for the model; more are answered 503 (busy, retry).
+    decode_threads: threads decoding uploads (also bounds the memory decoding can take); default half the cores.
+    """
+
+    max_upload_bytes: int = 10 * MB
+    timeout_s: float = 10.0
+    max_batch_size: int = 8
+    max_batch_files: int = 16
+    max_queue: int = 64
+    # Half the cores: the engine's own threads use them all, and on 2 cores one decoding thread gave 34 against
+    # 24-27 requests/s for two (bench/serve_load.py, EfficientNet-Lite0 on OpenVINO).
+    decode_threads: int = field(default_factory=lambda: max(1, len(os.sched_getaffinity(0)) // 2))
+
+    def __post_init__(self) -> None:
+        for option in dataclasses.fields(self):
+            value = getattr(self, option.name)
+            if not value > 0:
+                raise ConfigError(f"`{option.name}` must be greater than 0. Received: {option.name}={value}.")
+        if self.max_queue < max(self.max_batch_size, self.max_batch_files):
+            raise ConfigError(
+                "`max_queue` must hold a whole batch: at least `max_batch_size` and `max_batch_files`. "
+                f"Received: max_queue={self.max_queue}, max_batch_size={self.max_batch_size}, "
+                f"max_batch_files={self.max_batch_files}."
+            )
+
+
+class PredictionOut(BaseModel):
+    """One image's answer."""
+
+    label: str
+    index: int
+    probability: float
+    probabilities: dict[str, float]
+    model: str
+    latency_ms: float
+
+
+class BatchItem(BaseModel):
+    """One image of a batch: its prediction, or `error` when it could not be read."""
+
+    file: str
+    label: str | None = None
+    index: int | None = None
+    probability: float | None = None
+    probabilities: dict[str, float] | None = None
+    error: str | None = None
+
+
+class BatchOut(BaseModel):
+    """The answers to a batch, in the order the files were sent."""
+
+    predictions: list[BatchItem]
+    model: str
+    latency_ms: float
+
+
+class Health(BaseModel):
+    """The service is up; how much work it has done and has waiting."""
+
+    status: str
+    model: str
+    waiting: int
+    batches: int
+    images: int
+
+
+class PreprocessingOut(BaseModel):
+    """How an image becomes the model's input."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+
+
+class Limits(BaseModel):
+    """The service's limits (see `ServeOptions`)."""
+
+    max_upload_bytes: int
+    max_batch_files: int
+    timeout_s: float
+
+
+class ModelInfo(BaseModel):
+    """The model behind the service."""
+
+    model: str
+    run: str
+    engine: str
+    classes: list[str]
+    preprocessing: PreprocessingOut
+    limits: Limits
+
+
+class ErrorOut(BaseModel):
+    """What went wrong and what to do about it."""
+
+    error: str
+
+
+ERRORS = {
+    status: {"model": ErrorOut, "description": description}
+    for status, description in {
+        400: "Empty, corrupt or truncated image, decompression bomb, or no file in the request",
+        408: "The upload did not arrive within the timeout",
+        413: "Upload over the size limit",
+        415: "Not an image format the service reads",
+        500: "The model failed (see the server log)",
+        503: "Too many images waiting (retry), or the inference thread stopped",
+        504: "No answer within the timeout",
+    }.items()
+}
+
+
+def _body(fields: dict) -> dict:
+    return {"requestBody": {"required": True, "content": fields}}
+
+
+BINARY = {"type": "string", "format": "binary"}
+SINGLE_BODY = _body(
+    {
+        "multipart/form-data": {"schema": {"type": "object", "properties": {"file": BINARY}, "required": ["file"]}},
+        "image/*": {"schema": BINARY},
+        "application/octet-stream": {"schema": BINARY},
+    }
+)
+BATCH_BODY = _body(
+    {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"files": {"type": "array", "items": BINARY}},
+                "required": ["files"],
+            }
+        }
+    }
+)
+
+
+def create_app(run: Run, options: ServeOptions | None = None) -> FastAPI:
+    """The FastAPI app serving `run`: `/predict`, `/predict/batch`, `/health`, `/model`, the page `/`, `/docs`.
+
+    The inference thread starts and warms the model up with the app's lifespan (uvicorn, or
+    `with TestClient(app)`), and stops with it.
+
+    >>> app = create_app(imgclf.load("runs/seed-cnn-20261125-101500"), ServeOptions(timeout_s=5))
+    """
+    options = options or ServeOptions()
+    batcher = MicroBatcher(run.predict_tensors, options.max_batch_size, options.max_queue)
+    decoders = ThreadPoolExecutor(options.decode_threads, thread_name_prefix="imgclf-decode")
+    preprocessing = run.preprocessing
+    model_name = run.config.train.model
+    page = resources.files("imgclf.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        try:
+            size = preprocessing.image_size
+            blank = torch.zeros(3, size, size, dtype=torch.uint8)
+            await asyncio.gather(*map(asyncio.wrap_future, batcher.submit([blank] * options.max_batch_size)))
+            yield
+        finally:
+            batcher.stop()
+            decoders.shutdown()
+
+    app = FastAPI(
+        title="imgclf",
+        summary=f"Image classifier {model_name} ({', '.join(run.class_names)})",
+        version=__version__,
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(HTTPException)
+    async def error_as_json(request: Request, error: HTTPException) -> JSONResponse:
+        message = error.detail
+        if error.status_code == 404:
+            message = f"Nothing at {request.url.path}. The endpoints are listed at /docs."
+        elif error.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}. The endpoints are listed at /docs."
+        return JSONResponse({"error": message}, status_code=error.status_code, headers=error.headers)
+
+    def decode(data: bytes, name: str) -> torch.Tensor | ImageError:
+        try:
+            image = open_image_bytes(data, preprocessing.image_size, preprocessing.interpolation, name=name)
+        except ImageError as error:
+            return error
+        return image_to_tensor(image)
+
+    async def decode_all(uploads: Sequence[tuple[str, bytes]]) -> list[torch.Tensor | ImageError]:
+        loop = asyncio.get_running_loop()
+        return await asyncio.gather(*(loop.run_in_executor(decoders, decode, data, name) for name, data in uploads))
+
+    async def infer(images: Sequence[torch.Tensor]) -> list[list[float]]:
+        if not batcher.alive:
+            raise HTTPException(503, STOPPED)
+        try:
+            futures = batcher.submit(images)
+        except QueueFull as error:
+            raise HTTPException(
+                503, f"The server is busy: {error}. Retry in a moment.", headers={"Retry-After": "1"}
+            ) from None
+        try:
+            return await asyncio.gather(*map(asyncio.wrap_future, futures))
+        except Exception as error:  # the model's own failure, already logged by the inference thread
+            raise HTTPException(500, f"The model failed on this image ({error!r}); see the server log.") from None
+
+    def describe(row: list[float]) -> dict:
+        index = max(range(len(row)), key=row.__getitem__)
+        return {
+            "label": run.class_names[index],
+            "index": index,
+            "probability": row[index],
+            "probabilities": dict(zip(run.class_names, row)),
+        }
+
+    @app.post("/predict", response_model=PredictionOut, responses=ERRORS, openapi_extra=SINGLE_BODY)
+    async def predict(request: Request) -> dict:
+        """Classify one image, sent as the multipart field `file` or as the raw request body."""
+        started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + options.timeout_s
+        async with _before(deadline, 408, _slow_upload(options)):
+            uploads = await _read_uploads(request, options, batch=False)
+        async with _before(deadline, 504, _slow_answer(options)):
+            [image] = await decode_all(uploads)
+            if isinstance(image, ImageError):
+                raise _unreadable(image)
+            [row] = await infer([image])
+        return {**describe(row), "model": model_name, "latency_ms": _milliseconds_since(started)}
+
+    @app.post("/predict/batch", response_model=BatchOut, responses=ERRORS, openapi_extra=BATCH_BODY)
+    async def predict_batch(request: Request) -> dict:
+        """Classify up to `max_batch_files` images sent as repeated multipart fields `files`.
+
+        An image that cannot be read gets an `error` in its place; the others are still answered.
+        """
+        started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + options.timeout_s
+        async with _before(deadline, 408, _slow_upload(options)):
+            uploads = await _read_uploads(request, options, batch=True)
+        async with _before(deadline, 504, _slow_answer(options)):
+            images = await decode_all(uploads)
+            readable = [image for image in images if isinstance(image, torch.Tensor)]
+            rows = iter(await infer(readable) if readable else [])
+        predictions = []
+        for (name, _), image in zip(uploads, images):
+            answer = {"error": str(image)} if isinstance(image, ImageError) else describe(next(rows))
+            predictions.append({"file": name, **answer})
+        return {"predictions": predictions, "model": model_name, "latency_ms": _milliseconds_since(started)}
+
+    @app.get("/health", response_model=Health, responses={503: ERRORS[503]})
+    async def health() -> dict:
+        """Whether the service can answer, and its counters."""
+        if not batcher.alive:
+            raise HTTPException(503, STOPPED)
+        return {
+            "status": "ok",
+            "model": model_name,
+            "waiting": batcher.waiting,
+            "batches": batcher.batches,
+            "images": batcher.images,
+        }
+
+    @app.get("/model", response_model=ModelInfo)
+    async def model_info() -> dict:
+        """The model's classes (index order), its preprocessing, and the service's limits."""
+        return {
+            "model": model_name,
+            "run": run.run_dir.name,
+            "engine": run.engine.name,
+            "classes": run.class_names,
+            "preprocessing": dataclasses.asdict(preprocessing),
+            "limits": {
+                "max_upload_bytes": options.max_upload_bytes,
+                "max_batch_files": options.max_batch_files,
+                "timeout_s": options.timeout_s,
+            },
+        }
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})
+
+    return app
+
+
+def serve(
+    run_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    engine: str = "auto",
+    options: ServeOptions | None = None,
+) -> None:
+    """Load the run in `run_dir` once and serve it on http://host:port until interrupted (Ctrl-C).
+
+    engine: the runtime `imgclf.load` runs the model with ("auto" picks the fastest installed one).
+    """
+    app = create_app(load(run_dir, engine=engine), options)
+    if host not in LOCAL_HOSTS:
+        logger.warning("Serving on %s: anyone who can reach this machine can use the model (no authentication).", host)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+@asynccontextmanager
+async def _before(deadline: float, status: int, message: str) -> AsyncIterator[None]:
+    """Run the block until the event loop's clock reaches `deadline`, then answer `status` with `message`."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            yield
+    except TimeoutError:
+        raise HTTPException(status, message) from None
+
+
+def _slow_upload(options: ServeOptions) -> str:
+    return f"The upload did not arrive within the server's timeout of {options.timeout_s:g} s. Send it again."
+
+
+def _slow_answer(options: ServeOptions) -> str:
+    return (
+        f"No answer within the server's timeout of {options.timeout_s:g} s: it is overloaded. "
+        "Retry later, or start it with a longer --timeout."
+    )
+
+
+def _too_large(options: ServeOptions, what: str) -> HTTPException:
+    limit = options.max_upload_bytes
+    return HTTPException(
+        413,
+        f"{what} is larger than the limit of {limit / MB:g} MB per image ({limit} bytes). "
+        "Send a smaller image, or start the server with a larger --max-upload-mb.",
+    )
+
+
+def _limit_body(request: Request, limit: int, too_large: HTTPException) -> Request:
+    """`request` reading at most `limit` body bytes: over it, by Content-Length or by count, raises `too_large`."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise too_large
+        return message
+
+    return Request(request.scope, receive)
+
+
+async def _read_uploads(request: Request, options: ServeOptions, batch: bool) -> list[tuple[str, bytes]]:
+    """The (name, bytes) of each image in the request; the client's file name is only ever a label."""
+    field_name = "files" if batch else "file"
+    files = options.max_batch_files if batch else 1
+    body_limit = options.max_upload_bytes * files
+    request = _limit_body(request, body_limit, _too_large(options, "The request body" if batch else "The upload"))
+    multipart = request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+    try:
+        if not multipart:
+            if batch:
+                raise HTTPException(400, "Send the images as multipart/form-data fields named `files`.")
+            return [("<request body>", await request.body())]
+        async with request.form(max_files=files, max_fields=files, max_part_size=64 * 1024) as form:
+            uploads = [value for value in form.getlist(field_name) if isinstance(value, UploadFile)]
+            if not uploads:
+                raise HTTPException(
+                    400, f"No file in the multipart field `{field_name}`. Send the image(s) as `{field_name}`."
+                )
+            for upload in uploads:
+                if upload.size is not None and upload.size > options.max_upload_bytes:
+                    raise _too_large(options, f"Image {upload.filename!r}")
+            return [(upload.filename or "<unnamed>", await upload.read()) for upload in uploads]
+    except ClientDisconnect:
+        raise HTTPException(400, "The client disconnected before the upload was complete.") from None
+
+
+def _unreadable(error: ImageError) -> HTTPException:
+    return HTTPException(415 if isinstance(error, UnsupportedImageError) else 400, f"{error}.")
+
+
+def _milliseconds_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)

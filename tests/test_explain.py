@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from imgclf.cli import main
+from imgclf.config import ImgclfError, Preprocessing
+from imgclf.explain import explain_files, explain_image, find_target_layer, grad_cam, overlay
+from imgclf.images import ImageError, image_to_tensor, load_tensor, normalize, open_image
+from imgclf.models import BuildOptions, create_model, get_spec
+from imgclf.models.backbones import efficientnet_lite_imagenet
+
+CANVAS = 224
+OBJECT_SIDE = 104
+LEFT, RIGHT = 4, CANVAS - 4 - OBJECT_SIDE
+
+
+def centre_of_mass_x(heatmap: torch.Tensor) -> float:
+    columns = heatmap.sum(dim=0)
+    return float((columns * torch.arange(len(columns))).sum() / columns.sum())
+
+
+def pasted_on_grey(photo: Path, x: int) -> torch.Tensor:
+    """The photo shrunk to OBJECT_SIDE on its longer side, pasted at column x of a grey square canvas."""
+    thing = open_image(photo)
+    thing.thumbnail((OBJECT_SIDE, OBJECT_SIDE))
+    canvas = Image.new("RGB", (CANVAS, CANVAS), (128, 128, 128))
+    canvas.paste(thing, (x, (CANVAS - thing.height) // 2))
+    return image_to_tensor(canvas)
+
+
+@pytest.fixture(scope="module")
+def lite0_imagenet() -> nn.Module:
+    """The registry's efficientnet_lite0 (backbone + linear head) with the ImageNet classifier as its head."""
+    model = create_model("efficientnet_lite0", 1000, options=BuildOptions(pretrained=True))
+    model.head[-1].load_state_dict(efficientnet_lite_imagenet(0).classifier.state_dict())
+    return model
+
+
+def test_lite0_heatmap_follows_a_car_and_a_plane_across_the_canvas(lite0_imagenet, cars_planes):
+    car = cars_planes / "val_set" / "cars" / "continental-1209261__340.jpg"
+    plane = cars_planes / "val_set" / "planes" / "plane-302047__340.jpg"
+    canvases = [pasted_on_grey(photo, x) for photo in (car, plane) for x in (LEFT, RIGHT)]
+    heatmaps = grad_cam(lite0_imagenet, normalize(torch.stack(canvases), get_spec("efficientnet_lite0").preprocessing))
+
+    assert heatmaps.shape == (4, CANVAS, CANVAS)
+    assert heatmaps.amin(dim=(1, 2)).tolist() == [0.0] * 4
+    assert heatmaps.amax(dim=(1, 2)).tolist() == [1.0] * 4
+    for left, right in (heatmaps[:2], heatmaps[2:]):
+        assert LEFT < centre_of_mass_x(left) < LEFT + OBJECT_SIDE
+        assert RIGHT < centre_of_mass_x(right) < RIGHT + OBJECT_SIDE
+
+
+def real_batch(cars_planes: Path, size: int) -> torch.Tensor:
+    """A car and a plane at `size`², scaled to [0, 1] (randomly initialised models need no particular normalisation)."""
+    preprocessing = Preprocessing(size)
+    photos = [
+        cars_planes / "val_set" / "cars" / "corvette-171422__340.jpg",
+        cars_planes / "val_set" / "planes" / "klm.jpg",
+    ]
+    return normalize(torch.stack([load_tensor(photo, preprocessing) for photo in photos]), preprocessing)
+
+
+@pytest.mark.parametrize(
+    ("name", "num_classes", "size"),
+    [
+        ("seed-cnn", 2, 64),
+        ("vgg16", 3, 64),
+        ("efficientnet_lite0", 2, 96),
+        ("timm:resnet18", 5, 64),
+        ("torchvision:mobilenet_v3_small", 4, 64),
+    ],
+)
+def test_every_cnn_family_gives_image_sized_varying_heatmaps_for_each_class(cars_planes, name, num_classes, size):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes, size)
+    images = real_batch(cars_planes, size)
+    predicted = grad_cam(model, images)
+    assert predicted.shape == (2, size, size)
+    assert float(predicted.amin()) >= 0.0 and float(predicted.amax()) <= 1.0
+    assert all(float(heatmap.std()) > 0.05 for heatmap in predicted)
+    one_image = images[:1].expand(num_classes, -1, -1, -1)
+    per_class = grad_cam(model, one_image, class_index=list(range(num_classes)))
+    assert all(not torch.equal(per_class[0], other) for other in per_class[1:])
+
+
+def test_seed_cnn_run_heatmaps_for_its_two_classes_light_up_opposite_regions(trained_run, cars_planes):
+    images = real_batch(cars_planes, 64)
+    cars, planes = (grad_cam(trained_run.model, images, class_index=index) for index in (0, 1))
+    assert cars.shape == planes.shape == (2, 64, 64)
+    # One logit: its gradient counts for "planes" and against "cars", so where one map is hot the other is cold.
+    assert float(torch.minimum(cars, planes).mean()) < 0.1
+    assert float((cars + planes).amax(dim=(1, 2)).min()) > 0.9
+
+
+def test_target_layer_is_the_last_feature_map_before_the_classifier():
+    seed = create_model("seed-cnn", 2)
+    assert find_target_layer(seed) is seed[5]  # the ReLU after the second conv and pool, just before flatten
+    resnet = create_model("timm:resnet18", 2, 64)
+    assert find_target_layer(resnet) is resnet.backbone  # its output is the map the head pools
+
+    class TwoConvs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second, self.dense = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Linear(4, 2)
+
+        def forward(self, images):
+            return self.dense(self.second(self.first(images)).mean(dim=(2, 3)))
+
+    other = TwoConvs()
+    assert find_target_layer(other) is other.second
+    assert grad_cam(other, torch.rand(1, 3, 20, 20)).shape == (1, 20, 20)
+
+
+def test_models_without_a_spatial_feature_map_are_clear_errors():
+    dense = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+    with pytest.raises(ImgclfError, match="no convolutional layer"):
+        find_target_layer(dense)
+    seed = create_model("seed-cnn", 2)
+    with pytest.raises(ImgclfError, match=r"Linear gives \(1, 128\), not a spatial feature map"):
+        grad_cam(seed, torch.rand(1, 3, 64, 64), target_layer=seed[7])
+    with pytest.raises(ImgclfError, match="between 0 and 1"):
+        grad_cam(seed, torch.rand(1, 3, 64, 64), class_index=2)
+
+
+def test_grad_cam_works_under_inference_mode_and_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    model = create_model("seed-cnn", 3).train()
+    images = torch.rand(2, 3, 64, 64)
+    expected = grad_cam(model, images)
+    with torch.inference_mode():
+        assert torch.equal(grad_cam(model, images), expected)
+    assert model.training
+    assert all(parameter.grad is None for parameter in model.parameters())
+
+
+def test_overlay_colours_the_hot_half_and_keeps_the_photo_size():
+    photo = Image.new("RGB", (300, 200), (128, 128, 128))
+    heatmap = torch.zeros(64, 64)
+    heatmap[:, :32] = 1.0
+    drawn = np.asarray(overlay(photo, heatmap), dtype=int)
+    assert drawn.shape == (200, 300, 3)
+    red, blue = drawn[..., 0], drawn[..., 2]
+    assert (red[:, :100] > blue[:, :100] + 40).all()  # hot: the red end of the colormap
+    assert (blue[:, -100:] > red[:, -100:] + 40).all()  # cold: the blue end
+    assert np.asarray(overlay(photo, heatmap, alpha=0.0)).tolist() == np.asarray(photo).tolist()
+    assert photo.getpixel((0, 0)) == (128, 128, 128)
+
+
+def test_explain_image_takes_a_pil_image_and_a_class_name(trained_run, cars_planes):
+    photo = Image.open(cars_planes / "val_set" / "planes" / "klm.jpg")
+    predicted = explain_image(trained_run, photo)
+    assert predicted.label == predicted.predicted == trained_run.predict(photo).label
+    other = next(name for name in trained_run.class_names if name != predicted.label)
+    asked = explain_image(trained_run, photo, class_name=other)
+    assert (asked.label, asked.predicted) == (other, predicted.label)
+    assert asked.probability == pytest.approx(1 - predicted.probability, abs=1e-6)
+    assert photo.size == (3264, 1836) and asked.overlay.size == (1024, 576)  # upright, longer side at most 1024
+    assert asked.heatmap.shape == (64, 64)
+    with pytest.raises(ImgclfError, match=r"no class 'trucks'.*\['cars', 'planes'\]"):
+        explain_image(trained_run, photo, class_name="trucks")
+
+
+def test_explain_files_writes_upright_overlays_and_reports_unreadable_images(trained_run, cars_planes, tmp_path):
+    source = cars_planes / "val_set" / "cars" / "corvette-171422__340.jpg"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(source, tmp_path / "a" / "car.jpg")
+    rotated = Image.open(source)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90° clockwise
+    rotated.save(tmp_path / "b" / "car.jpg", exif=exif)
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    inputs = [tmp_path / "a" / "car.jpg", tmp_path / "b" / "car.jpg", tmp_path / "broken.jpg"]
+    before = [path.read_bytes() for path in inputs]
+
+    results = explain_files(trained_run, inputs, tmp_path / "out")
+
+    assert [r.output for r in results] == [
+        tmp_path / "out" / "car-gradcam.png",
+        tmp_path / "out" / "car-2-gradcam.png",
+        None,
+    ]
+    width, height = rotated.size
+    assert Image.open(results[0].output).size == (width, height)
+    assert Image.open(results[1].output).size == (height, width)  # as the EXIF says it is seen
+    with pytest.raises(ImageError) as unreadable:
+        open_image(inputs[2])
+    assert results[2].error == unreadable.value.reason
+    assert results[0].label == trained_run.predict(inputs[0]).label
+    assert [path.read_bytes() for path in inputs] == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["car-2-gradcam.png", "car-gradcam.png"]
+
+
+def test_explain_files_never_overwrites_an_input(trained_run, cars_planes, tmp_path):
+    photo = tmp_path / "car-gradcam.png"
+    open_image(cars_planes / "val_set" / "cars" / "corvette-171422__340.jpg").save(tmp_path / "car.png")
+    shutil.copy(tmp_path / "car.png", photo)
+    before = photo.read_bytes()
+    results = explain_files(trained_run, [tmp_path / "car.png", photo], tmp_path)
+    assert [r.output.name for r in results] == ["car-2-gradcam.png", "car-gradcam-gradcam.png"]
+    assert photo.read_bytes() == before
+
+
+def test_cli_explain_a_folder_with_an_unreadable_image(trained_run, cars_planes, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(cars_planes / "val_set" / "planes" / "plane-302047__340.jpg", photos / "plane.jpg")
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    run, out = str(trained_run.run_dir), str(tmp_path / "heatmaps")
+
+    assert main(["explain", run, str(photos), "--class", "cars", "--out", out]) == 0
+    assert sorted(p.name for p in (tmp_path / "heatmaps").iterdir()) == ["plane-gradcam.png"]
+    assert "1 of 2 images could not be read" in capsys.readouterr().err
+
+    assert main(["explain", run, str(photos / "plane.jpg"), "--class", "boats", "--out", out]) == 1
+    assert "Choose one of ['cars', 'planes']" in capsys.readouterr().err
