@@ -72,6 +72,8 @@ def test_the_page_shows_the_label_of_a_picked_and_a_dropped_photo(trained_run, c
         expect(page.locator("#bars li.top")).to_contain_text("cars")
         expect(page.locator("#latency")).to_contain_text(" ms")
         expect(page.locator("#preview")).to_be_visible()
+        expect(page.locator("#gradcam")).to_be_visible()
+        assert page.locator("#gradcam").evaluate("image => image.naturalWidth") > 0
 
         plane = photos["planes"]
         page.evaluate(DROP, [plane.name, base64.b64encode(plane.read_bytes()).decode()])

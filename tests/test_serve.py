@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -88,6 +89,28 @@ def test_predict_real_photos_as_multipart_and_as_raw_body(client, trained_run, p
             assert answer["latency_ms"] > 0
             assert answer["probability"] == pytest.approx(max(answer["probabilities"].values()))
             assert answer["probabilities"] == pytest.approx(expected.probabilities, abs=1e-5)
+
+
+def test_explain_returns_the_photo_with_a_grad_cam_overlay(client, photos):
+    photo = photos["planes"]
+    response = client.post("/explain", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    overlay = Image.open(io.BytesIO(response.content))
+    original = Image.open(photo)
+    assert max(overlay.size) == min(512, max(original.size))
+    assert overlay.width / overlay.height == pytest.approx(original.width / original.height, rel=0.01)
+    assert not np.array_equal(np.asarray(overlay.convert("RGB")), np.asarray(original.convert("RGB")))
+    assert client.post("/explain", content=b"not an image").status_code in (400, 415)
+
+
+def test_answers_below_the_runs_min_confidence_are_unsure(trained_run, cars_planes):
+    photo = min((cars_planes / "val_set").rglob("*.jpg"), key=lambda path: trained_run.predict(path).probability)
+    unsure_run = copy.copy(trained_run)
+    unsure_run.min_confidence = trained_run.predict(photo).probability + 1e-6
+    with TestClient(create_app(unsure_run)) as client:
+        answer = client.post("/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")}).json()
+    assert answer["label"] == "unsure" and answer["index"] is None
+    assert answer["probability"] == pytest.approx(max(answer["probabilities"].values()))
 
 
 def test_batch_answers_in_order_and_keeps_going_past_an_unreadable_file(client, photos):

@@ -246,15 +246,16 @@ class Run:
             if i not in rows:
                 predictions.append(Prediction(name, None, None, None, {}, error=decoded[i].reason))
                 continue
-            predictions.append(self._prediction(name, rows[i]))
+            predictions.append(self.prediction_from(rows[i], name))
         return predictions
 
-    def _prediction(self, name: str, probabilities: torch.Tensor) -> Prediction:
+    def prediction_from(self, probabilities: torch.Tensor, file: str = "") -> Prediction:
+        """The `Prediction` for one image's class probabilities, `unsure` below the run's `min_confidence`."""
         index = int(probabilities.argmax())
         probability = float(probabilities[index])
         unsure = self.min_confidence is not None and probability < self.min_confidence
         return Prediction(
-            file=name,
+            file=file,
             label=UNSURE if unsure else self.class_names[index],
             index=None if unsure else index,
             probability=probability,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import logging
 import os
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -33,7 +34,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
 from imgclf import __version__
-from imgclf.config import ConfigError
+from imgclf.config import ConfigError, ImgclfError
+from imgclf.explain import explain_image
 from imgclf.images import ImageError, UnsupportedImageError, image_to_tensor, open_image_bytes
 from imgclf.runs import Run, load
 from imgclf.serve.batching import MicroBatcher, QueueFull
@@ -84,10 +86,10 @@ class ServeOptions:
 
 
 class PredictionOut(BaseModel):
-    """One image's answer."""
+    """One image's answer; below the run's `--min-confidence` the label is `unsure` and the index null."""
 
     label: str
-    index: int
+    index: int | None
     probability: float
     probabilities: dict[str, float]
     model: str
@@ -165,10 +167,15 @@ ERRORS = {
         413: "Upload over the size limit",
         415: "Not an image format the service reads",
         500: "The model failed (see the server log)",
+        501: "Grad-CAM cannot explain this model (it has no spatial feature map)",
         503: "Too many images waiting (retry), or the inference thread stopped",
         504: "No answer within the timeout",
     }.items()
 }
+
+
+EXPLAINED = {200: {"content": {"image/png": {}}, "description": "The photo with the Grad-CAM heat map over it"}}
+EXPLAIN_SIDE = 512
 
 
 def _body(fields: dict) -> dict:
@@ -207,6 +214,8 @@ def create_app(run: Run, options: ServeOptions | None = None) -> FastAPI:
     options = options or ServeOptions()
     batcher = MicroBatcher(run.predict_tensors, options.max_batch_size, options.max_queue)
     decoders = ThreadPoolExecutor(options.decode_threads, thread_name_prefix="imgclf-decode")
+    # Grad-CAM runs the PyTorch model with gradients: one image at a time, beside the prediction path.
+    explainer = ThreadPoolExecutor(1, thread_name_prefix="imgclf-explain")
     preprocessing = run.preprocessing
     model_name = run.config.train.model
     page = resources.files("imgclf.serve").joinpath("static/index.html").read_text(encoding="utf-8")
@@ -222,6 +231,7 @@ def create_app(run: Run, options: ServeOptions | None = None) -> FastAPI:
         finally:
             batcher.stop()
             decoders.shutdown()
+            explainer.shutdown()
 
     app = FastAPI(
         title="imgclf",
@@ -265,13 +275,8 @@ def create_app(run: Run, options: ServeOptions | None = None) -> FastAPI:
             raise HTTPException(500, f"The model failed on this image ({error!r}); see the server log.") from None
 
     def describe(row: list[float]) -> dict:
-        index = max(range(len(row)), key=row.__getitem__)
-        return {
-            "label": run.class_names[index],
-            "index": index,
-            "probability": row[index],
-            "probabilities": dict(zip(run.class_names, row)),
-        }
+        prediction = run.prediction_from(torch.tensor(row))
+        return {key: getattr(prediction, key) for key in ("label", "index", "probability", "probabilities")}
 
     @app.post("/predict", response_model=PredictionOut, responses=ERRORS, openapi_extra=SINGLE_BODY)
     async def predict(request: Request) -> dict:
@@ -306,6 +311,29 @@ def create_app(run: Run, options: ServeOptions | None = None) -> FastAPI:
             answer = {"error": str(image)} if isinstance(image, ImageError) else describe(next(rows))
             predictions.append({"file": name, **answer})
         return {"predictions": predictions, "model": model_name, "latency_ms": _milliseconds_since(started)}
+
+    def explain(data: bytes, name: str) -> bytes | ImgclfError:
+        try:
+            overlay = explain_image(run, open_image_bytes(data, name=name), max_side=EXPLAIN_SIDE).overlay
+        except ImgclfError as error:
+            return error
+        buffer = io.BytesIO()
+        overlay.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    @app.post("/explain", response_class=Response, responses={**ERRORS, **EXPLAINED}, openapi_extra=SINGLE_BODY)
+    async def explain_upload(request: Request) -> Response:
+        """Grad-CAM of the predicted class for one image: a PNG of the photo with the heat map over it."""
+        deadline = asyncio.get_running_loop().time() + options.timeout_s
+        async with _before(deadline, 408, _slow_upload(options)):
+            [(name, data)] = await _read_uploads(request, options, batch=False)
+        async with _before(deadline, 504, _slow_answer(options)):
+            answer = await asyncio.get_running_loop().run_in_executor(explainer, explain, data, name)
+        if isinstance(answer, ImageError):
+            raise _unreadable(answer)
+        if isinstance(answer, ImgclfError):
+            raise HTTPException(501, f"Grad-CAM cannot explain this model: {answer}")
+        return Response(answer, media_type="image/png")
 
     @app.get("/health", response_model=Health, responses={503: ERRORS[503]})
     async def health() -> dict:
