@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -307,6 +308,20 @@ def test_decompression_bomb_raises_image_error(tmp_path, monkeypatch, limit):
     with pytest.raises(ImageError, match="decompression bomb") as caught:
         open_image(path)
     assert str(path) in str(caught.value)
+
+
+def test_a_bomb_is_refused_even_when_another_thread_reset_the_warnings_filter(tmp_path, monkeypatch):
+    """`catch_warnings` is process-wide; a thread leaving it can undo the filter while another one decodes."""
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (100, 100)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)  # 10,000 pixels: Pillow only warns below twice this
+    monkeypatch.setattr(warnings, "simplefilter", lambda *args, **kwargs: None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        with pytest.raises(ImageError, match="decompression bomb"):
+            open_image(path)
+        with Image.open(path) as upload, pytest.raises(ImageError, match="decompression bomb"):
+            decode_image(upload)
 
 
 def test_decode_image_raises_image_error_for_a_truncated_upload(tmp_path):

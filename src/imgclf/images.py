@@ -98,11 +98,6 @@ def open_image_bytes(
         if not data:
             raise ImageError(name, "empty file (0 bytes)")
         with Image.open(io.BytesIO(data), formats=formats) as image:
-            # Checked again here because the warnings filter above is process-wide: another thread leaving
-            # its own `catch_warnings` can reset it while this one decodes.
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit is not None and image.width * image.height > limit:
-                raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels, over the limit of {limit}")
             return _decode(image, size, interpolation)
 
 
@@ -130,13 +125,16 @@ def _decoding(name: str | Path, formats: tuple[str, ...] | None = None) -> Itera
 
 def decode_image(image: Image.Image, size: int | None = None, interpolation: str = "bilinear") -> Image.Image:
     """Like `open_image`, for an image already opened (for example an upload)."""
-    try:
+    with _decoding("<in-memory image>"):
         return _decode(image, size, interpolation)
-    except (OSError, ValueError, SyntaxError) as error:
-        raise ImageError("<in-memory image>", f"corrupt or truncated ({error})") from None
 
 
 def _decode(image: Image.Image, size: int | None, interpolation: str) -> Image.Image:
+    # Checked here as well as by the warnings filter of `_decoding`, which is process-wide: another thread
+    # leaving its own `catch_warnings` can reset the filter while this one decodes.
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels, over the limit of {limit}")
     if size is not None and image.format == "JPEG":
         # Draft keeps each side at least `size`, so the squash below still has enough pixels.
         image.draft("RGB", (size, size))
