@@ -69,17 +69,18 @@ def _pixels(images: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 class OnnxRuntimeEngine:
-    """An exported `model.onnx` on onnxruntime's CPU provider."""
+    """An exported `model.onnx` (a path, or the file's bytes) on onnxruntime's CPU provider."""
 
     name = "onnx"
     precision = "fp32"
 
-    def __init__(self, onnx_path: str | Path):
+    def __init__(self, onnx_model: str | Path | bytes):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
-        self.session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+        self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, images: torch.Tensor | np.ndarray) -> np.ndarray:

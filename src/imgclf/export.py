@@ -37,6 +37,7 @@ from imgclf.runs import (
     Run,
     RunError,
     atomic_write_bytes,
+    cache_dir,
     load_tensors,
     read_temperature,
     save_tensors,
@@ -198,8 +199,7 @@ def export_onnx(
     metadata = onnx_metadata(config, digest, run.temperature)
     onnx_bytes = to_onnx(run.model, config.preprocessing, run.temperature, metadata)
     reference = TorchEngine(run.model, config.preprocessing, run.temperature)(pixels)
-    with _temporary_file(out_dir, onnx_bytes) as candidate_path:
-        candidate = OnnxRuntimeEngine(candidate_path)(pixels)
+    candidate = OnnxRuntimeEngine(onnx_bytes)(pixels)
     parity = compare("onnx", reference, candidate, names, TOLERANCE)
     report = {
         "format": "onnx",
@@ -229,17 +229,6 @@ def export_onnx(
     return ExportResult(out_dir / ONNX_FILE, report_path, parity, time.perf_counter() - start)
 
 
-@contextlib.contextmanager
-def _temporary_file(folder: Path, data: bytes):
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f".{ONNX_FILE}.{os.getpid()}.candidate"
-    path.write_bytes(data)
-    try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
-
-
 def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
@@ -249,8 +238,7 @@ def _versions() -> dict[str, str]:
 
 def export_cache_dir(digest: str) -> Path:
     """Where an export made for `--engine onnx|openvino` lives when the run has none: `$IMGCLF_CACHE/onnx/`."""
-    base = os.environ.get("IMGCLF_CACHE") or Path.home() / ".cache" / "imgclf"
-    return Path(base) / "onnx" / digest[:32]
+    return cache_dir("onnx") / digest[:32]
 
 
 def current_export(run_dir: str | Path, digest: str) -> Path | None:

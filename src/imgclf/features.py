@@ -23,15 +23,14 @@ from torch import nn
 from imgclf.config import Preprocessing
 from imgclf.data import FolderIndex, SkippedFile, load_or_skip
 from imgclf.images import normalize
-from imgclf.runs import save_tensors
+from imgclf.runs import cache_dir, save_tensors
 
 log = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
     """Where cached features live: `$IMGCLF_CACHE/features`, else `~/.cache/imgclf/features`."""
-    base = os.environ.get("IMGCLF_CACHE") or Path.home() / ".cache" / "imgclf"
-    return Path(base) / "features"
+    return cache_dir("features")
 
 
 def file_digest(path: str | Path) -> str:

@@ -49,6 +49,11 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def cache_dir(name: str) -> Path:
+    """imgclf's cache folder `name`: under `$IMGCLF_CACHE` if set, else `~/.cache/imgclf`."""
+    return Path(os.environ.get("IMGCLF_CACHE") or Path.home() / ".cache" / "imgclf") / name
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and a rename, so readers never see half a file."""
     path = Path(path)
