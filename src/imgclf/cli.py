@@ -1,6 +1,6 @@
 """The `imgclf` command line: parse, call the library, print, exit (0 ok, 1 user error, 2 usage error).
 
-imgclf train DATA --val VAL [options]
+imgclf train DATA --val VAL [options] [--nproc N]   (N processes: torchrun --standalone --nproc-per-node N -m imgclf)
 imgclf predict RUN PATH... [--format table|csv|json] [--output FILE] [--engine auto|torch|onnx|openvino]
 imgclf evaluate RUN DIR [--tta] [--min-confidence P]
 imgclf report RUN [DIR]
@@ -15,6 +15,7 @@ imgclf explain RUN IMAGE... [--out DIR] [--class NAME] [--alpha 0.5]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import io
@@ -48,6 +49,7 @@ from imgclf.config import (
     TrainConfig,
     load_toml,
 )
+from imgclf.distributed import check_batch_size, is_main_process, launch, torchrun_environment
 from imgclf.engine import TrainingInterrupted, make_train_config, train
 from imgclf.engines import ENGINES
 from imgclf.runs import Prediction, atomic_write_text
@@ -230,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<timestamp>)")
     train_parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last saved epoch")
     train_parser.add_argument("--config", metavar="FILE.toml", help="options file; command-line options win")
+    train_parser.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train in N processes on this machine (DistributedDataParallel through torchrun; --batch-size "
+        "stays the global batch and must divide by N; default 1)",
+    )
     _add_training_options(train_parser)
 
     predict = commands.add_parser(
@@ -427,9 +436,40 @@ def _train_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    kept, skip_value = [], False
+    for token in argv:
+        if skip_value:
+            skip_value = False
+        elif token == "--nproc":
+            skip_value = True
+        elif not token.startswith("--nproc="):
+            kept.append(token)
+    return kept
+
+
+def _launch_processes(args: argparse.Namespace) -> int:
+    """`--nproc N`: check the options here, where an error is one line, then rerun the command under torchrun."""
+    if args.resume is not None:
+        from imgclf.runs import read_config
+
+        batch_size = read_config(args.resume).train.batch_size
+    else:
+        batch_size = make_train_config(args.data, **_train_options(args)).batch_size
+    check_batch_size(batch_size, args.nproc)
+    return launch(args.nproc, _without_nproc(args.argv))
+
+
 def _train(args: argparse.Namespace) -> int:
+    if args.resume is None and args.data is None:
+        raise ImgclfError("Missing DATA: give a folder with one sub-folder per class, or --resume RUN.")
+    if args.nproc is not None and args.nproc < 1:
+        raise ImgclfError(f"Invalid option --nproc. Received: --nproc={args.nproc}. Use 1 or more processes.")
+    if args.nproc is not None and args.nproc > 1 and torchrun_environment() is None:
+        return _launch_processes(args)
     options = _train_options(args)
-    with TrainingProgress(stderr) as progress:
+    # Under torchrun only the main process draws the progress bar and lists the files.
+    with TrainingProgress(stderr) if is_main_process() else contextlib.nullcontext() as progress:
         if args.resume is not None:
             run = train(
                 resume=args.resume,
@@ -437,10 +477,9 @@ def _train(args: argparse.Namespace) -> int:
                 **{k: v for k, v in options.items() if k in ("epochs", "patience")},
             )
         else:
-            if args.data is None:
-                raise ImgclfError("Missing DATA: give a folder with one sub-folder per class, or --resume RUN.")
             run = train(config=make_train_config(args.data, **options), progress=progress)
-    _print_run_files(run.run_dir)
+    if is_main_process():
+        _print_run_files(run.run_dir)
     return 0
 
 
@@ -879,10 +918,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("imgclf").setLevel(logging.INFO)
     parser = build_parser()
     try:
-        args = _apply_config_file(parser, sys.argv[1:] if argv is None else argv)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = _apply_config_file(parser, argv)
+        args.argv = argv  # `train --nproc N` runs the same command again under torchrun
         return COMMANDS[args.command](args)
     except TrainingInterrupted as error:
-        stderr.print(f"[yellow]{escape(str(error))}[/yellow]")
+        if is_main_process():  # under torchrun every process stops; one says how to resume
+            stderr.print(f"[yellow]{escape(str(error))}[/yellow]")
         return 130
     except ImgclfError as error:
         stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)

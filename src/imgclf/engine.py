@@ -2,6 +2,10 @@
 
 imgclf train data/training_set --val data/val_set --model seed-cnn --augment seed --epochs 30 --steps-per-epoch 30
 imgclf.train("data/training_set", val="data/val_set", model="seed-cnn", augment="seed", epochs=30, steps_per_epoch=30)
+
+In several processes (DistributedDataParallel; `--batch-size` stays the global batch, see `distributed.py`):
+torchrun --standalone --nproc-per-node 2 -m imgclf train data/training_set --val data/val_set --model seed-cnn
+imgclf train data/training_set --val data/val_set --model seed-cnn --nproc 2
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imgclf import data as datasets
-from imgclf import metrics
+from imgclf import distributed, metrics
 from imgclf.augment import augment
 from imgclf.augment import describe as describe_augment
 from imgclf.calibration import calibrated_probabilities, fit_temperature
@@ -34,6 +38,7 @@ from imgclf.config import (
     TrainConfig,
     validate,
 )
+from imgclf.distributed import SINGLE_PROCESS, Processes
 from imgclf.evaluate import evaluate_index, write_evaluation
 from imgclf.features import FeatureCache, FeatureSource, backbone_key, cache_root, file_digest
 from imgclf.images import normalize
@@ -214,13 +219,16 @@ class Step:
     channels_last: bool
     preprocessing: Preprocessing
     augment: AugmentConfig
-    feature_head: nn.Module | None = None
+    features: bool = False
 
     def forward(self, model: nn.Module, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Logits for a batch; `generator` (training only) draws the augmentation."""
+        """Logits of `model` for a batch (of features: `model` is then the head's trainable end).
+
+        `generator` (training only) draws the augmentation.
+        """
         batch = batch.to(self.device, non_blocking=True)
-        if self.feature_head is not None:
-            return self.feature_head(batch).float()
+        if self.features:
+            return model(batch).float()
         inputs = augment(batch, self.augment, generator) if generator is not None else batch
         inputs = normalize(inputs, self.preprocessing)
         if self.channels_last:
@@ -249,14 +257,13 @@ def freeze_batchnorm(model: nn.Module) -> None:
 
 
 @torch.inference_mode()
-@torch.no_grad()
 def predict_logits(
-    model: nn.Module, source: datasets.BatchSource, step: Step, batch_size: int
+    model: nn.Module, source: datasets.BatchSource, step: Step, plan: list[list[int]]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels of every image of `source`, each seen once, in order (on the CPU)."""
+    """Logits and labels of the images of `source` that `plan`'s batches list, in order (on the CPU)."""
     model.eval()
     logits, labels = [], []
-    for batch, batch_labels in source.batches(datasets.sequential_batches(len(source), batch_size)):
+    for batch, batch_labels in source.batches(plan):
         logits.append(step.forward(model, batch).cpu())
         labels.append(batch_labels)
     if not logits:
@@ -264,17 +271,25 @@ def predict_logits(
     return torch.cat(logits), torch.cat(labels)
 
 
-def evaluate(model: nn.Module, source: datasets.BatchSource, step: Step, batch_size: int) -> tuple[float, float]:
-    """Mean loss and accuracy over every image of `source`, each seen once."""
-    logits, labels = predict_logits(model, source, step, batch_size)
-    if len(labels) == 0:
-        return 0.0, 0.0
-    return float(compute_loss(logits, labels, None)), float((predicted_labels(logits) == labels).float().mean())
+def evaluate(
+    model: nn.Module, source: datasets.BatchSource, step: Step, batch_size: int, processes: Processes = SINGLE_PROCESS
+) -> tuple[float, float]:
+    """Mean loss and accuracy over every image of `source`, each seen once.
+
+    In several processes each scores every `world_size`-th batch, and the sums of loss, hits and images are
+    added up over the processes: all of them get the same numbers.
+    """
+    plan = processes.take_turns(datasets.sequential_batches(len(source), batch_size))
+    logits, labels = predict_logits(model, source, step, plan)
+    loss_sum = float(compute_loss(logits, labels, None)) * len(labels) if len(labels) else 0.0
+    correct = int((predicted_labels(logits) == labels).sum())
+    loss_sum, correct, count = processes.sum(loss_sum, correct, len(labels))
+    return (loss_sum / count, correct / count) if count else (0.0, 0.0)
 
 
 def calibrate(model: nn.Module, source: datasets.BatchSource, step: Step, batch_size: int) -> dict:
     """Fit the temperature on the validation images; with the log-loss and ECE before and after."""
-    logits, labels = predict_logits(model, source, step, batch_size)
+    logits, labels = predict_logits(model, source, step, datasets.sequential_batches(len(source), batch_size))
     temperature = fit_temperature(logits, labels)
     before, after = to_probabilities(logits).numpy(), calibrated_probabilities(logits, temperature).numpy()
     return {
@@ -383,12 +398,19 @@ def plan_phases(config: TrainConfig, backbone: bool) -> list[Phase]:
 
 @dataclass
 class PhaseSetup:
-    """What a phase trains with: how batches reach the model, where they come from, and the optimiser."""
+    """What a phase trains with: how batches reach the model, where they come from, and the optimiser.
+
+    `model` is what the phase runs: the whole model, or the trainable end of its head on cached features.
+    `train_model` is what a training step calls: `model`, or in several processes `model` wrapped in
+    DistributedDataParallel (which averages the gradients); evaluation calls `model` itself.
+    """
 
     step: Step
     train: datasets.BatchSource | FeatureSource
     val: datasets.BatchSource | FeatureSource
     optimizer: torch.optim.Optimizer
+    model: nn.Module
+    train_model: nn.Module
 
 
 def _weights_identity(config: TrainConfig) -> str:
@@ -401,14 +423,16 @@ def setup_phase(
     config: TrainConfig,
     preprocessing: Preprocessing,
     indexes: tuple[datasets.FolderIndex, datasets.FolderIndex],
-    device: torch.device,
+    processes: Processes,
     images: dict,
 ) -> PhaseSetup:
     """Freeze what the phase keeps fixed, pick features or images, and make the phase's optimiser.
 
     A frozen backbone without augmentation never needs to run twice on the same image: its features come
-    from (or go into) the on-disk feature cache and only the head trains. `images` memoises the image sources.
+    from (or go into) the on-disk feature cache and only the head trains. In several processes the first one
+    on each machine fills the cache, and the others then read it. `images` memoises the image sources.
     """
+    device = processes.device
     if phase.name != "train":
         set_trainable_blocks(model, config.fine_tune if phase.name == "fine-tune" else None)
     lr = (config.fine_tune_lr or config.lr / 10) if phase.name == "fine-tune" else config.lr
@@ -418,14 +442,16 @@ def setup_phase(
         extractor = nn.Sequential(model.backbone, *model.head[:prefix])
         key = backbone_key(config.model, _weights_identity(config), preprocessing, extractor)
         cache = FeatureCache(cache_root() / key)
-        train, val = (FeatureSource(index, extractor, preprocessing, cache, device) for index in indexes)
-        step = Step(device, None, False, preprocessing, config.augment, feature_head=model.head[prefix:])
-        return PhaseSetup(step, train, val, optimizer)
+        with processes.local_main_first():
+            train, val = (FeatureSource(index, extractor, preprocessing, cache, device) for index in indexes)
+        step = Step(device, None, False, preprocessing, config.augment, features=True)
+        head = model.head[prefix:]
+        return PhaseSetup(step, train, val, optimizer, head, processes.wrap(head))
     if not images:
         images["train"], images["val"] = image_sources(config, preprocessing, *indexes)
     precision = resolve_precision(config.precision, device)
     step = Step(device, precision, device.type == "cpu", preprocessing, config.augment)
-    return PhaseSetup(step, images["train"], images["val"], optimizer)
+    return PhaseSetup(step, images["train"], images["val"], optimizer, model, processes.wrap(model))
 
 
 def _check_sources(setup: PhaseSetup, strict: bool) -> list[datasets.SkippedFile]:
@@ -456,20 +482,23 @@ def train(
     """Train a classifier on `data` (a folder of class sub-folders) and return the loaded best `Run`.
 
     Options are `TrainConfig`'s fields (`val`, `model`, `augment`, `epochs`, ...). `resume` continues a run
-    directory from its last saved epoch (`epochs` may be raised).
+    directory from its last saved epoch (`epochs` may be raised). Under torchrun each process calls this and
+    gets the same `Run`; the main process alone writes it (see `distributed.py`).
 
     >>> run = imgclf.train("cars-planes/training_set", val="cars-planes/val_set", augment="seed", epochs=30)
     >>> run.predict("plane.jpg").label
     'planes'
     """
     if resume is not None:
-        run_dir = Path(resume)
-        saved = read_config(run_dir)
+        saved = read_config(resume)
         config = validate(dataclasses.replace(saved.train, **options))
-        state = _resume_state(run_dir)
+        state = _resume_state(Path(resume))
     else:
         config = config if config is not None else make_train_config(data, **options)
-        run_dir, state, saved = _new_run_dir(config), None, None
+        state, saved = None, None
+    processes = distributed.connect(resolve_device(config.device))
+    distributed.check_batch_size(config.batch_size, processes.world_size)
+    run_dir = Path(resume) if resume is not None else processes.from_main(_new_run_dir, config)
 
     # Data
     spec = get_spec(config.model)
@@ -485,7 +514,7 @@ def train(
         )
 
     # Model
-    device = resolve_device(config.device)
+    device = processes.device
     torch.manual_seed(config.seed)
     build = BuildOptions(pretrained=state is None, weights=config.weights if state is None else None, head=config.head)
     model = create_model(config.model, len(class_names), preprocessing.image_size, build).to(device)
@@ -494,6 +523,7 @@ def train(
     phases = plan_phases(config, spec.backbone)
     history: list[dict] = []
     best_val_loss, epochs_without_improvement, start_epoch = float("inf"), 0, 1
+    has_weights = (run_dir / WEIGHTS_FILE).exists()  # read before any process can write it
     if state is not None:
         model.load_state_dict(load_tensors(run_dir / CHECKPOINT_DIR / "last.safetensors"))
         history, best_val_loss = state["history"], state["best_val_loss"]
@@ -503,7 +533,7 @@ def train(
         "Model %s (%d outputs) on %s, %s, augmentation: %s.",
         config.model,
         num_outputs(len(class_names)),
-        device,
+        device if not processes.distributed else f"{processes.world_size} processes ({device.type})",
         config.optimizer,
         describe_augment(config.augment),
     )
@@ -514,7 +544,7 @@ def train(
     for phase in phases:
         if phase.last_epoch < start_epoch:
             continue
-        setup = setup_phase(phase, model, config, preprocessing, indexes, device, images)
+        setup = setup_phase(phase, model, config, preprocessing, indexes, processes, images)
         skipped = _check_sources(setup, config.strict)
         if state is not None and state.get("phase", phase.name) == phase.name and start_epoch > phase.first_epoch:
             _restore_optimizer(
@@ -522,14 +552,16 @@ def train(
             )
         if not dataset_summary:
             dataset_summary = _dataset_summary(indexes, setup, skipped)
-            run_config = RunConfig(config, class_names, preprocessing, _library_versions(), dataset_summary)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(run_dir / CONFIG_FILE, run_config.to_dict())
-            if skipped:
-                for item in skipped:
-                    log.warning("Skipped %s: %s", item.path, item.reason)
-                write_csv(run_dir / "skipped.csv", ("file", "reason"), [(s.path, s.reason) for s in skipped])
-        atomic_write_text(run_dir / "summary.txt", summarize(model, preprocessing) + "\n")
+            if processes.is_main:  # the other processes would only repeat the same warnings
+                run_config = RunConfig(config, class_names, preprocessing, _library_versions(), dataset_summary)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_json(run_dir / CONFIG_FILE, run_config.to_dict())
+                if skipped:
+                    for item in skipped:
+                        log.warning("Skipped %s: %s", item.path, item.reason)
+                    write_csv(run_dir / "skipped.csv", ("file", "reason"), [(s.path, s.reason) for s in skipped])
+        if processes.is_main:
+            atomic_write_text(run_dir / "summary.txt", summarize(model, preprocessing) + "\n")
         if phase.name == "fine-tune":
             log.info("Fine-tuning %s backbone blocks from epoch %d.", config.fine_tune, phase.first_epoch)
         weights = (
@@ -538,30 +570,35 @@ def train(
         try:
             for epoch in range(max(start_epoch, phase.first_epoch), phase.last_epoch + 1):
                 started = time.perf_counter()
-                torch.manual_seed(config.seed * 1_000_003 + epoch)
-                augment_generator = torch.Generator().manual_seed(config.seed * 7_919 + epoch)
+                torch.manual_seed(processes.seed(config.seed * 1_000_003 + epoch))
+                augment_generator = torch.Generator().manual_seed(processes.seed(config.seed * 7_919 + epoch))
                 plan = datasets.epoch_batches(
                     len(setup.train), config.batch_size, config.steps_per_epoch, config.seed, epoch
                 )
+                shards = processes.shard(plan)  # on one process: every batch, whole, with weight 1
                 model.train()
                 if phase.name == "head":
                     model.backbone.eval()
                 elif phase.name == "fine-tune":
                     freeze_batchnorm(model)
                 total_loss, correct, seen = 0.0, 0, 0
-                for index, (batch, labels) in enumerate(setup.train.batches(plan), start=1):
+                batches = setup.train.batches([shard.rows for shard in shards])
+                for index, (shard, (batch, labels)) in enumerate(zip(shards, batches), start=1):
                     labels = labels.to(device, non_blocking=True)
-                    logits = setup.step.forward(model, batch, augment_generator)
+                    logits = setup.step.forward(setup.train_model, batch, augment_generator)
                     loss = compute_loss(logits, labels, weights)
                     setup.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    # DDP averages the processes' gradients; the weight makes that the global batch's gradient.
+                    (loss if shard.loss_weight == 1 else loss * shard.loss_weight).backward()
                     setup.optimizer.step()
-                    total_loss += loss.item() * len(labels)
-                    correct += int((predicted_labels(logits.detach()) == labels).sum())
-                    seen += len(labels)
+                    if shard.loss_weight:  # weight 0: a stand-in row for a process left out of a small batch
+                        total_loss += loss.item() * len(labels)
+                        correct += int((predicted_labels(logits.detach()) == labels).sum())
+                        seen += len(labels)
                     if progress is not None:
                         progress(epoch, index, len(plan))
-                val_loss, val_accuracy = evaluate(model, setup.val, setup.step, config.batch_size)
+                total_loss, correct, seen = processes.sum(total_loss, correct, seen)
+                val_loss, val_accuracy = evaluate(setup.model, setup.val, setup.step, config.batch_size, processes)
                 record = {
                     "epoch": epoch,
                     "loss": total_loss / max(seen, 1),
@@ -573,49 +610,57 @@ def train(
                 history.append(record)
                 log.info(_epoch_line(record, phases[-1].last_epoch))
 
-                # Checkpoint
-                if val_loss < best_val_loss or not (run_dir / WEIGHTS_FILE).exists():
-                    best_val_loss, epochs_without_improvement = val_loss, 0
-                    save_tensors(run_dir / WEIGHTS_FILE, model.state_dict())
+                # Checkpoint (the main process writes; every process follows the same, summed, val_loss)
+                if val_loss < best_val_loss or not has_weights:
+                    best_val_loss, epochs_without_improvement, has_weights = val_loss, 0, True
+                    if processes.is_main:
+                        save_tensors(run_dir / WEIGHTS_FILE, model.state_dict())
                 else:
                     epochs_without_improvement += 1
-                _save_checkpoint(
-                    run_dir,
-                    model,
-                    setup.optimizer,
-                    {
-                        "epoch": epoch,
-                        "phase": phase.name,
-                        "best_val_loss": best_val_loss,
-                        "epochs_without_improvement": epochs_without_improvement,
-                        "history": history,
-                    },
-                )
-                _write_history(run_dir, history)
+                if processes.is_main:
+                    _save_checkpoint(
+                        run_dir,
+                        model,
+                        setup.optimizer,
+                        {
+                            "epoch": epoch,
+                            "phase": phase.name,
+                            "best_val_loss": best_val_loss,
+                            "epochs_without_improvement": epochs_without_improvement,
+                            "history": history,
+                        },
+                    )
+                    _write_history(run_dir, history)
                 if config.patience is not None and epochs_without_improvement >= config.patience:
                     log.info("Early stopping: val_loss has not improved for %d epochs.", config.patience)
                     break
         except KeyboardInterrupt:
-            _write_plots(run_dir, history)
+            if processes.is_main:
+                _write_plots(run_dir, history)
             saved_epoch = history[-1]["epoch"] if history else 0
             raise TrainingInterrupted(
                 f"Interrupted; epoch {saved_epoch} is saved in {run_dir}. Continue with: "
                 f"imgclf train --resume {run_dir}"
             ) from None
-    _write_plots(run_dir, history)
-    model.load_state_dict(load_tensors(run_dir / WEIGHTS_FILE))
-    calibration = calibrate(model, setup.val, setup.step, config.batch_size)
-    write_json(run_dir / CALIBRATION_FILE, calibration)
-    log.info(
-        "Best val_loss %.4f; temperature %.3f fitted on the validation images; run saved in %s",
-        best_val_loss,
-        calibration["temperature"],
-        run_dir,
-    )
-    run = load(run_dir)
-    evaluation = evaluate_index(run, indexes[1], config.batch_size)
-    write_evaluation(evaluation, run_dir)
-    write_report(run, evaluation, run_dir / REPORT_FILE)
+    if processes.is_main:
+        _write_plots(run_dir, history)
+        model.load_state_dict(load_tensors(run_dir / WEIGHTS_FILE))
+        calibration = calibrate(setup.model, setup.val, setup.step, config.batch_size)
+        write_json(run_dir / CALIBRATION_FILE, calibration)
+        log.info(
+            "Best val_loss %.4f; temperature %.3f fitted on the validation images; run saved in %s",
+            best_val_loss,
+            calibration["temperature"],
+            run_dir,
+        )
+        run = load(run_dir)
+        evaluation = evaluate_index(run, indexes[1], config.batch_size)
+        write_evaluation(evaluation, run_dir)
+        write_report(run, evaluation, run_dir / REPORT_FILE)
+    processes.barrier()  # the other processes wait for the finished run directory
+    if not processes.is_main:
+        run = load(run_dir)
+    processes.close()
     return run
 
 
