@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 import torch
 from PIL import Image
 
@@ -85,3 +86,27 @@ def test_lite0_default_model_learns_cars_and_planes(small_photos, tmp_path):
     assert run.config.train.model == "efficientnet_lite0"
     assert run.config.preprocessing.mean == (0.5, 0.5, 0.5)
     assert run.history[-1]["val_accuracy"] == 1.0
+
+
+def test_a_run_interrupted_while_fine_tuning_resumes_to_the_same_weights(small_photos, tmp_path):
+    """Epoch checkpoints of a backbone run hold only what the phase changes; resuming must rebuild the rest."""
+    options = {"val": str(small_photos / "val"), "epochs": 1, "fine_tune": "1", "fine_tune_epochs": 2}
+    straight = train_lite0(small_photos / "train", out=str(tmp_path / "straight"), **options)
+
+    def interrupt_in_epoch_3(epoch: int, step: int, steps: int) -> None:
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(imgclf.TrainingInterrupted):
+        train_lite0(small_photos / "train", out=str(tmp_path / "resumed"), progress=interrupt_in_epoch_3, **options)
+    last = load_tensors(tmp_path / "resumed" / "checkpoint" / "last.safetensors")
+    everything = load_tensors(straight.run_dir / "model.safetensors")
+    assert set(last) < set(everything)  # the frozen part of the backbone is not saved every epoch
+    assert not any(name.startswith("backbone.") and name.endswith("running_mean") for name in last)
+    resumed = imgclf.train(resume=tmp_path / "resumed")
+    assert [int(r["epoch"]) for r in resumed.history] == [1, 2, 3]
+    expected = load_tensors(straight.run_dir / "checkpoint" / "last.safetensors")
+    got = load_tensors(resumed.run_dir / "checkpoint" / "last.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=0, msg=name)

@@ -322,12 +322,36 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def _save_checkpoint(run_dir: Path, model, optimizer, progress: dict) -> None:
+def changing_state(model: nn.Module, phase: Phase) -> dict[str, torch.Tensor]:
+    """The weights and buffers a phase can change: all of them from scratch; with a backbone, the trainable
+    parameters and the head's buffers (the backbone's BatchNorm statistics stay frozen in both its phases)."""
+    state = model.state_dict()
+    if phase.name == "train":
+        return state
+    frozen = {f"backbone.{name}" for name, _ in model.backbone.named_buffers()}
+    frozen |= {name for name, parameter in model.named_parameters() if not parameter.requires_grad}
+    return {name: tensor for name, tensor in state.items() if name not in frozen}
+
+
+def _save_phase_start(run_dir: Path, model: nn.Module, phase: Phase) -> None:
+    """The whole model once at the start of a phase that freezes part of it; epochs then save only the rest."""
+    if phase.name != "train":
+        save_tensors(run_dir / CHECKPOINT_DIR / "start.safetensors", model.state_dict())
+
+
+def _save_checkpoint(run_dir: Path, model, phase: Phase, optimizer, progress: dict) -> None:
     checkpoint = run_dir / CHECKPOINT_DIR
     tensors, meta = _optimizer_tensors(optimizer)
-    save_tensors(checkpoint / "last.safetensors", model.state_dict())
+    save_tensors(checkpoint / "last.safetensors", changing_state(model, phase))
     save_tensors(checkpoint / "optimizer.safetensors", tensors)
     write_json(checkpoint / "state.json", {**progress, "optimizer": meta})
+
+
+def _load_checkpoint(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The last saved epoch's whole state: its phase's start, overlaid with what the epoch changed."""
+    checkpoint = run_dir / CHECKPOINT_DIR
+    start = checkpoint / "start.safetensors"
+    return {**(load_tensors(start) if start.is_file() else {}), **load_tensors(checkpoint / "last.safetensors")}
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
@@ -525,7 +549,7 @@ def train(
     best_val_loss, epochs_without_improvement, start_epoch = float("inf"), 0, 1
     has_weights = (run_dir / WEIGHTS_FILE).exists()  # read before any process can write it
     if state is not None:
-        model.load_state_dict(load_tensors(run_dir / CHECKPOINT_DIR / "last.safetensors"))
+        model.load_state_dict(_load_checkpoint(run_dir))
         history, best_val_loss = state["history"], state["best_val_loss"]
         epochs_without_improvement, start_epoch = state["epochs_without_improvement"], state["epoch"] + 1
         log.info("Resuming %s from epoch %d of %d.", run_dir, start_epoch, phases[-1].last_epoch)
@@ -562,6 +586,8 @@ def train(
                     write_csv(run_dir / "skipped.csv", ("file", "reason"), [(s.path, s.reason) for s in skipped])
         if processes.is_main:
             atomic_write_text(run_dir / "summary.txt", summarize(model, preprocessing) + "\n")
+            if start_epoch <= phase.first_epoch or not (run_dir / CHECKPOINT_DIR / "start.safetensors").is_file():
+                _save_phase_start(run_dir, model, phase)  # a phase resumed midway has its start saved already
         if phase.name == "fine-tune":
             log.info("Fine-tuning %s backbone blocks from epoch %d.", config.fine_tune, phase.first_epoch)
         weights = (
@@ -621,6 +647,7 @@ def train(
                     _save_checkpoint(
                         run_dir,
                         model,
+                        phase,
                         setup.optimizer,
                         {
                             "epoch": epoch,
