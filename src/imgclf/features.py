@@ -64,7 +64,8 @@ class FeatureCache:
             return None
 
     def put(self, digest: str, features: torch.Tensor) -> None:
-        save_tensors(self._path(digest), {"features": features})
+        # Not fsynced: a cache entry lost in a crash is only computed again (the rename still keeps it whole).
+        save_tensors(self._path(digest), {"features": features}, durable=False)
 
 
 def extract_features(

@@ -54,8 +54,11 @@ def cache_dir(name: str) -> Path:
     return Path(os.environ.get("IMGCLF_CACHE") or Path.home() / ".cache" / "imgclf") / name
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename, so readers never see half a file."""
+def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> None:
+    """Write `data` to `path` through a temporary file and a rename, so readers never see half a file.
+
+    `durable` also waits for the disk (fsync) before the rename; a cache, cheap to recompute, can skip that.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -64,7 +67,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -97,10 +101,12 @@ def save_figure(path: str | Path, figure) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Save tensors as safetensors, atomically."""
+def save_tensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None, durable: bool = True
+) -> None:
+    """Save tensors as safetensors, atomically (`durable`: see `atomic_write_bytes`)."""
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
-    atomic_write_bytes(path, save(tensors, metadata=metadata))
+    atomic_write_bytes(path, save(tensors, metadata=metadata), durable)
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
