@@ -140,10 +140,10 @@ from imgclf.cli import main
 write = imgclf.runs.atomic_write_bytes
 
 
-def recording_write(path, data):
+def recording_write(path, data, *args, **kwargs):
     with open(os.environ["WRITES_LOG"] + os.environ["RANK"], "a") as log:
         log.write(f"{path}\\n")
-    write(path, data)
+    write(path, data, *args, **kwargs)
 
 
 imgclf.runs.atomic_write_bytes = recording_write
