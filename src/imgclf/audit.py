@@ -15,7 +15,6 @@ files sit in different classes are label conflicts. `write_audit` saves `audit.j
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import html
 import io
@@ -38,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 
 from imgclf.config import ImgclfError
 from imgclf.data import DatasetError, FolderIndex, check_same_classes, imbalance_warning, index_folder
-from imgclf.images import IMAGE_EXTENSIONS, ImageError, decode_image, open_image
+from imgclf.images import IMAGE_EXTENSIONS, ImageError, decode_image, file_thumbnail_uri
 from imgclf.runs import atomic_write_text, write_json
 
 log = logging.getLogger(__name__)
@@ -520,18 +519,6 @@ def write_audit(report: AuditReport, out_dir: str | Path) -> list[Path]:
     return [json_path, html_path]
 
 
-def thumbnail_uri(path: str | Path, size: int = THUMBNAIL_SIZE) -> str | None:
-    """A small upright JPEG of the image as a `data:` URI, or None when it cannot be read."""
-    try:
-        picture = open_image(path)
-    except ImageError:
-        return None
-    picture.thumbnail((size, size))
-    buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
@@ -621,7 +608,7 @@ def _html_group(group: DuplicateGroup) -> str:
     figures = []
     for file in group.files[:THUMBNAILS_PER_GROUP]:
         caption = html.escape(f"{file.display_name()} ({file.facts.width}×{file.facts.height})")
-        uri = thumbnail_uri(file.path)
+        uri = file_thumbnail_uri(file.path, THUMBNAIL_SIZE)
         picture = f'<img src="{uri}" alt="{caption}">' if uri else '<div class="missing">unreadable now</div>'
         figures.append(f"<figure>{picture}<figcaption>{caption}</figcaption></figure>")
     rest = "".join(f"<li>{html.escape(file.display_name())}</li>" for file in group.files[THUMBNAILS_PER_GROUP:])

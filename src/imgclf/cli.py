@@ -47,6 +47,7 @@ from imgclf.config import (
     PRECISIONS,
     ImgclfError,
     TrainConfig,
+    check_min_confidence,
     load_toml,
 )
 from imgclf.distributed import check_batch_size, is_main_process, launch, torchrun_environment
@@ -204,13 +205,9 @@ def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
 def _load_run(args: argparse.Namespace):
     from imgclf.runs import load
 
+    check_min_confidence(args.min_confidence)  # before the load, which may export the model first
     run = load(args.run, engine=args.engine)
     if args.min_confidence is not None:
-        if not 0.0 < args.min_confidence <= 1.0:
-            raise ImgclfError(
-                f"Invalid option --min-confidence. Received: --min-confidence={args.min_confidence}. "
-                f"Give a probability such as 0.8."
-            )
         run.min_confidence = args.min_confidence
     return run
 

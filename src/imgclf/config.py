@@ -143,6 +143,17 @@ def _require(condition: bool, option: str, value: object, what_to_do: str) -> No
         raise ConfigError(f"Invalid option {option}. Received: {option}={value!r}. {what_to_do}")
 
 
+def check_min_confidence(value: float | None) -> None:
+    """`--min-confidence` is None (never unsure) or a probability in (0, 1]; raises `ConfigError` otherwise."""
+    if value is not None:
+        _require(
+            0.0 < value <= 1.0,
+            "--min-confidence",
+            value,
+            "Give a probability such as 0.8; below it predictions are labelled unsure.",
+        )
+
+
 def validate(config: TrainConfig) -> TrainConfig:
     """Check every option before any file is touched; returns `config` unchanged or raises `ConfigError`."""
     _require(
@@ -180,13 +191,7 @@ def validate(config: TrainConfig) -> TrainConfig:
         config.class_weight,
         f"Choose one of {list(CLASS_WEIGHTS)}.",
     )
-    if config.min_confidence is not None:
-        _require(
-            0.0 < config.min_confidence <= 1.0,
-            "--min-confidence",
-            config.min_confidence,
-            "Give a probability such as 0.8; below it predictions are labelled unsure.",
-        )
+    check_min_confidence(config.min_confidence)
     _require(config.precision in PRECISIONS, "--precision", config.precision, f"Choose one of {list(PRECISIONS)}.")
     _require(config.device in DEVICES, "--device", config.device, f"Choose one of {list(DEVICES)}.")
     _require(config.cache_mem_mb >= 0, "--cache-mem", config.cache_mem_mb, "Give a budget in MB (0 streams).")

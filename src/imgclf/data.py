@@ -209,6 +209,22 @@ def decode_images(
     on_image: Callable[[], None] | None = None,
 ) -> DecodedImages:
     """Decode every image of `index` at the model's input size; unreadable files are listed in `skipped`."""
+    images, kept, skipped = decode_files(index.files, preprocessing, workers, on_image)
+    return DecodedImages(
+        images=images,
+        labels=torch.tensor([index.labels[i] for i in kept], dtype=torch.long),
+        files=[index.files[i] for i in kept],
+        skipped=skipped,
+    )
+
+
+def decode_files(
+    files: Sequence[str],
+    preprocessing: Preprocessing,
+    workers: int = 2,
+    on_image: Callable[[], None] | None = None,
+) -> tuple[torch.Tensor, list[int], list[SkippedFile]]:
+    """Decode `files` on `workers` threads: the readable ones as uint8 (N, 3, S, S), their positions, the skipped."""
     size = preprocessing.image_size
 
     def decode(path: str) -> torch.Tensor | SkippedFile:
@@ -218,17 +234,12 @@ def decode_images(
         return result
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(decode, index.files))
+        results = list(pool.map(decode, files))
     kept = [i for i, result in enumerate(results) if isinstance(result, torch.Tensor)]
     images = torch.empty((len(kept), 3, size, size), dtype=torch.uint8)
     for row, i in enumerate(kept):
         images[row] = results[i]
-    return DecodedImages(
-        images=images,
-        labels=torch.tensor([index.labels[i] for i in kept], dtype=torch.long),
-        files=[index.files[i] for i in kept],
-        skipped=[result for result in results if isinstance(result, SkippedFile)],
-    )
+    return images, kept, [result for result in results if isinstance(result, SkippedFile)]
 
 
 def find_unreadable(index: FolderIndex, preprocessing: Preprocessing, workers: int = 2) -> list[SkippedFile]:

@@ -21,7 +21,6 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 
 from imgclf.config import ImgclfError, Preprocessing, RunConfig
-from imgclf.data import DatasetError, SkippedFile, list_images, load_or_skip, validation_index
+from imgclf.data import DatasetError, decode_files, list_images, validation_index
 from imgclf.engines import OnnxRuntimeEngine, ProbabilityModel, TorchEngine, create_onnx_engine
 from imgclf.runs import (
     WEIGHTS_FILE,
@@ -154,20 +153,6 @@ def to_onnx(model: nn.Module, preprocessing: Preprocessing, temperature: float, 
     return proto.SerializeToString()
 
 
-def decode_files(files: Sequence[str], preprocessing: Preprocessing) -> tuple[torch.Tensor, list[str]]:
-    """Decode `files` at the model's input size; unreadable ones are left out (and logged)."""
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        results = list(pool.map(lambda path: load_or_skip(path, preprocessing), files))
-    for result in results:
-        if isinstance(result, SkippedFile):
-            log.warning("Left out of the parity check: %s (%s)", result.path, result.reason)
-    kept = [(path, result) for path, result in zip(files, results) if isinstance(result, torch.Tensor)]
-    size = preprocessing.image_size
-    if not kept:
-        return torch.empty((0, 3, size, size), dtype=torch.uint8), []
-    return torch.stack([tensor for _, tensor in kept]), [path for path, _ in kept]
-
-
 def parity_files(config: RunConfig, images: Sequence[str | Path] | None = None) -> list[str]:
     """The images to check parity on: `images` (files or folders) if given, else the run's validation images."""
     if images:
@@ -192,7 +177,11 @@ def export_onnx(
     start = time.perf_counter()
     out_dir = Path(out_dir) if out_dir is not None else run.run_dir
     config = run.config
-    pixels, names = decode_files(parity_files(config, images), config.preprocessing)
+    files = parity_files(config, images)
+    pixels, kept, skipped = decode_files(files, config.preprocessing, os.cpu_count() or 1)
+    for item in skipped:
+        log.warning("Left out of the parity check: %s (%s)", item.path, item.reason)
+    names = [files[i] for i in kept]
     if not names:
         raise ExportError("None of the parity images could be read. Give readable images with --parity-images DIR.")
     digest = weights_digest(run.run_dir)

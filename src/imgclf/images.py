@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import warnings
 from collections.abc import Iterator
@@ -163,3 +164,20 @@ def normalize(batch: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor
     mean = torch.tensor(preprocessing.mean, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
     std = torch.tensor(preprocessing.std, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
     return (batch - mean) / std
+
+
+def thumbnail_uri(image: Image.Image, size: int) -> str:
+    """A JPEG thumbnail of `image` (at most `size` px on its long side) as a `data:` URI, for self-contained HTML."""
+    thumbnail = image.convert("RGB")
+    thumbnail.thumbnail((size, size))
+    buffer = io.BytesIO()
+    thumbnail.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def file_thumbnail_uri(path: str | Path, size: int) -> str | None:
+    """`thumbnail_uri` of the upright image in `path`, or None when it cannot be read."""
+    try:
+        return thumbnail_uri(open_image(path), size)
+    except ImageError:
+        return None

@@ -20,7 +20,7 @@ from imgclf import metrics
 from imgclf.config import ImgclfError
 from imgclf.evaluate import Evaluation
 from imgclf.explain import explain_image
-from imgclf.images import ImageError, open_image
+from imgclf.images import file_thumbnail_uri, thumbnail_uri
 from imgclf.plots import plot_confusion, plot_metric, plot_reliability, plot_roc
 from imgclf.runs import Run, atomic_write_text
 
@@ -56,15 +56,6 @@ def _figure_uri(figure) -> str:
     return _data_uri(buffer.getvalue(), "image/png")
 
 
-def image_uri(image: Image.Image, size: int = THUMBNAIL_SIZE) -> str:
-    """A JPEG thumbnail of `image` (at most `size` px on its long side) as a data URI."""
-    thumbnail = image.convert("RGB")
-    thumbnail.thumbnail((size, size))
-    buffer = io.BytesIO()
-    thumbnail.save(buffer, format="JPEG", quality=80)
-    return _data_uri(buffer.getvalue(), "image/jpeg")
-
-
 class _Thumbnails:
     """Thumbnails of image files, each made once however many sections show it."""
 
@@ -73,10 +64,7 @@ class _Thumbnails:
 
     def __call__(self, path: str) -> str | None:
         if path not in self.uris:
-            try:
-                self.uris[path] = image_uri(open_image(path))
-            except ImageError:
-                self.uris[path] = None
+            self.uris[path] = file_thumbnail_uri(path, THUMBNAIL_SIZE)
         return self.uris[path]
 
 
@@ -235,7 +223,7 @@ def _misclassified(values: dict, thumbnails: _Thumbnails) -> str:
 def _explanations(explanations: Sequence[tuple[str, Image.Image]]) -> str:
     if not explanations:
         return ""
-    shown = "".join(_thumb(image_uri(image, 224), caption) for caption, image in explanations)
+    shown = "".join(_thumb(thumbnail_uri(image, 224), caption) for caption, image in explanations)
     return (
         "<h2>Grad-CAM</h2><p>Where the model looked: warm colours mark the regions that raised the predicted "
         f'class\'s score.</p><div class="gallery">{shown}</div>'
