@@ -31,6 +31,7 @@ from torch import nn
 
 import imgclf
 from imgclf.data import index_folder
+from imgclf.devices import CPU, resolve_precision
 from imgclf.features import FeatureCache, extract_features
 from imgclf.images import load_tensor, normalize
 from imgclf.models import BuildOptions, get_spec
@@ -131,8 +132,9 @@ def lite0_extraction(data: Path, scratch: Path) -> list[Row]:
     extractor, preprocessing = lite0_extractor()
     files = [*index_folder(data / "training_set").files, *index_folder(data / "val_set").files]
     started = time.perf_counter()
+    precision = resolve_precision("auto", CPU)  # as `imgclf train` extracts: bf16 where the CPU has it
     _, _, skipped, computed = extract_features(
-        extractor, files, preprocessing, FeatureCache(scratch / "cache-lite0-extraction")
+        extractor, files, preprocessing, FeatureCache(scratch / "cache-lite0-extraction"), autocast_dtype=precision
     )
     from_files = len(files) / (time.perf_counter() - started)
 

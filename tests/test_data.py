@@ -343,11 +343,11 @@ def test_streaming_dataset_returns_a_zero_image_and_the_reason_for_a_bad_file(tm
     dataset = StreamingImages(index_folder(root), SMALL)
     assert len(dataset) == 2
 
-    image, label, ok, reason = dataset[0]
+    image, label, ok, reason, cached = dataset[0]
     assert torch.equal(image, load_tensor(good, SMALL))
-    assert (label, ok, reason) == (0, True, "")
+    assert (label, ok, reason, cached) == (0, True, "", False)
 
-    image, label, ok, reason = dataset[1]
+    image, label, ok, reason, cached = dataset[1]
     assert torch.equal(image, torch.zeros(3, 16, 16, dtype=torch.uint8))
     assert (label, ok) == (0, False)
     assert "empty" in reason

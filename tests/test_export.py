@@ -90,10 +90,13 @@ def test_parity_needs_images_when_the_validation_folder_is_gone(tmp_path, traine
 def test_exported_engines_agree_with_torch_on_real_photos(exported_run, cars_planes, engine):
     photos = val_photos(cars_planes)
     expected = imgclf.load(exported_run, engine="torch").predict(photos)
-    got = imgclf.load(exported_run, engine=engine).predict(photos)
+    run = imgclf.load(exported_run, engine=engine)
+    got = run.predict(photos)
     assert [p.label for p in got] == [p.label for p in expected]
+    # OpenVINO computes in bf16 on CPUs that have it (3 significant digits), else in fp32 as PyTorch does.
+    tolerance = 1e-4 if run.engine.precision == "fp32" else 2e-2
     for mine, theirs in zip(got, expected):
-        assert mine.probabilities["planes"] == pytest.approx(theirs.probabilities["planes"], abs=1e-4)
+        assert mine.probabilities["planes"] == pytest.approx(theirs.probabilities["planes"], abs=tolerance)
 
 
 def test_an_engine_without_an_export_exports_once_into_the_cache(tmp_path, trained_run, monkeypatch):

@@ -7,7 +7,10 @@ import torch
 from PIL import Image
 
 import imgclf
+from imgclf.data import decode_images, index_folder
+from imgclf.engine import compute_loss
 from imgclf.features import FeatureCache
+from imgclf.images import normalize
 from imgclf.runs import load_tensors
 
 # Lite0 at 96 px keeps these tests quick; the weights and the code path are the real ones.
@@ -110,3 +113,35 @@ def test_a_run_interrupted_while_fine_tuning_resumes_to_the_same_weights(small_p
     assert expected.keys() == got.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=0, msg=name)
+
+
+def val_loss_of(run: imgclf.Run, folder) -> float:
+    """The loss of the run's saved PyTorch model on every image of `folder`, as training's validation computes it."""
+    val = decode_images(index_folder(folder), run.preprocessing)
+    with torch.inference_mode():
+        logits = run.model(normalize(val.images, run.preprocessing))
+    return float(compute_loss(logits, val.labels, None))
+
+
+def test_a_backbone_run_saves_its_best_epoch_whole(small_photos, tmp_path):
+    """Best epochs of a backbone phase are kept as their changes only; the run must still end with the whole
+    model of its best epoch, whichever phase it was in."""
+    run = train_lite0(
+        small_photos / "train",
+        val=str(small_photos / "val"),
+        epochs=3,
+        fine_tune="1",
+        fine_tune_epochs=2,
+        precision="fp32",  # as `val_loss_of` computes
+        out=str(tmp_path / "run"),
+    )
+    assert not (run.run_dir / "checkpoint" / "best.safetensors").exists()
+    assert len(load_tensors(run.run_dir / "model.safetensors")) == len(run.model.state_dict())
+    best = min(record["val_loss"] for record in run.history)
+    assert val_loss_of(run, small_photos / "val") == pytest.approx(best, abs=1e-4)
+
+
+def test_resuming_a_finished_run_says_how_to_go_on(small_photos, tmp_path):
+    train_lite0(small_photos / "train", val=str(small_photos / "val"), epochs=1, out=str(tmp_path / "run"))
+    with pytest.raises(imgclf.ImgclfError, match="already trained all its 1 epochs. Give more --epochs"):
+        imgclf.train(resume=tmp_path / "run")

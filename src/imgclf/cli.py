@@ -123,6 +123,14 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         dest="cache_mem_mb",
         help="decode into memory when the images fit in MB, else stream from disk (default 2048)",
     )
+    data.add_argument(
+        "--no-decode-cache",
+        dest="decode_cache",
+        action="store_false",
+        default=None,
+        help="decode every image on every run instead of keeping the decoded, resized pixels on disk "
+        "($IMGCLF_CACHE/decoded, default ~/.cache/imgclf/decoded)",
+    )
     data.add_argument("--workers", type=int, help="decoding threads / DataLoader workers (default 2)")
 
     model = parser.add_argument_group("model and optimiser")
@@ -163,7 +171,11 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         metavar="P",
         help="the run labels an image `unsure` when its top probability is below P (default: never)",
     )
-    model.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 where the hardware is fast at it")
+    model.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="auto: bf16 where the hardware is fast at it, fp16 on a GPU without bf16; fp16 needs CUDA",
+    )
     model.add_argument("--device", choices=DEVICES, help="auto: CUDA when present")
 
     augment = parser.add_argument_group("augmentation (a preset, then any single setting)")
@@ -191,9 +203,10 @@ def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
         "--engine",
         choices=ENGINES,
         default="auto",
-        help="auto: the fastest installed (openvino, then onnx = onnxruntime, then torch); "
+        help="auto: the fastest installed (openvino, then onnx = onnxruntime, then torch; torch on a GPU); "
         "ONNX engines are checked against PyTorch when loaded",
     )
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when present")
     parser.add_argument(
         "--min-confidence",
         type=float,
@@ -206,7 +219,7 @@ def _load_run(args: argparse.Namespace):
     from imgclf.runs import load
 
     check_min_confidence(args.min_confidence)  # before the load, which may export the model first
-    run = load(args.run, engine=args.engine)
+    run = load(args.run, engine=args.engine, device=args.device)
     if args.min_confidence is not None:
         run.min_confidence = args.min_confidence
     return run

@@ -90,7 +90,7 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
 
 FILL_MODES = ("nearest", "constant", "reflect")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 CLASS_WEIGHTS = ("none", "auto")
 HEADS = ("linear", "mlp", "seed")
@@ -125,6 +125,7 @@ class TrainConfig:
     device: str = "auto"
     strict: bool = False
     cache_mem_mb: int = 2048
+    decode_cache: bool = True
     workers: int = 2
     out: str | None = None
 
@@ -196,6 +197,12 @@ def validate(config: TrainConfig) -> TrainConfig:
     _require(config.device in DEVICES, "--device", config.device, f"Choose one of {list(DEVICES)}.")
     _require(config.cache_mem_mb >= 0, "--cache-mem", config.cache_mem_mb, "Give a budget in MB (0 streams).")
     _require(config.workers >= 0, "--workers", config.workers, "Use 0 or more DataLoader workers.")
+    _require(
+        isinstance(config.decode_cache, bool),
+        "decode-cache",
+        config.decode_cache,
+        "Use true or false (--no-decode-cache turns the cache of decoded images off).",
+    )
     augment = config.augment
     _require(
         augment.fill_mode in FILL_MODES,

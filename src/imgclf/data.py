@@ -2,7 +2,8 @@
 
 `DATA/<class>/**/<image>`: classes are the sorted sub-folder names. A small dataset is decoded once into a
 uint8 tensor (`decode_images`); a large one streams from disk through DataLoader workers (`StreamingImages`).
-Both are indexed by the same seeded `epoch_batches`, so they yield the same samples for the same seed.
+Both are indexed by the same seeded `epoch_batches`, so they yield the same samples for the same seed, and
+both read through the on-disk `DecodedCache` when given one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from imgclf.config import ImgclfError, Preprocessing, TrainConfig
+from imgclf.decoded_cache import DecodedCache
 from imgclf.images import IMAGE_EXTENSIONS, ImageError, is_image_file, load_tensor
 
 log = logging.getLogger(__name__)
@@ -192,14 +194,22 @@ class DecodedImages:
     labels: torch.Tensor
     files: list[str]
     skipped: list[SkippedFile] = field(default_factory=list)
+    cache_hits: int = 0
 
 
 def load_or_skip(path: str, preprocessing: Preprocessing) -> torch.Tensor | SkippedFile:
     """`load_tensor`, or the `SkippedFile` saying why `path` cannot be read."""
+    return read_or_skip(path, preprocessing, None)[0]
+
+
+def read_or_skip(
+    path: str, preprocessing: Preprocessing, cache: DecodedCache | None
+) -> tuple[torch.Tensor | SkippedFile, bool]:
+    """`load_or_skip` through the decoded-image `cache` when there is one, and whether the image came from it."""
     try:
-        return load_tensor(path, preprocessing)
+        return cache.load(path) if cache is not None else (load_tensor(path, preprocessing), False)
     except ImageError as error:
-        return SkippedFile(path, error.reason)
+        return SkippedFile(path, error.reason), False
 
 
 def decode_images(
@@ -207,14 +217,16 @@ def decode_images(
     preprocessing: Preprocessing,
     workers: int = 2,
     on_image: Callable[[], None] | None = None,
+    cache: DecodedCache | None = None,
 ) -> DecodedImages:
     """Decode every image of `index` at the model's input size; unreadable files are listed in `skipped`."""
-    images, kept, skipped = decode_files(index.files, preprocessing, workers, on_image)
+    images, kept, skipped, cache_hits = decode_files(index.files, preprocessing, workers, on_image, cache)
     return DecodedImages(
         images=images,
         labels=torch.tensor([index.labels[i] for i in kept], dtype=torch.long),
         files=[index.files[i] for i in kept],
         skipped=skipped,
+        cache_hits=cache_hits,
     )
 
 
@@ -223,33 +235,43 @@ def decode_files(
     preprocessing: Preprocessing,
     workers: int = 2,
     on_image: Callable[[], None] | None = None,
-) -> tuple[torch.Tensor, list[int], list[SkippedFile]]:
-    """Decode `files` on `workers` threads: the readable ones as uint8 (N, 3, S, S), their positions, the skipped."""
+    cache: DecodedCache | None = None,
+) -> tuple[torch.Tensor, list[int], list[SkippedFile], int]:
+    """Decode `files` on `workers` threads, through `cache` when given.
+
+    Returns the readable ones as uint8 (N, 3, S, S), their positions, the skipped, and how many came from
+    the cache.
+    """
     size = preprocessing.image_size
 
-    def decode(path: str) -> torch.Tensor | SkippedFile:
-        result = load_or_skip(path, preprocessing)
+    def decode(path: str) -> tuple[torch.Tensor | SkippedFile, bool]:
+        result = read_or_skip(path, preprocessing, cache)
         if on_image is not None:
             on_image()
         return result
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(decode, files))
+        decoded = list(pool.map(decode, files))
+    results = [result for result, _ in decoded]
     kept = [i for i, result in enumerate(results) if isinstance(result, torch.Tensor)]
     images = torch.empty((len(kept), 3, size, size), dtype=torch.uint8)
     for row, i in enumerate(kept):
         images[row] = results[i]
-    return images, kept, [result for result in results if isinstance(result, SkippedFile)]
+    skipped = [result for result in results if isinstance(result, SkippedFile)]
+    return images, kept, skipped, sum(cached for _, cached in decoded)
 
 
-def find_unreadable(index: FolderIndex, preprocessing: Preprocessing, workers: int = 2) -> list[SkippedFile]:
+def find_unreadable(
+    index: FolderIndex, preprocessing: Preprocessing, workers: int = 2, cache: DecodedCache | None = None
+) -> list[SkippedFile]:
     """Decode every file once and return those that fail (what `--strict` checks before streaming).
 
-    Decoded pixels are dropped at once, so the check needs no more memory than streaming does.
+    Decoded pixels are dropped at once, so the check needs no more memory than streaming does; with a
+    `cache`, the readable images are stored in it for the epochs that follow.
     """
 
     def failure(path: str) -> SkippedFile | None:
-        result = load_or_skip(path, preprocessing)
+        result, _ = read_or_skip(path, preprocessing, cache)
         return result if isinstance(result, SkippedFile) else None
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -262,21 +284,25 @@ def memory_needed_mb(num_images: int, preprocessing: Preprocessing) -> float:
 
 
 class StreamingImages(torch.utils.data.Dataset):
-    """Decode images from disk on demand; an unreadable file yields a zero image and `ok=False`."""
+    """Decode images from disk on demand, through `cache` when given; an unreadable file yields a zero image.
 
-    def __init__(self, index: FolderIndex, preprocessing: Preprocessing):
+    An item is (image, label, ok, reason why not ok, whether the image came from the cache).
+    """
+
+    def __init__(self, index: FolderIndex, preprocessing: Preprocessing, cache: DecodedCache | None = None):
         self.index = index
         self.preprocessing = preprocessing
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.index.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool, str]:
-        result = load_or_skip(self.index.files[i], self.preprocessing)
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool, str, bool]:
+        result, cached = read_or_skip(self.index.files[i], self.preprocessing, self.cache)
         if isinstance(result, SkippedFile):
             size = self.preprocessing.image_size
-            return torch.zeros((3, size, size), dtype=torch.uint8), self.index.labels[i], False, result.reason
-        return result, self.index.labels[i], True, ""
+            return torch.zeros((3, size, size), dtype=torch.uint8), self.index.labels[i], False, result.reason, False
+        return result, self.index.labels[i], True, "", cached
 
 
 def epoch_batches(num_images: int, batch_size: int, steps: int | None, seed: int, epoch: int) -> list[list[int]]:
@@ -302,19 +328,36 @@ def sequential_batches(num_images: int, batch_size: int) -> list[list[int]]:
 
 
 class BatchSource:
-    """Yields (uint8 images, labels) for lists of indices, from memory or streamed through DataLoader workers."""
+    """Yields (uint8 images, labels) for lists of indices, from memory or streamed through DataLoader workers.
+
+    With a decoded-image `cache`, images are read from it where present and stored in it otherwise; how
+    many were read and how many decoded is logged once (streaming: after the first complete pass).
+    `pin_memory` (for a GPU) yields batches in page-locked memory, which copies to the GPU asynchronously.
+    """
 
     holds_features = False
 
-    def __init__(self, index: FolderIndex, preprocessing: Preprocessing, in_memory: bool, workers: int):
+    def __init__(
+        self,
+        index: FolderIndex,
+        preprocessing: Preprocessing,
+        in_memory: bool,
+        workers: int,
+        cache: DecodedCache | None = None,
+        pin_memory: bool = False,
+    ):
         self.index = index
         self.preprocessing = preprocessing
         self.workers = workers
+        self.cache = cache
+        self.pin_memory = pin_memory
         self.decoded: DecodedImages | None = None
         self.skipped: list[SkippedFile] = []
+        self._cache_use_logged = False
         if in_memory:
-            self.decoded = decode_images(index, preprocessing, workers)
+            self.decoded = decode_images(index, preprocessing, workers, cache=cache)
             self.skipped = list(self.decoded.skipped)
+            self._log_cache_use(self.decoded.cache_hits, len(index.files))
 
     def __len__(self) -> int:
         return len(self.decoded.files) if self.decoded is not None else len(self.index.files)
@@ -331,18 +374,37 @@ class BatchSource:
         if self.decoded is not None:
             for indices in plan:
                 rows = torch.tensor(indices)
-                yield self.decoded.images[rows], self.decoded.labels[rows]
+                images = self.decoded.images[rows]
+                yield images.pin_memory() if self.pin_memory else images, self.decoded.labels[rows]
             return
         loader = torch.utils.data.DataLoader(
-            StreamingImages(self.index, self.preprocessing),
+            StreamingImages(self.index, self.preprocessing, self.cache),
             batch_sampler=plan,
             num_workers=self.workers,
             persistent_workers=False,
+            pin_memory=self.pin_memory,
         )
-        for indices, (images, labels, ok, reasons) in zip(plan, loader):
+        cache_hits = 0
+        for indices, (images, labels, ok, reasons, cached) in zip(plan, loader):
             for position in (~ok).nonzero().flatten().tolist():
                 self._skip(self.index.files[indices[position]], reasons[position])
-            yield images[ok], labels[ok]
+            cache_hits += int(cached.sum())
+            if not ok.all():
+                images, labels = images[ok], labels[ok]
+                images = images.pin_memory() if self.pin_memory else images
+            yield images, labels
+        self._log_cache_use(cache_hits, sum(map(len, plan)))
+
+    def _log_cache_use(self, cache_hits: int, loaded: int) -> None:
+        if self.cache is not None and not self._cache_use_logged:
+            self._cache_use_logged = True
+            log.info(
+                "Decoded-image cache %s: %d images of %s read from it, %d decoded.",
+                self.cache.folder,
+                cache_hits,
+                self.index.root,
+                loaded - cache_hits,
+            )
 
     def _skip(self, path: str, reason: str) -> None:
         if all(item.path != path for item in self.skipped):

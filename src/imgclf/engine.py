@@ -38,6 +38,8 @@ from imgclf.config import (
     TrainConfig,
     validate,
 )
+from imgclf.decoded_cache import DecodedCache
+from imgclf.devices import gradient_scaler, pins_memory, resolve_device, resolve_precision
 from imgclf.distributed import SINGLE_PROCESS, Processes
 from imgclf.evaluate import evaluate_index, write_evaluation
 from imgclf.features import FeatureCache, FeatureSource, backbone_key, cache_root, file_digest
@@ -73,35 +75,6 @@ HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "sec
 
 class TrainingInterrupted(ImgclfError):
     """Training stopped on Ctrl-C; the last complete epoch is saved and `--resume` continues from it."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` → CUDA when present, else CPU; asking for CUDA without one is an error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ImgclfError("No CUDA device is available. Received: --device=cuda. Use --device cpu or auto.")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `--precision` on `device`, or None for plain fp32."""
-    if name == "fp32":
-        return None
-    if name == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if cpu_has_fast_bf16() else None
 
 
 def make_train_config(data: str | Path | None, augment: str | AugmentConfig = "none", **options) -> TrainConfig:
@@ -141,9 +114,16 @@ def index_data(config: TrainConfig) -> tuple[datasets.FolderIndex, datasets.Fold
 
 
 def image_sources(
-    config: TrainConfig, preprocessing, train_index: datasets.FolderIndex, val_index: datasets.FolderIndex
+    config: TrainConfig,
+    preprocessing,
+    train_index: datasets.FolderIndex,
+    val_index: datasets.FolderIndex,
+    pin_memory: bool = False,
 ) -> tuple[datasets.BatchSource, datasets.BatchSource]:
-    """Decode the images into memory when they fit `--cache-mem`, else stream them; unreadable files are skipped."""
+    """Decode the images into memory when they fit `--cache-mem`, else stream them; unreadable files are skipped.
+
+    Both read decoded images from the on-disk `DecodedCache` and store the missing ones, unless `--no-decode-cache`.
+    """
     needed = datasets.memory_needed_mb(len(train_index.files) + len(val_index.files), preprocessing)
     in_memory = needed <= config.cache_mem_mb
     log.info(
@@ -154,14 +134,15 @@ def image_sources(
         preprocessing.image_size,
         config.cache_mem_mb,
     )
+    cache = DecodedCache(preprocessing) if config.decode_cache else None
     if config.strict and not in_memory:
         unreadable = [
-            *datasets.find_unreadable(train_index, preprocessing, config.workers),
-            *datasets.find_unreadable(val_index, preprocessing, config.workers),
+            *datasets.find_unreadable(train_index, preprocessing, config.workers, cache),
+            *datasets.find_unreadable(val_index, preprocessing, config.workers, cache),
         ]
         _fail_if_unreadable(unreadable)
-    train = datasets.BatchSource(train_index, preprocessing, in_memory, config.workers)
-    val = datasets.BatchSource(val_index, preprocessing, in_memory, config.workers)
+    train = datasets.BatchSource(train_index, preprocessing, in_memory, config.workers, cache, pin_memory)
+    val = datasets.BatchSource(val_index, preprocessing, in_memory, config.workers, cache, pin_memory)
     return train, val
 
 
@@ -339,6 +320,24 @@ def _save_phase_start(run_dir: Path, model: nn.Module, phase: Phase) -> None:
         save_tensors(run_dir / CHECKPOINT_DIR / "start.safetensors", model.state_dict())
 
 
+def _save_best(run_dir: Path, model: nn.Module, phase: Phase) -> None:
+    """Keep the best epoch: the whole model from scratch; in a backbone phase only what the phase changes,
+    which `_finish_best` completes into `model.safetensors` when the phase ends."""
+    if phase.name == "train":
+        save_tensors(run_dir / WEIGHTS_FILE, model.state_dict())
+    else:
+        save_tensors(run_dir / CHECKPOINT_DIR / "best.safetensors", changing_state(model, phase))
+
+
+def _finish_best(run_dir: Path) -> None:
+    """Write `model.safetensors` from the phase's start and its best epoch's changes, if not done yet."""
+    checkpoint = run_dir / CHECKPOINT_DIR
+    best = checkpoint / "best.safetensors"
+    if best.is_file():
+        save_tensors(run_dir / WEIGHTS_FILE, {**load_tensors(checkpoint / "start.safetensors"), **load_tensors(best)})
+        best.unlink()
+
+
 def _save_checkpoint(run_dir: Path, model, phase: Phase, optimizer, progress: dict) -> None:
     checkpoint = run_dir / CHECKPOINT_DIR
     tensors, meta = _optimizer_tensors(optimizer)
@@ -435,6 +434,7 @@ class PhaseSetup:
     optimizer: torch.optim.Optimizer
     model: nn.Module
     train_model: nn.Module
+    scaler: torch.amp.GradScaler
 
 
 def _weights_identity(config: TrainConfig) -> str:
@@ -461,21 +461,22 @@ def setup_phase(
         set_trainable_blocks(model, config.fine_tune if phase.name == "fine-tune" else None)
     lr = (config.fine_tune_lr or config.lr / 10) if phase.name == "fine-tune" else config.lr
     optimizer = make_optimizer(config.optimizer, model.parameters(), lr)
+    precision = resolve_precision(config.precision, device)
     if phase.name == "head" and config.augment.is_identity and config.feature_cache:
         prefix = fixed_prefix_length(model.head)
         extractor = nn.Sequential(model.backbone, *model.head[:prefix])
-        key = backbone_key(config.model, _weights_identity(config), preprocessing, extractor)
+        key = backbone_key(config.model, _weights_identity(config), preprocessing, extractor, precision)
         cache = FeatureCache(cache_root() / key)
         with processes.local_main_first():
-            train, val = (FeatureSource(index, extractor, preprocessing, cache, device) for index in indexes)
+            train, val = (FeatureSource(index, extractor, preprocessing, cache, device, precision) for index in indexes)
         step = Step(device, None, False, preprocessing, config.augment, features=True)
         head = model.head[prefix:]
-        return PhaseSetup(step, train, val, optimizer, head, processes.wrap(head))
+        return PhaseSetup(step, train, val, optimizer, head, processes.wrap(head), gradient_scaler(device, None))
     if not images:
-        images["train"], images["val"] = image_sources(config, preprocessing, *indexes)
-    precision = resolve_precision(config.precision, device)
+        images["train"], images["val"] = image_sources(config, preprocessing, *indexes, pins_memory(device))
     step = Step(device, precision, device.type == "cpu", preprocessing, config.augment)
-    return PhaseSetup(step, images["train"], images["val"], optimizer, model, processes.wrap(model))
+    scaler = gradient_scaler(device, precision)
+    return PhaseSetup(step, images["train"], images["val"], optimizer, model, processes.wrap(model), scaler)
 
 
 def _check_sources(setup: PhaseSetup, strict: bool) -> list[datasets.SkippedFile]:
@@ -547,11 +548,17 @@ def train(
     phases = plan_phases(config, spec.backbone)
     history: list[dict] = []
     best_val_loss, epochs_without_improvement, start_epoch = float("inf"), 0, 1
-    has_weights = (run_dir / WEIGHTS_FILE).exists()  # read before any process can write it
+    # Read before any process can write them.
+    has_weights = (run_dir / WEIGHTS_FILE).exists() or (run_dir / CHECKPOINT_DIR / "best.safetensors").exists()
     if state is not None:
         model.load_state_dict(_load_checkpoint(run_dir))
         history, best_val_loss = state["history"], state["best_val_loss"]
         epochs_without_improvement, start_epoch = state["epochs_without_improvement"], state["epoch"] + 1
+        if start_epoch > phases[-1].last_epoch:
+            raise RunError(
+                f"{run_dir} has already trained all its {phases[-1].last_epoch} epochs. Give more --epochs "
+                "(or --fine-tune-epochs) to train on, or use the run as it is."
+            )
         log.info("Resuming %s from epoch %d of %d.", run_dir, start_epoch, phases[-1].last_epoch)
     log.info(
         "Model %s (%d outputs) on %s, %s, augmentation: %s.",
@@ -574,6 +581,8 @@ def train(
             _restore_optimizer(
                 setup.optimizer, load_tensors(run_dir / CHECKPOINT_DIR / "optimizer.safetensors"), state["optimizer"]
             )
+            if state.get("gradient_scaler"):
+                setup.scaler.load_state_dict(state["gradient_scaler"])
         if not dataset_summary:
             dataset_summary = _dataset_summary(indexes, setup, skipped)
             if processes.is_main:  # the other processes would only repeat the same warnings
@@ -585,6 +594,7 @@ def train(
                         log.warning("Skipped %s: %s", item.path, item.reason)
                     write_csv(run_dir / "skipped.csv", ("file", "reason"), [(s.path, s.reason) for s in skipped])
         if processes.is_main:
+            _finish_best(run_dir)  # the previous phase's best, before this phase's start replaces its start
             atomic_write_text(run_dir / "summary.txt", summarize(model, preprocessing) + "\n")
             if start_epoch <= phase.first_epoch or not (run_dir / CHECKPOINT_DIR / "start.safetensors").is_file():
                 _save_phase_start(run_dir, model, phase)  # a phase resumed midway has its start saved already
@@ -615,8 +625,9 @@ def train(
                     loss = compute_loss(logits, labels, weights)
                     setup.optimizer.zero_grad(set_to_none=True)
                     # DDP averages the processes' gradients; the weight makes that the global batch's gradient.
-                    (loss if shard.loss_weight == 1 else loss * shard.loss_weight).backward()
-                    setup.optimizer.step()
+                    setup.scaler.scale(loss if shard.loss_weight == 1 else loss * shard.loss_weight).backward()
+                    setup.scaler.step(setup.optimizer)
+                    setup.scaler.update()
                     if shard.loss_weight:  # weight 0: a stand-in row for a process left out of a small batch
                         total_loss += loss.item() * len(labels)
                         correct += int((predicted_labels(logits.detach()) == labels).sum())
@@ -640,7 +651,7 @@ def train(
                 if val_loss < best_val_loss or not has_weights:
                     best_val_loss, epochs_without_improvement, has_weights = val_loss, 0, True
                     if processes.is_main:
-                        save_tensors(run_dir / WEIGHTS_FILE, model.state_dict())
+                        _save_best(run_dir, model, phase)
                 else:
                     epochs_without_improvement += 1
                 if processes.is_main:
@@ -655,6 +666,7 @@ def train(
                             "best_val_loss": best_val_loss,
                             "epochs_without_improvement": epochs_without_improvement,
                             "history": history,
+                            "gradient_scaler": setup.scaler.state_dict(),
                         },
                     )
                     _write_history(run_dir, history)
@@ -663,6 +675,7 @@ def train(
                     break
         except KeyboardInterrupt:
             if processes.is_main:
+                _finish_best(run_dir)
                 _write_plots(run_dir, history)
             saved_epoch = history[-1]["epoch"] if history else 0
             raise TrainingInterrupted(
@@ -670,6 +683,7 @@ def train(
                 f"imgclf train --resume {run_dir}"
             ) from None
     if processes.is_main:
+        _finish_best(run_dir)
         _write_plots(run_dir, history)
         model.load_state_dict(load_tensors(run_dir / WEIGHTS_FILE))
         calibration = calibrate(setup.model, setup.val, setup.step, config.batch_size)
@@ -680,13 +694,13 @@ def train(
             calibration["temperature"],
             run_dir,
         )
-        run = load(run_dir)
+        run = load(run_dir, device=str(device))
         evaluation = evaluate_index(run, indexes[1], config.batch_size)
         write_evaluation(evaluation, run_dir)
         write_report(run, evaluation, run_dir / REPORT_FILE)
     processes.barrier()  # the other processes wait for the finished run directory
     if not processes.is_main:
-        run = load(run_dir)
+        run = load(run_dir, device=str(device))
     processes.close()
     return run
 

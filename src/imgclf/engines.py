@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from imgclf.config import ConfigError, Preprocessing
+from imgclf.devices import CPU
 from imgclf.models import to_probabilities
 
 log = logging.getLogger(__name__)
@@ -49,17 +50,25 @@ class ProbabilityModel(nn.Module):
 
 
 class TorchEngine:
-    """The PyTorch model itself, in inference mode."""
+    """The PyTorch model itself, in inference mode, on the CPU or a CUDA device."""
 
     name = "torch"
     precision = "fp32"
 
-    def __init__(self, model: nn.Module, preprocessing: Preprocessing, temperature: float = 1.0):
-        self.network = ProbabilityModel(model.eval(), preprocessing, temperature).eval()
+    def __init__(
+        self,
+        model: nn.Module,
+        preprocessing: Preprocessing,
+        temperature: float = 1.0,
+        device: torch.device = CPU,
+    ):
+        self.device = device
+        self.network = ProbabilityModel(model.eval(), preprocessing, temperature).to(device).eval()
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        return self.network(images.float().div_(255.0)).numpy()
+        pixels = images.to(self.device, non_blocking=True).float().div_(255.0)
+        return self.network(pixels).cpu().numpy()
 
 
 def _pixels(images: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -111,10 +120,18 @@ def installed_engines() -> list[str]:
     return [name for name in _PREFERENCE if importlib.util.find_spec(_PACKAGES[name]) is not None]
 
 
-def pick_engine(name: str) -> str:
-    """`auto` → the fastest installed engine; any other name is checked to be known and installed."""
+def pick_engine(name: str, device: torch.device = CPU) -> str:
+    """`auto` → the fastest installed engine for `device` (PyTorch on a GPU); any other name is checked to be
+    known, installed, and able to run on `device` (the ONNX engines run on the CPU)."""
     if name not in ENGINES:
         raise ConfigError(f"Unknown engine. Received: --engine={name!r}. Choose one of {list(ENGINES)}.")
+    if device.type != "cpu":
+        if name not in ("auto", "torch"):
+            raise ConfigError(
+                f"Engine {name} runs on the CPU. Received: --engine={name} with --device={device.type}. "
+                "Use --engine torch on a GPU, or --device cpu."
+            )
+        return "torch"
     installed = installed_engines()
     if name == "auto":
         return installed[0]

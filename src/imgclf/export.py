@@ -178,7 +178,7 @@ def export_onnx(
     out_dir = Path(out_dir) if out_dir is not None else run.run_dir
     config = run.config
     files = parity_files(config, images)
-    pixels, kept, skipped = decode_files(files, config.preprocessing, os.cpu_count() or 1)
+    pixels, kept, skipped, _ = decode_files(files, config.preprocessing, os.cpu_count() or 1)
     for item in skipped:
         log.warning("Left out of the parity check: %s (%s)", item.path, item.reason)
     names = [files[i] for i in kept]

@@ -22,7 +22,9 @@ from torch import nn
 
 from imgclf.config import Preprocessing
 from imgclf.data import FolderIndex, SkippedFile, load_or_skip
+from imgclf.devices import CPU
 from imgclf.images import normalize
+from imgclf.models.folding import fold_if_exact
 from imgclf.runs import cache_dir, save_tensors
 
 log = logging.getLogger(__name__)
@@ -39,9 +41,13 @@ def file_digest(path: str | Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def backbone_key(model: str, weights: str, preprocessing: Preprocessing, extractor: nn.Module) -> str:
-    """A short, stable name for (model, starting weights, preprocessing, extractor layers)."""
-    identity = json.dumps([model, weights, dataclasses.asdict(preprocessing), repr(extractor)], sort_keys=True)
+def backbone_key(
+    model: str, weights: str, preprocessing: Preprocessing, extractor: nn.Module, precision: torch.dtype | None
+) -> str:
+    """A short, stable name for (model, starting weights, preprocessing, extractor layers, autocast precision)."""
+    identity = json.dumps(
+        [model, weights, dataclasses.asdict(preprocessing), repr(extractor), str(precision)], sort_keys=True
+    )
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
@@ -74,19 +80,25 @@ def extract_features(
     preprocessing: Preprocessing,
     cache: FeatureCache,
     batch_size: int = 8,
-    device: torch.device | None = None,
+    device: torch.device = CPU,
+    autocast_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, list[int], list[SkippedFile], int]:
     """Features for `files`, from the cache where present, else by running `extractor` (and caching).
 
     Returns (features of the readable files, their positions in `files`, the unreadable files, how many
-    images went through the extractor). Decoding runs in threads while the extractor works. Small batches are
-    faster: on a 2-core CPU EfficientNet-Lite0 extracts 48 images/s in batches of 8 against 33 in batches of 32.
+    images went through the extractor). Decoding runs in threads while the extractor works. The extractor runs
+    with its BatchNorms folded (when that is exact), channels-last, in `autocast_dtype` when given. Small batches
+    are faster: on a 2-core CPU EfficientNet-Lite0 extracts 48 images/s in batches of 8 against 33 in batches of 32.
     """
     digests = [file_digest(path) for path in files]
     found = {i: cache.get(digest) for i, digest in enumerate(digests)}
     missing = [i for i, features in found.items() if features is None]
     skipped: list[SkippedFile] = []
-    extractor.eval()
+    if missing:
+        size = preprocessing.image_size
+        check = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+        extractor = fold_if_exact(extractor, check)
+    autocast = torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None)
 
     def decode(i: int) -> torch.Tensor | SkippedFile:
         return load_or_skip(files[i], preprocessing)
@@ -102,9 +114,9 @@ def extract_features(
             good = [(i, image) for i, image in zip(rows, images) if isinstance(image, torch.Tensor)]
             skipped += [image for image in images if isinstance(image, SkippedFile)]
             if good:
-                with torch.inference_mode():
-                    batch = torch.stack([image for _, image in good]).to(device or torch.device("cpu"))
-                    batch = normalize(batch, preprocessing)
+                with torch.inference_mode(), autocast:
+                    batch = torch.stack([image for _, image in good]).to(device, non_blocking=True)
+                    batch = normalize(batch, preprocessing).contiguous(memory_format=torch.channels_last)
                     output = extractor(batch).float().cpu()
                 for (i, _), features in zip(good, output):
                     found[i] = features.clone()
@@ -128,8 +140,11 @@ class FeatureSource:
         preprocessing: Preprocessing,
         cache: FeatureCache,
         device: torch.device,
+        autocast_dtype: torch.dtype | None = None,
     ):
-        features, kept, self.skipped, _ = extract_features(extractor, index.files, preprocessing, cache, device=device)
+        features, kept, self.skipped, _ = extract_features(
+            extractor, index.files, preprocessing, cache, device=device, autocast_dtype=autocast_dtype
+        )
         self.features = features
         self.label_tensor = torch.tensor([index.labels[i] for i in kept], dtype=torch.long)
         self.files = [index.files[i] for i in kept]

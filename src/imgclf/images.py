@@ -18,6 +18,8 @@ from imgclf.config import ImgclfError, Preprocessing
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 UPLOAD_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 """The Pillow formats of `IMAGE_EXTENSIONS`: all `open_image_bytes` accepts by default."""
+DECODE_VERSION = 1
+"""Bump when `open_image` returns other pixels for the same file: it keys the decoded-image cache."""
 
 _RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -86,12 +88,13 @@ def open_image_bytes(
     data: bytes,
     size: int | None = None,
     interpolation: str = "bilinear",
-    formats: tuple[str, ...] = UPLOAD_FORMATS,
+    formats: tuple[str, ...] | None = UPLOAD_FORMATS,
     name: str = "<upload>",
 ) -> Image.Image:
     """`open_image` for an image held in memory (an upload), accepting only the Pillow `formats` given.
 
-    Restricting the formats keeps Pillow's rarer decoders (EPS runs Ghostscript) away from untrusted bytes.
+    Restricting the formats keeps Pillow's rarer decoders (EPS runs Ghostscript) away from untrusted bytes;
+    None accepts every format, as `open_image` does.
     Raises `UnsupportedImageError` when the bytes are none of `formats`, `ImageError` when they are empty,
     damaged or a decompression bomb; `name` stands for the bytes in the message.
     """
@@ -155,6 +158,12 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
 def load_tensor(path: str | Path, preprocessing: Preprocessing) -> torch.Tensor:
     """Decode `path` at the model's input size as a uint8 tensor of shape (3, S, S)."""
     return image_to_tensor(open_image(path, preprocessing.image_size, preprocessing.interpolation))
+
+
+def decode_tensor(data: bytes, preprocessing: Preprocessing, name: str) -> torch.Tensor:
+    """`load_tensor` for the bytes of the image file `name`, already read: the same pixels, the same errors."""
+    image = open_image_bytes(data, preprocessing.image_size, preprocessing.interpolation, formats=None, name=name)
+    return image_to_tensor(image)
 
 
 def normalize(batch: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:

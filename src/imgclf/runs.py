@@ -23,6 +23,7 @@ from PIL import Image
 from safetensors.torch import load_file, save
 
 from imgclf.config import ImgclfError, RunConfig
+from imgclf.devices import CPU, resolve_device
 from imgclf.engines import TorchEngine, pick_engine
 from imgclf.images import ImageError, decode_image, image_to_tensor, load_tensor
 from imgclf.models import BuildOptions, create_model
@@ -170,13 +171,22 @@ class Run:
     'planes'
     """
 
-    def __init__(self, run_dir: str | Path, config: RunConfig, model: torch.nn.Module | None = None, engine=None):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        config: RunConfig,
+        model: torch.nn.Module | None = None,
+        engine=None,
+        device: torch.device = CPU,
+    ):
         self.run_dir = Path(run_dir)
         self.config = config
         self.temperature = read_temperature(run_dir)
         self.min_confidence = config.train.min_confidence
         self._model = None if model is None else model.eval()
-        self.engine = engine if engine is not None else TorchEngine(self.model, config.preprocessing, self.temperature)
+        if engine is None:
+            engine = TorchEngine(self.model, config.preprocessing, self.temperature, device)
+        self.engine = engine
 
     @property
     def model(self) -> torch.nn.Module:
@@ -307,16 +317,18 @@ def load_model(run_dir: str | Path, config: RunConfig, weights: str = WEIGHTS_FI
     return model
 
 
-def load(run_dir: str | Path, weights: str = WEIGHTS_FILE, engine: str = "torch") -> Run:
+def load(run_dir: str | Path, weights: str = WEIGHTS_FILE, engine: str = "torch", device: str = "cpu") -> Run:
     """Load a run directory (its `config.json` and `model.safetensors`) for prediction.
 
     `engine`: `torch`, `onnx` (onnxruntime), `openvino`, or `auto` for the fastest installed. The ONNX engines
     use the run's `imgclf export` (or export into the cache once) and are checked against PyTorch on load.
+    `device` (`cpu`, `cuda`, `cuda:N` or `auto`) is where the PyTorch engine runs; on a GPU `auto` is PyTorch.
     """
     config = read_config(run_dir)
-    name = pick_engine(engine)
+    torch_device = resolve_device(device)
+    name = pick_engine(engine, torch_device)
     if name == "torch":
-        return Run(run_dir, config, load_model(run_dir, config, weights))
+        return Run(run_dir, config, load_model(run_dir, config, weights), device=torch_device)
     if weights != WEIGHTS_FILE:
         raise RunError(f"Engine {name} runs the exported {WEIGHTS_FILE}; use --engine torch for {weights}.")
     from imgclf.export import ExportError, load_engine  # export builds on this module: imported here, not above
