@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint bench clean
 
+# `make bench BENCH_ARGS=--compare-keras` also runs the tutorial's Keras code (installs .venv-keras once).
+
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -e '.[dev]'
@@ -18,7 +20,7 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/.installed
-	$(BIN)/python bench/seed_cnn.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-keras runs .pytest_cache
