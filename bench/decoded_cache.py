@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common import add_data_option
 from PIL import Image
 
 from imgclf.config import Preprocessing
@@ -29,12 +30,10 @@ from imgclf.data import FolderIndex, decode_images, index_folder, list_images
 from imgclf.decoded_cache import DecodedCache
 from imgclf.images import load_tensor
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "datasets" / "cars-planes")
+    add_data_option(parser)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 224])
     parser.add_argument("--repeats", type=int, default=3)
     return parser.parse_args()

@@ -21,23 +21,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from common import add_data_option
 
 import imgclf
 from imgclf.data import BatchSource, index_folder, list_images
 from imgclf.models import get_spec
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED_CNN = {"model": "seed-cnn", "augment": "seed", "steps_per_epoch": 30, "batch_size": 32, "device": "cuda"}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=REPO_ROOT.parent / "shared" / "datasets" / "cars-planes",
-        help="a folder holding training_set/ and val_set/",
-    )
+    add_data_option(parser)
     parser.add_argument("--epochs", type=int, default=3, help="epochs of each training check")
     return parser.parse_args()
 

@@ -32,6 +32,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from common import add_data_option
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = Path(__file__).with_name("keras_tutorial.py")
 VENV_PYTHON = "python3.11"
@@ -161,12 +163,7 @@ def run_echoing_stderr(command: list[str], timeout_s: float) -> tuple[int | None
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", choices=["cnn", "vgg16"], default="cnn")
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=REPO_ROOT.parent / "shared" / "datasets" / "cars-planes",
-        help="a folder holding training_set/ and val_set/",
-    )
+    add_data_option(parser)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vgg-weights", type=Path, help="VGG16 ImageNet weights (default: random, for timing)")

@@ -41,6 +41,7 @@ import tensorflow as tf
 # setting TF_USE_LEGACY_KERAS=1 before tensorflow is imported, makes the dependency explicit and fails at once
 # when it is missing.
 import tf_keras as keras
+from common import add_data_option
 from tf_keras.preprocessing.image import ImageDataGenerator
 
 IMAGE_SIZE = (64, 64)
@@ -63,12 +64,7 @@ AUGMENTATION = {
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", choices=sorted(AUGMENTATION), required=True)
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cars-planes",
-        help="a folder holding training_set/ and val_set/",
-    )
+    add_data_option(parser)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--steps-per-epoch", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)

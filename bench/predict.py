@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from common import add_data_option
 
 import imgclf
 from imgclf.data import list_images
@@ -28,13 +29,12 @@ from imgclf.engines import installed_engines
 from imgclf.export import export_onnx
 from imgclf.images import load_tensor
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_ALONE_SECONDS = 5.0
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "datasets" / "cars-planes")
+    add_data_option(parser)
     parser.add_argument("--copies", type=int, default=3, help="how many times every photo is predicted")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--engines", nargs="+", default=installed_engines())

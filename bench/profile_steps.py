@@ -24,9 +24,9 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
+from common import add_data_option
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
@@ -37,7 +37,6 @@ from imgclf.images import load_tensor, normalize
 from imgclf.models import BuildOptions, create_model, get_spec
 from imgclf.models.heads import fixed_prefix_length
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BATCH_SIZE = 32
 AUGMENTATION = {"seed-cnn": "seed", "seed-vgg16": "seed-vgg16"}
 
@@ -52,7 +51,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compile", choices=["none", "default", "max-autotune-no-cudagraphs"], default="none")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--table", action="store_true", help="print torch.profiler's top operators")
-    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "datasets" / "cars-planes")
+    add_data_option(parser)
     return parser.parse_args()
 
 

@@ -40,16 +40,16 @@ from imgclf.features import FeatureCache, extract_features
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
+from common import add_data_option  # noqa: E402
 from predict import end_to_end, lite0_run  # noqa: E402  (bench/ scripts are not a package)
 from transfer import VGG_OPTIONS, lite0_extractor, random_vgg16_weights  # noqa: E402
 
-DEFAULT_DATA = BENCH.parents[1] / "shared" / "datasets" / "cars-planes"
 STEPS_PER_EPOCH, BATCH_SIZE = 30, 32
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a folder holding training_set/ and val_set/")
+    add_data_option(parser)
     parser.add_argument("--quick", action="store_true", help="fewer epochs and smaller generated folders")
     parser.add_argument("--compare-keras", action="store_true", help="also run the tutorial's Keras code")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # run one measurement in this process

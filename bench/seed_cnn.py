@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 import torch
+from common import add_data_option
 
 import imgclf
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 30
 BATCH_SIZE = 32
 
@@ -30,12 +30,7 @@ BATCH_SIZE = 32
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=REPO_ROOT.parent / "shared" / "datasets" / "cars-planes",
-        help="a folder holding training_set/ and val_set/",
-    )
+    add_data_option(parser)
     parser.add_argument("--epochs", type=int, default=30)
     return parser.parse_args()
 

@@ -32,22 +32,18 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+from common import add_data_option
+
 import imgclf
 from imgclf.data import list_images
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TARGET_P99_MS = 250.0
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="run directory to serve (default: train efficientnet_lite0 first)")
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=REPO_ROOT.parent / "shared" / "datasets" / "cars-planes",
-        help="training_set/ and val_set/: the run's training data, and val_set/ the photos sent",
-    )
+    add_data_option(parser)
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
     parser.add_argument("--requests", type=int, default=2000, help="requests counted, in all (default 2000)")
     parser.add_argument("--engine", default="auto", help="the server's --engine (default auto)")

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import add_data_option
 from torch import nn
 
 import imgclf
@@ -37,7 +38,6 @@ from imgclf.images import load_tensor, normalize
 from imgclf.models import BuildOptions, get_spec
 from imgclf.models.heads import fixed_prefix_length
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 30
 BATCH_SIZE = 32
 CACHED_EPOCHS = 30
@@ -56,12 +56,7 @@ Row = tuple[str, str, str]
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=REPO_ROOT.parent / "shared" / "datasets" / "cars-planes",
-        help="a folder holding training_set/ and val_set/",
-    )
+    add_data_option(parser)
     parser.add_argument("--vgg-epochs", type=int, default=3, help="epochs of the augmented seed-vgg16 run")
     parser.add_argument("--vgg-weights", type=Path, help="VGG16 ImageNet weights (default: random, for timing)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the Lite0 quality runs")
