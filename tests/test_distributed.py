@@ -129,6 +129,8 @@ def test_only_the_main_process_logs_and_writes(torchrun_run):
         assert result.stderr.count(line) == 1, line
     assert result.stdout.count("Run directory:") == 1
     assert "on 2 processes (cpu)" in result.stderr
+    hardware = json.loads((runs[0] / "config.json").read_text())["hardware"]
+    assert hardware["processes"] == 2 and hardware["precision"] == "fp32"
 
 
 RECORDING_WORKER = """

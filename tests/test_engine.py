@@ -47,6 +47,8 @@ def test_a_run_writes_the_whole_run_directory(small_photos, tmp_path):
     assert config["preprocessing"]["image_size"] == 64
     assert config["train"]["augment"]["shear"] == 0.2
     assert "torch" in config["versions"]
+    assert config["hardware"]["device"] == "cpu" and config["hardware"]["processes"] == 1
+    assert config["hardware"]["precision"] in ("fp32", "bf16")
     history = read_history(run.run_dir)
     assert list(history[0]) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
     assert [row["epoch"] for row in history] == ["1", "2"]

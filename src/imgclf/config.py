@@ -242,6 +242,8 @@ class RunConfig:
     preprocessing: Preprocessing
     versions: dict[str, str] = field(default_factory=dict)
     dataset: dict[str, object] = field(default_factory=dict)
+    hardware: dict[str, object] = field(default_factory=dict)
+    """What the run trained on: device, processes, precision, threads per process."""
 
     def to_dict(self) -> dict:
         return {
@@ -251,6 +253,7 @@ class RunConfig:
             "preprocessing": dataclasses.asdict(self.preprocessing),
             "train": self.train.to_dict(),
             "dataset": self.dataset,
+            "hardware": self.hardware,
             "versions": self.versions,
         }
 
@@ -262,4 +265,5 @@ class RunConfig:
             preprocessing=Preprocessing.from_dict(values["preprocessing"]),
             versions=dict(values.get("versions", {})),
             dataset=dict(values.get("dataset", {})),
+            hardware=dict(values.get("hardware", {})),
         )

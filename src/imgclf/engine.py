@@ -94,8 +94,11 @@ def make_train_config(data: str | Path | None, augment: str | AugmentConfig = "n
     return validate(TrainConfig(data=str(data), augment=augment, **options))
 
 
-def index_data(config: TrainConfig) -> tuple[datasets.FolderIndex, datasets.FolderIndex]:
-    """Index and split the run's folders, saying what was found (Keras's `Found N images ...`)."""
+def index_data(config: TrainConfig, warn: bool = True) -> tuple[datasets.FolderIndex, datasets.FolderIndex]:
+    """Index and split the run's folders, saying what was found (Keras's `Found N images ...`).
+
+    `warn`: whether to warn of imbalanced classes (in several processes only the main one does).
+    """
     data_index = datasets.index_folder(config.data)
     if data_index.skipped_hidden or data_index.skipped_not_image or data_index.loose_files:
         log.info(
@@ -108,7 +111,7 @@ def index_data(config: TrainConfig) -> tuple[datasets.FolderIndex, datasets.Fold
     train_index, val_index = datasets.split_folder(config, data_index)
     log.info("Training: %s", datasets.describe(train_index))
     log.info("Validation: %s", datasets.describe(val_index))
-    if (warning := datasets.imbalance_warning(train_index)) is not None:
+    if warn and (warning := datasets.imbalance_warning(train_index)) is not None:
         log.warning(warning)
     return train_index, val_index
 
@@ -380,6 +383,15 @@ def _new_run_dir(config: TrainConfig) -> Path:
     return run_dir
 
 
+def _hardware(processes: Processes, precision: torch.dtype | None) -> dict:
+    return {
+        "device": processes.device.type,
+        "processes": processes.world_size,
+        "precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(precision, "fp32"),
+        "threads": torch.get_num_threads(),
+    }
+
+
 def _library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -530,7 +542,7 @@ def train(
     preprocessing = dataclasses.replace(
         spec.preprocessing, image_size=config.image_size or spec.preprocessing.image_size
     )
-    indexes = index_data(config)
+    indexes = index_data(config, warn=processes.is_main)
     class_names = indexes[0].class_names
     if saved is not None and class_names != saved.class_names:
         raise RunError(
@@ -586,7 +598,10 @@ def train(
         if not dataset_summary:
             dataset_summary = _dataset_summary(indexes, setup, skipped)
             if processes.is_main:  # the other processes would only repeat the same warnings
-                run_config = RunConfig(config, class_names, preprocessing, _library_versions(), dataset_summary)
+                hardware = _hardware(processes, resolve_precision(config.precision, device))
+                run_config = RunConfig(
+                    config, class_names, preprocessing, _library_versions(), dataset_summary, hardware
+                )
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_json(run_dir / CONFIG_FILE, run_config.to_dict())
                 if skipped:

@@ -41,7 +41,7 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     return folded.requires_grad_(False)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference mode: the folded copy's weights must stay usable outside it
 def fold_if_exact(module: nn.Module, check_input: torch.Tensor) -> nn.Module:
     """`fold_batchnorm(module)` when it gives `module`'s outputs on `check_input`, else `module` itself."""
     module.eval()
