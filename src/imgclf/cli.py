@@ -1,8 +1,8 @@
 """The `imgclf` command line: parse, call the library, print, exit (0 ok, 1 user error, 2 usage error).
 
 imgclf train DATA --val VAL [options] [--nproc N]   (N processes: torchrun --standalone --nproc-per-node N -m imgclf)
-imgclf predict RUN PATH... [--format table|csv|json] [--output FILE] [--engine auto|torch|onnx|openvino]
-imgclf evaluate RUN DIR [--tta] [--min-confidence P]
+imgclf predict RUN PATH... [--format table|csv|json] [--output FILE] [--engine auto|torch|onnx|openvino] [--device]
+imgclf evaluate RUN DIR [--tta] [--min-confidence P] [--device auto|cpu|cuda]
 imgclf report RUN [DIR]
 imgclf export RUN [--format onnx]
 imgclf summary MODEL_OR_RUN
