@@ -101,10 +101,11 @@ def lite0_predict(data: Path, scratch: Path, engine: str) -> dict:
     return {"images_per_second": end_to_end(run, photos, 8), "precision": run.engine.precision}
 
 
-def lite0_extraction(data: Path, scratch: Path) -> dict:
-    """Lite0 features of every photo into an empty cache, as `imgclf train` extracts them (decoding included)."""
+def lite0_extraction(data: Path, scratch: Path, copies: int = 1) -> dict:
+    """Lite0 features of every photo (each `copies` times) into an empty cache, as `imgclf train` extracts them:
+    decoding, and with enough images the backbone's export to OpenVINO, included."""
     extractor, preprocessing = lite0_extractor()
-    files = list_images([data / "training_set", data / "val_set"])
+    files = list_images([data / "training_set", data / "val_set"]) * copies
     started = time.perf_counter()
     extract_features(
         extractor,
@@ -166,6 +167,7 @@ def measurements(args: argparse.Namespace) -> dict[str, Callable[[Path], dict]]:
         "lite0 predict onnx": lambda scratch: lite0_predict(args.data, scratch, "onnx"),
         "lite0 predict openvino": lambda scratch: lite0_predict(args.data, scratch, "openvino"),
         "lite0 extraction": lambda scratch: lite0_extraction(args.data, scratch),
+        "lite0 extraction ×5": lambda scratch: lite0_extraction(args.data, scratch, copies=5),
         "streaming": lambda scratch: streaming(scratch, 1_000 if args.quick else 5_000),
         "index 100k files": lambda scratch: index_files(scratch, 100_000),
     }
@@ -249,6 +251,8 @@ def table(results: dict[str, dict], keras: dict | None, args: argparse.Namespace
          "≥ 150"),
         ("Lite0 feature extraction from JPEG files, img/s", "lite0 extraction", "images_per_second", ".1f",
          "≥ 120"),
+        ("Lite0 feature extraction, the photos 5 times (1,000, OpenVINO), img/s", "lite0 extraction ×5",
+         "images_per_second", ".1f", "≥ 120"),
         ("index 100,000 files, s", "index 100k files", "seconds", ".2f", "< 10"),
     ]  # fmt: skip
     for label, name, key, fmt, target in single:

@@ -1,0 +1,61 @@
+"""Feature extraction on OpenVINO: used when it agrees with PyTorch, exported once, PyTorch otherwise."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import imgclf
+from imgclf import features, frozen
+from imgclf.data import index_folder
+from imgclf.features import FeatureCache, extract_features
+from imgclf.models import BuildOptions, get_spec
+
+pytest.importorskip("openvino")  # installed by the dev extra; without it extraction is PyTorch's alone
+
+
+@pytest.fixture
+def extractor():
+    model = imgclf.create_model("efficientnet_lite0", 2, 96, BuildOptions(pretrained=True))
+    return model.backbone.eval()
+
+
+def test_openvino_features_agree_with_pytorch_and_the_export_is_kept(extractor, small_photos, tmp_path, monkeypatch):
+    files = index_folder(small_photos / "train").files
+    monkeypatch.setattr(frozen, "WORTH_EXPORTING", 1)
+    preprocessing = dataclasses.replace(get_spec("efficientnet_lite0").preprocessing, image_size=96)
+    exports = []
+    original = frozen.export_backbone
+    monkeypatch.setattr(frozen, "export_backbone", lambda *args: exports.append(1) or original(*args))
+    cache = FeatureCache(tmp_path / "features")
+    fast, *_ = extract_features(extractor, files, preprocessing, cache)
+    assert exports == [1] and (cache.folder / "backbone.onnx").is_file()
+    reference, *_ = extract_features(extractor, files, preprocessing, FeatureCache(tmp_path / "other"))
+    assert exports == [1, 1]
+    with monkeypatch.context() as patch:
+        patch.setattr(features, "fastest_backbone", lambda *args: None)  # PyTorch alone
+        slow, *_ = extract_features(extractor, files, preprocessing, FeatureCache(tmp_path / "pytorch"))
+    similarity = torch.nn.functional.cosine_similarity(fast.flatten(1), slow.flatten(1))
+    assert float(similarity.min()) > 0.999  # fp32 in both: the same features up to rounding
+    torch.testing.assert_close(fast, reference)
+    for path in (cache.folder).rglob("*.safetensors"):
+        path.unlink()  # the features go; the export stays and is used again
+    extract_features(extractor, files, preprocessing, cache)
+    assert exports == [1, 1]
+
+
+def test_an_engine_that_disagrees_is_not_used(extractor, tmp_path, monkeypatch):
+    monkeypatch.setattr(frozen.OpenVinoBackbone, "__call__", lambda self, images: -torch.ones(len(images), 1280, 3, 3))
+    check, path = torch.randn(2, 3, 96, 96), tmp_path / "backbone.onnx"
+    assert frozen.fastest_backbone(extractor, check, path, fp32=True, images=10_000) is None
+    assert frozen.fastest_backbone(extractor, check, path, fp32=True, images=1) is None  # the file stays
+    monkeypatch.undo()
+    assert frozen.fastest_backbone(extractor, check, path, fp32=True, images=1) is not None
+
+
+def test_a_few_images_are_not_worth_an_export(extractor, tmp_path):
+    check, path = torch.randn(2, 3, 96, 96), tmp_path / "backbone.onnx"
+    assert frozen.fastest_backbone(extractor, check, path, fp32=True, images=frozen.WORTH_EXPORTING - 1) is None
+    assert not path.exists()
