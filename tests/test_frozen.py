@@ -12,6 +12,7 @@ from imgclf import features, frozen
 from imgclf.data import index_folder
 from imgclf.features import FeatureCache, extract_features
 from imgclf.models import BuildOptions, get_spec
+from imgclf.runs import load_tensors
 
 pytest.importorskip("openvino")  # installed by the dev extra; without it extraction is PyTorch's alone
 
@@ -59,3 +60,27 @@ def test_a_few_images_are_not_worth_an_export(extractor, tmp_path):
     check, path = torch.randn(2, 3, 96, 96), tmp_path / "backbone.onnx"
     assert frozen.fastest_backbone(extractor, check, path, fp32=True, images=frozen.WORTH_EXPORTING - 1) is None
     assert not path.exists()
+
+
+def test_a_head_trained_on_augmented_images_runs_the_frozen_backbone_on_openvino(small_photos, tmp_path, monkeypatch):
+    monkeypatch.setattr(frozen, "WORTH_EXPORTING", 1)
+    calls = []
+    original = frozen.OpenVinoBackbone.__call__
+    monkeypatch.setattr(
+        frozen.OpenVinoBackbone, "__call__", lambda self, images: calls.append(len(images)) or original(self, images)
+    )
+    run = imgclf.train(
+        small_photos / "train",
+        val=str(small_photos / "val"),
+        image_size=96,
+        batch_size=8,
+        augment="default",
+        epochs=2,
+        out=str(tmp_path / "run"),
+    )
+    assert sum(calls) >= 2 * (16 + 6)  # every training and validation image of both epochs
+    start = imgclf.create_model("efficientnet_lite0", 2, 96, BuildOptions(pretrained=True)).state_dict()
+    trained = load_tensors(run.run_dir / "model.safetensors")
+    assert all(torch.equal(trained[name], start[name]) for name in start if name.startswith("backbone."))
+    assert any(not torch.equal(trained[name], start[name]) for name in start if name.startswith("head."))
+    assert run.history[-1]["val_accuracy"] >= 0.5

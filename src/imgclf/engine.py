@@ -43,8 +43,10 @@ from imgclf.devices import gradient_scaler, pins_memory, resolve_device, resolve
 from imgclf.distributed import SINGLE_PROCESS, Processes
 from imgclf.evaluate import evaluate_index, write_evaluation
 from imgclf.features import FeatureCache, FeatureSource, backbone_key, cache_root, file_digest
+from imgclf.frozen import Backbone, fastest_backbone
 from imgclf.images import normalize
 from imgclf.models import BuildOptions, create_model, get_spec, num_outputs, summarize, to_probabilities
+from imgclf.models.folding import fold_if_exact
 from imgclf.models.heads import fixed_prefix_length
 from imgclf.plots import plot_metric
 from imgclf.report import REPORT_FILE, write_report
@@ -196,7 +198,11 @@ def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Step:
-    """How every batch reaches the model: augmented and normalised images, or cached features for the head."""
+    """How every batch reaches the model: augmented and normalised images, or cached features for the head.
+
+    `frozen`, when set, runs the frozen start of the model on the images (on another engine, see `frozen.py`)
+    and `model` is then the head's trainable end.
+    """
 
     device: torch.device
     autocast_dtype: torch.dtype | None
@@ -204,6 +210,7 @@ class Step:
     preprocessing: Preprocessing
     augment: AugmentConfig
     features: bool = False
+    frozen: Backbone | None = None
 
     def forward(self, model: nn.Module, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Logits of `model` for a batch (of features: `model` is then the head's trainable end).
@@ -215,6 +222,8 @@ class Step:
             return model(batch).float()
         inputs = augment(batch, self.augment, generator) if generator is not None else batch
         inputs = normalize(inputs, self.preprocessing)
+        if self.frozen is not None:
+            return model(self.frozen(inputs)).float()
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with torch.autocast(
@@ -488,7 +497,29 @@ def setup_phase(
         images["train"], images["val"] = image_sources(config, preprocessing, *indexes, pins_memory(device))
     step = Step(device, precision, device.type == "cpu", preprocessing, config.augment)
     scaler = gradient_scaler(device, precision)
+    if phase.name == "head":
+        with processes.local_main_first():
+            frozen = _frozen_start(model, config, preprocessing, precision, device, len(images["train"]))
+        if frozen is not None:
+            head = model.head[fixed_prefix_length(model.head) :]
+            step = dataclasses.replace(step, frozen=frozen)
+            return PhaseSetup(step, images["train"], images["val"], optimizer, head, processes.wrap(head), scaler)
     return PhaseSetup(step, images["train"], images["val"], optimizer, model, processes.wrap(model), scaler)
+
+
+def _frozen_start(
+    model: nn.Module, config: TrainConfig, preprocessing: Preprocessing, precision, device, train_images: int
+) -> Backbone | None:
+    """The frozen backbone (and parameter-free start of the head) on OpenVINO, for a head phase that runs it on
+    every augmented batch, when `frozen.fastest_backbone` finds that worthwhile; else None."""
+    extractor = nn.Sequential(model.backbone, *model.head[: fixed_prefix_length(model.head)])
+    key = backbone_key(config.model, _weights_identity(config), preprocessing, extractor, precision)
+    steps = config.steps_per_epoch or -(-train_images // config.batch_size)
+    size = preprocessing.image_size
+    check = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    folded = fold_if_exact(extractor, check)
+    onnx_path = cache_root() / key / "backbone.onnx"  # shared with the feature cache's extraction
+    return fastest_backbone(folded, check, onnx_path, precision is None, config.epochs * steps * config.batch_size)
 
 
 def _check_sources(setup: PhaseSetup, strict: bool) -> list[datasets.SkippedFile]:
