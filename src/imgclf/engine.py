@@ -46,7 +46,7 @@ from imgclf.features import FeatureCache, FeatureSource, backbone_key, cache_roo
 from imgclf.frozen import Backbone, fastest_backbone
 from imgclf.images import normalize
 from imgclf.models import BuildOptions, create_model, get_spec, num_outputs, summarize, to_probabilities
-from imgclf.models.folding import fold_if_exact
+from imgclf.models.folding import check_batch, fold_if_exact
 from imgclf.models.heads import fixed_prefix_length
 from imgclf.plots import plot_metric
 from imgclf.report import REPORT_FILE, write_report
@@ -508,15 +508,19 @@ def setup_phase(
 
 
 def _frozen_start(
-    model: nn.Module, config: TrainConfig, preprocessing: Preprocessing, precision, device, train_images: int
+    model: nn.Module,
+    config: TrainConfig,
+    preprocessing: Preprocessing,
+    precision: torch.dtype | None,
+    device: torch.device,
+    train_images: int,
 ) -> Backbone | None:
     """The frozen backbone (and parameter-free start of the head) on OpenVINO, for a head phase that runs it on
     every augmented batch, when `frozen.fastest_backbone` finds that worthwhile; else None."""
     extractor = nn.Sequential(model.backbone, *model.head[: fixed_prefix_length(model.head)])
     key = backbone_key(config.model, _weights_identity(config), preprocessing, extractor, precision)
     steps = config.steps_per_epoch or -(-train_images // config.batch_size)
-    size = preprocessing.image_size
-    check = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    check = check_batch(preprocessing.image_size, device)
     folded = fold_if_exact(extractor, check)
     onnx_path = cache_root() / key / "backbone.onnx"  # shared with the feature cache's extraction
     return fastest_backbone(folded, check, onnx_path, precision is None, config.epochs * steps * config.batch_size)

@@ -22,7 +22,7 @@ from torch import nn
 from imgclf.config import ConfigError, Preprocessing
 from imgclf.devices import CPU
 from imgclf.models import to_probabilities
-from imgclf.models.folding import fold_if_exact
+from imgclf.models.folding import check_batch, fold_if_exact
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,7 @@ class TorchEngine:
         device: torch.device = CPU,
     ):
         self.device = device
-        size = preprocessing.image_size
-        check = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
-        model = fold_if_exact(model.eval(), check)
+        model = fold_if_exact(model.eval(), check_batch(preprocessing.image_size))
         network = ProbabilityModel(model, preprocessing, temperature).to(device).eval()
         self.network = network.to(memory_format=torch.channels_last)
 

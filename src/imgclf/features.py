@@ -25,7 +25,7 @@ from imgclf.data import FolderIndex, SkippedFile, load_or_skip
 from imgclf.devices import CPU
 from imgclf.frozen import fastest_backbone
 from imgclf.images import normalize
-from imgclf.models.folding import fold_if_exact
+from imgclf.models.folding import check_batch, fold_if_exact
 from imgclf.runs import cache_dir, save_tensors
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,7 @@ def extract_features(
 
     backbone = run_torch
     if missing:
-        size = preprocessing.image_size
-        check = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+        check = check_batch(preprocessing.image_size, device)
         extractor = fold_if_exact(extractor, check)
         fp32 = autocast_dtype is None
         onnx_path = cache.folder / "backbone.onnx"

@@ -41,6 +41,12 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     return folded.requires_grad_(False)
 
 
+def check_batch(size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Two fixed random normalised images of `size`: where a folded or exported network must agree with its
+    original (drawn from a generator of their own, so the global random state is left alone)."""
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+
+
 @torch.no_grad()  # not inference mode: the folded copy's weights must stay usable outside it
 def fold_if_exact(module: nn.Module, check_input: torch.Tensor) -> nn.Module:
     """`fold_batchnorm(module)` when it gives `module`'s outputs on `check_input`, else `module` itself."""
