@@ -43,7 +43,7 @@ from imgclf.devices import gradient_scaler, pins_memory, resolve_device, resolve
 from imgclf.distributed import SINGLE_PROCESS, Processes
 from imgclf.evaluate import evaluate_index, write_evaluation
 from imgclf.features import FeatureCache, FeatureSource, backbone_key, cache_root, file_digest
-from imgclf.frozen import Backbone, fastest_backbone
+from imgclf.frozen import Backbone, fastest_backbone, worth_trying
 from imgclf.images import normalize
 from imgclf.models import BuildOptions, create_model, get_spec, num_outputs, summarize, to_probabilities
 from imgclf.models.folding import check_batch, fold_if_exact
@@ -519,11 +519,13 @@ def _frozen_start(
     every augmented batch, when `frozen.fastest_backbone` finds that worthwhile; else None."""
     extractor = nn.Sequential(model.backbone, *model.head[: fixed_prefix_length(model.head)])
     key = backbone_key(config.model, _weights_identity(config), preprocessing, extractor, precision)
-    steps = config.steps_per_epoch or -(-train_images // config.batch_size)
-    check = check_batch(preprocessing.image_size, device)
-    folded = fold_if_exact(extractor, check)
     onnx_path = cache_root() / key / "backbone.onnx"  # shared with the feature cache's extraction
-    return fastest_backbone(folded, check, onnx_path, precision is None, config.epochs * steps * config.batch_size)
+    steps = config.steps_per_epoch or -(-train_images // config.batch_size)
+    images = config.epochs * steps * config.batch_size
+    if not worth_trying(onnx_path, images, device):
+        return None  # before folding, which copies the backbone
+    check = check_batch(preprocessing.image_size, device)
+    return fastest_backbone(fold_if_exact(extractor, check), check, onnx_path, precision is None, images)
 
 
 def _check_sources(setup: PhaseSetup, strict: bool) -> list[datasets.SkippedFile]:

@@ -23,7 +23,7 @@ from torch import nn
 from imgclf.config import Preprocessing
 from imgclf.data import FolderIndex, SkippedFile, load_or_skip
 from imgclf.devices import CPU
-from imgclf.frozen import fastest_backbone
+from imgclf.frozen import Backbone, fastest_backbone
 from imgclf.images import normalize
 from imgclf.models.folding import check_batch, fold_if_exact
 from imgclf.runs import cache_dir, save_tensors
@@ -75,6 +75,29 @@ class FeatureCache:
         save_tensors(self._path(digest), {"features": features}, durable=False)
 
 
+def _extraction_backbone(
+    extractor: nn.Module,
+    preprocessing: Preprocessing,
+    cache: FeatureCache,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    images: int,
+) -> Backbone:
+    """`extractor` with its BatchNorms folded, on OpenVINO when worthwhile and in agreement, else in PyTorch."""
+    check = check_batch(preprocessing.image_size, device)
+    folded = fold_if_exact(extractor, check)
+    fast = fastest_backbone(folded, check, cache.folder / "backbone.onnx", autocast_dtype is None, images)
+    if fast is not None:
+        return fast
+    autocast = torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None)
+
+    def run_torch(batch: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            return folded(batch.contiguous(memory_format=torch.channels_last)).float()
+
+    return run_torch
+
+
 def extract_features(
     extractor: nn.Module,
     files: Sequence[str],
@@ -97,19 +120,8 @@ def extract_features(
     found = {i: cache.get(digest) for i, digest in enumerate(digests)}
     missing = [i for i, features in found.items() if features is None]
     skipped: list[SkippedFile] = []
-    autocast = torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None)
-
-    def run_torch(batch: torch.Tensor) -> torch.Tensor:
-        with autocast:
-            return extractor(batch.contiguous(memory_format=torch.channels_last)).float()
-
-    backbone = run_torch
     if missing:
-        check = check_batch(preprocessing.image_size, device)
-        extractor = fold_if_exact(extractor, check)
-        fp32 = autocast_dtype is None
-        onnx_path = cache.folder / "backbone.onnx"
-        backbone = fastest_backbone(extractor, check, onnx_path, fp32, len(missing)) or run_torch
+        backbone = _extraction_backbone(extractor, preprocessing, cache, device, autocast_dtype, len(missing))
 
     def decode(i: int) -> torch.Tensor | SkippedFile:
         return load_or_skip(files[i], preprocessing)

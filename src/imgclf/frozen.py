@@ -72,6 +72,14 @@ def export_backbone(module: nn.Module, example: torch.Tensor, path: Path) -> Non
     atomic_write_bytes(path, buffer.getvalue(), False)
 
 
+def worth_trying(onnx_path: Path, images: int, device: torch.device) -> bool:
+    """Whether OpenVINO may run a backbone faster: on a CPU, with OpenVINO installed, and with an export at
+    `onnx_path` already or `WORTH_EXPORTING` `images` or more to pay for one."""
+    if device.type != "cpu" or importlib.util.find_spec("openvino") is None:
+        return False
+    return onnx_path.is_file() or images >= WORTH_EXPORTING
+
+
 @torch.no_grad()
 def fastest_backbone(
     module: nn.Module, check: torch.Tensor, onnx_path: Path, fp32: bool, images: int
@@ -81,9 +89,7 @@ def fastest_backbone(
 
     The export is kept at `onnx_path` and made only for `WORTH_EXPORTING` `images` or more.
     """
-    if check.device.type != "cpu" or importlib.util.find_spec("openvino") is None:
-        return None
-    if not onnx_path.is_file() and images < WORTH_EXPORTING:
+    if not worth_trying(onnx_path, images, check.device):
         return None
     try:
         if not onnx_path.is_file():
