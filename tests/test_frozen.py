@@ -33,6 +33,7 @@ def test_openvino_features_agree_with_pytorch_and_the_export_is_kept(extractor, 
     cache = FeatureCache(tmp_path / "features")
     fast, *_ = extract_features(extractor, files, preprocessing, cache)
     assert exports == [1] and (cache.folder / "backbone.onnx").is_file()
+    assert any((cache.folder / "openvino").iterdir())  # OpenVINO's compilation, kept for the next run
     reference, *_ = extract_features(extractor, files, preprocessing, FeatureCache(tmp_path / "other"))
     assert exports == [1, 1]
     with monkeypatch.context() as patch:

@@ -356,3 +356,26 @@ def test_normalize_applies_mean_and_std_per_channel():
     torch.testing.assert_close(normalize(batch, preprocessing), expected)
     # A float batch is already in [0, 1] and is not divided by 255 again.
     torch.testing.assert_close(normalize(batch.float() / 255, preprocessing), expected)
+
+
+def pillow_squashed(path: Path, size: int, resampling: Image.Resampling) -> np.ndarray:
+    """`path` squashed by Pillow alone, from the same draft decode `open_image` starts from."""
+    with Image.open(path) as photo:
+        photo.draft("RGB", (size, size))
+        return np.asarray(photo.convert("RGB").resize((size, size), resampling), dtype=np.int16)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("size", [32, 224, 700])  # down from a draft, down from a 619×340 photo, up
+def test_squashing_gives_pillows_antialiased_pixels(interpolation, size):
+    reference = pillow_squashed(A_REAL_JPEG, size, getattr(Image.Resampling, interpolation.upper()))
+    image = open_image(A_REAL_JPEG, size, interpolation)
+    difference = np.abs(np.asarray(image, dtype=np.int16) - reference)
+    assert image.size == (size, size)
+    assert difference.mean() < 0.05  # PyTorch resizes: within a level almost everywhere
+    assert np.quantile(difference, 0.999) <= 1
+
+
+def test_nearest_squashing_is_pillows():
+    reference = pillow_squashed(A_REAL_JPEG, 48, Image.Resampling.NEAREST)
+    np.testing.assert_array_equal(np.asarray(open_image(A_REAL_JPEG, 48, "nearest")), reference)

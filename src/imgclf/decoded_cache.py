@@ -4,12 +4,12 @@ imgclf train photos/training_set --val photos/val_set                      # dec
 imgclf train photos/training_set --val photos/val_set --no-decode-cache    # decodes every image every run
 
 Each image is stored under the SHA-256 of its file's bytes, in a folder named after everything else that
-shapes its pixels: image size, interpolation, imgclf's `DECODE_VERSION`, Pillow's and its JPEG library's
-versions. An edited photo is decoded again; a renamed, moved or copied one is not. The folder is
-`$IMGCLF_CACHE/decoded/<key>/<digest[:2]>/<digest>.pixels` (default `~/.cache/imgclf/decoded`); deleting
-it at any time only costs decoding again. An entry is the image's uint8 pixels as (3, S, S) channel planes,
-then their CRC-32: 12 KB at 64 px, 147 KB at 224 px. `bench/decoded_cache.py` measures reading one (hashing
-the photo included) at about a tenth to a twentieth of the time decoding it takes.
+shapes its pixels: image size, interpolation, imgclf's `DECODE_VERSION`, the versions of Pillow, its JPEG
+library and PyTorch (which resizes). An edited photo is decoded again; a renamed, moved or copied one is not.
+The folder is `$IMGCLF_CACHE/decoded/<key>/<digest[:2]>/<digest>.pixels` (default `~/.cache/imgclf/decoded`);
+deleting it at any time only costs decoding again. An entry is the image's uint8 pixels as (3, S, S) channel
+planes, then their CRC-32: 12 KB at 64 px, 147 KB at 224 px. `bench/decoded_cache.py` measures reading one
+(hashing the photo included) at about a tenth to a twentieth of the time decoding it takes.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def decode_key(preprocessing: Preprocessing) -> str:
         "image_size": preprocessing.image_size,
         "interpolation": preprocessing.interpolation,
         "pillow": PIL.__version__,
+        "torch": torch.__version__,  # it resizes
         "jpeg": [features.version("jpg"), features.version("libjpeg_turbo")],
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]

