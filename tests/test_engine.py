@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from tests.conftest import make_synthetic_classes
 
 import imgclf
+from imgclf import engine
 from imgclf.data import DatasetError
 from imgclf.engine import class_weights, compute_loss, make_train_config
 from imgclf.runs import load_tensors
@@ -112,6 +114,21 @@ def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(small_photos, tmp_pa
     assert (tmp_path / "run" / "loss.png").exists()
     resumed = imgclf.train(resume=tmp_path / "run")
     assert [row["epoch"] for row in read_history(resumed.run_dir)] == ["1", "2", "3"]
+
+
+def test_ctrl_c_while_an_epoch_is_saved_waits_for_its_files(small_photos, tmp_path, monkeypatch):
+    original = engine._save_checkpoint
+
+    def interrupted_save(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C just as the checkpoint starts
+        original(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_save_checkpoint", interrupted_save)
+    with pytest.raises(imgclf.TrainingInterrupted, match="epoch 1 is saved"):
+        train_cnn(small_photos / "train", val=str(small_photos / "val"), out=str(tmp_path / "run"), epochs=3)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 1
+    assert [row["epoch"] for row in read_history(tmp_path / "run")] == ["1"]
 
 
 def test_early_stopping_stops_when_val_loss_stalls(tmp_path):

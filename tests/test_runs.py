@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from PIL import Image
 
 import imgclf
 from imgclf.evaluate import evaluate_folder, write_evaluation
-from imgclf.runs import atomic_write_text, read_config
+from imgclf.runs import atomic_write_text, interrupts_held, read_config
 
 
 class WritesAFileWhenUnpickled:
@@ -112,3 +113,12 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
     atomic_write_text(tmp_path / "written.txt", "x")
     (tmp_path / "plain.txt").write_text("x")
     assert (tmp_path / "written.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
+
+
+def test_ctrl_c_inside_interrupts_held_comes_after_the_block():
+    finished = []
+    with pytest.raises(KeyboardInterrupt), interrupts_held():
+        signal.raise_signal(signal.SIGINT)
+        finished.append("block")
+    assert finished == ["block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -58,6 +58,7 @@ from imgclf.runs import (
     Run,
     RunError,
     atomic_write_text,
+    interrupts_held,
     load,
     load_tensors,
     read_config,
@@ -694,32 +695,33 @@ def train(
                     "val_accuracy": val_accuracy,
                     "seconds": round(time.perf_counter() - started, 4),
                 }
-                history.append(record)
-                log.info(_epoch_line(record, phases[-1].last_epoch))
+                with interrupts_held():  # Ctrl-C waits until the epoch's files are a matching set
+                    history.append(record)
+                    log.info(_epoch_line(record, phases[-1].last_epoch))
 
-                # Checkpoint (the main process writes; every process follows the same, summed, val_loss)
-                if val_loss < best_val_loss or not has_weights:
-                    best_val_loss, epochs_without_improvement, has_weights = val_loss, 0, True
+                    # Checkpoint (the main process writes; every process follows the same, summed, val_loss)
+                    if val_loss < best_val_loss or not has_weights:
+                        best_val_loss, epochs_without_improvement, has_weights = val_loss, 0, True
+                        if processes.is_main:
+                            _save_best(run_dir, model, phase)
+                    else:
+                        epochs_without_improvement += 1
                     if processes.is_main:
-                        _save_best(run_dir, model, phase)
-                else:
-                    epochs_without_improvement += 1
-                if processes.is_main:
-                    _save_checkpoint(
-                        run_dir,
-                        model,
-                        phase,
-                        setup.optimizer,
-                        {
-                            "epoch": epoch,
-                            "phase": phase.name,
-                            "best_val_loss": best_val_loss,
-                            "epochs_without_improvement": epochs_without_improvement,
-                            "history": history,
-                            "gradient_scaler": setup.scaler.state_dict(),
-                        },
-                    )
-                    _write_history(run_dir, history)
+                        _save_checkpoint(
+                            run_dir,
+                            model,
+                            phase,
+                            setup.optimizer,
+                            {
+                                "epoch": epoch,
+                                "phase": phase.name,
+                                "best_val_loss": best_val_loss,
+                                "epochs_without_improvement": epochs_without_improvement,
+                                "history": history,
+                                "gradient_scaler": setup.scaler.state_dict(),
+                            },
+                        )
+                        _write_history(run_dir, history)
                 if config.patience is not None and epochs_without_improvement >= config.patience:
                     log.info("Early stopping: val_loss has not improved for %d epochs.", config.patience)
                     break

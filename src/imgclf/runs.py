@@ -12,9 +12,12 @@ import io
 import json
 import logging
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +77,27 @@ def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> N
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then deliver it: the files written inside stay a matching set.
+
+    Where Python cannot catch SIGINT (outside the main thread, or when another program owns its handler) the
+    block runs unguarded.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda number, frame: held.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        signal.raise_signal(signal.SIGINT)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
