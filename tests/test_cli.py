@@ -20,7 +20,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "imgclf", *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("command", ["train", "predict", "evaluate", "summary", "demo"])
+@pytest.mark.parametrize("command", ["train", "predict", "evaluate", "summary", "demo", "cache"])
 def test_help_everywhere(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

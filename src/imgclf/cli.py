@@ -10,6 +10,7 @@ imgclf demo [--data DIR]
 imgclf serve RUN [--host 127.0.0.1] [--port 8000] [--engine auto|torch|onnx|openvino]
 imgclf audit DATA [--val DIR] [--test DIR] [--out DIR] [--fail-on leakage,corrupt,...]   (exit 3: a --fail-on find)
 imgclf explain RUN IMAGE... [--out DIR] [--class NAME] [--alpha 0.5]
+imgclf cache [--clear features|decoded|onnx|all] [--older-than DAYS]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from imgclf.audit import (
     audit_folders,
     write_audit,
 )
+from imgclf.caches import ALL, CACHE_KINDS, CacheSize, cache_sizes, clear_caches, format_size
 from imgclf.config import (
     AUGMENT_PRESETS,
     CLASS_WEIGHTS,
@@ -405,6 +407,21 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class (default: predicted)")
     explain.add_argument(
         "--alpha", type=float, default=0.5, help="weight of the heatmap over the photo, 0 to 1 (default 0.5)"
+    )
+
+    cache = commands.add_parser(
+        "cache",
+        help="show or clear imgclf's on-disk caches",
+        description="List imgclf's caches under $IMGCLF_CACHE (default ~/.cache/imgclf): features (a frozen "
+        "backbone's features), decoded (decoded, resized images) and onnx (ONNX exports of runs), with their "
+        "files and size. Every entry is computed again when needed, so clearing costs only time.",
+    )
+    cache.add_argument("--clear", choices=(*CACHE_KINDS, ALL), help="delete the entries of one cache, or of all")
+    cache.add_argument(
+        "--older-than",
+        type=float,
+        metavar="DAYS",
+        help="with --clear: delete only the entries written more than DAYS days ago",
     )
     return parser
 
@@ -907,6 +924,36 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    if args.clear is None:
+        if args.older_than is not None:
+            raise ImgclfError(
+                f"--older-than only limits --clear. Received: --older-than={args.older_than:g} without --clear. "
+                f"Add --clear KIND, e.g. imgclf cache --clear all --older-than {args.older_than:g}."
+            )
+        stdout.print(cache_table("imgclf caches", cache_sizes(), "size"))
+        return 0
+    cleared = clear_caches(args.clear, args.older_than)
+    days = "day" if args.older_than == 1 else "days"
+    age = "" if args.older_than is None else f", written more than {args.older_than:g} {days} ago"
+    stdout.print(cache_table(f"Deleted{age}", cleared, "freed"))
+    freed, files = sum(size.size_bytes for size in cleared), sum(size.files for size in cleared)
+    stdout.print(f"Freed {format_size(freed)} ({files:,} {'file' if files == 1 else 'files'}).")
+    return 0
+
+
+def cache_table(title: str, sizes: Sequence[CacheSize], size_column: str) -> Table:
+    """Kind, folder, files and human-readable size of each cache, then their total."""
+    table = Table(title=title)
+    for column in ("kind", "folder", "files", size_column):
+        table.add_column(column, justify="right" if column in ("files", size_column) else "left", overflow="fold")
+    for size in sizes:
+        table.add_row(size.kind, escape(str(size.folder)), f"{size.files:,}", format_size(size.size_bytes))
+    total_bytes = format_size(sum(size.size_bytes for size in sizes))
+    table.add_row("total", "", f"{sum(size.files for size in sizes):,}", total_bytes, style="bold")
+    return table
+
+
 COMMANDS = {
     "train": _train,
     "predict": _predict,
@@ -918,6 +965,7 @@ COMMANDS = {
     "serve": _serve,
     "audit": _audit,
     "explain": _explain,
+    "cache": _cache,
 }
 
 
