@@ -32,3 +32,16 @@ def test_chunks_keep_every_file_in_its_place_and_list_the_unreadable(small_photo
         images = torch.stack([load_tensor(files[i], preprocessing) for i in kept])
         expected = extractor(normalize(images, preprocessing))
     torch.testing.assert_close(found, expected)
+
+
+def test_a_cache_that_cannot_be_written_is_warned_about_once(small_photos, tmp_path, caplog):
+    files = index_folder(small_photos / "train").files[:4]
+    (tmp_path / "not-a-folder").write_text("a file where the cache folder should be")
+    cache = FeatureCache(tmp_path / "not-a-folder")
+    extractor = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+
+    found, kept, skipped, computed = extract_features(extractor, files, Preprocessing(image_size=32), cache)
+
+    assert found.shape == (4, 4) and kept == [0, 1, 2, 3] and not skipped and computed == 4
+    warnings = [record for record in caplog.records if "Cannot write the feature cache" in record.message]
+    assert len(warnings) == 1 and "not-a-folder" in warnings[0].message

@@ -62,6 +62,7 @@ class FeatureCache:
 
     def __init__(self, folder: Path):
         self.folder = folder
+        self.writable = True
 
     def _path(self, digest: str) -> Path:
         return self.folder / digest[:2] / f"{digest}.safetensors"
@@ -76,8 +77,15 @@ class FeatureCache:
             return None
 
     def put(self, digest: str, features: torch.Tensor) -> None:
-        # Not fsynced: a cache entry lost in a crash is only computed again (the rename still keeps it whole).
-        save_tensors(self._path(digest), {"features": features}, durable=False)
+        """Store one image's features; a cache folder that cannot be written is warned about once, then left."""
+        if not self.writable:
+            return
+        try:
+            # Not fsynced: a cache entry lost in a crash is only computed again (the rename still keeps it whole).
+            save_tensors(self._path(digest), {"features": features}, durable=False)
+        except OSError as error:
+            self.writable = False
+            log.warning("Cannot write the feature cache %s (%s); extracting without storing.", self.folder, error)
 
 
 def _extraction_backbone(
