@@ -127,13 +127,17 @@ def _own_folder(root: Path, kind: str) -> Path:
     return folder
 
 
+def _entries(folder: Path | str) -> list[os.DirEntry]:
+    """What `folder` holds; nothing when it does not exist."""
+    try:
+        return list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def _files_under(folder: Path | str) -> Iterator[tuple[str, os.stat_result]]:
     """(path, lstat) of every file and symbolic link under `folder`; symbolic links are never followed."""
-    try:
-        entries = list(os.scandir(folder))
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for entry in entries:
+    for entry in _entries(folder):
         if entry.is_dir(follow_symlinks=False):
             yield from _files_under(entry.path)
             continue
@@ -161,11 +165,7 @@ def _clear_folder(kind: str, folder: Path, cutoff: float | None) -> CacheSize:
 
 def _remove_empty_folders(folder: Path | str) -> None:
     """Remove the empty sub-folders of `folder`, deepest first; `folder` itself stays."""
-    try:
-        entries = list(os.scandir(folder))
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for entry in entries:
+    for entry in _entries(folder):
         if entry.is_dir(follow_symlinks=False):
             _remove_empty_folders(entry.path)
             # Not empty: it holds entries --older-than kept, or one a training run has just written.
