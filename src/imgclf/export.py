@@ -12,14 +12,11 @@ probabilities, so an engine is checked again each time it is loaded.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +28,7 @@ from torch import nn
 from imgclf.config import ImgclfError, Preprocessing, RunConfig
 from imgclf.data import DatasetError, decode_files, list_images, validation_index
 from imgclf.engines import OnnxRuntimeEngine, ProbabilityModel, TorchEngine, create_onnx_engine
+from imgclf.onnx_graph import OPSET, OnnxExportError, to_onnx_bytes
 from imgclf.runs import (
     WEIGHTS_FILE,
     Run,
@@ -50,7 +48,6 @@ REPORT_FILE = "export.json"
 REFERENCE_FILE = "parity.safetensors"
 TOLERANCE = 1e-4
 REFERENCE_IMAGES = 32
-OPSET = 18
 
 
 class ExportError(ImgclfError):
@@ -130,25 +127,11 @@ def to_onnx(model: nn.Module, preprocessing: Preprocessing, temperature: float, 
     wrapper = ProbabilityModel(model.float().eval(), preprocessing, temperature)
     wrapper = wrapper.to(memory_format=torch.contiguous_format)
     size = preprocessing.image_size
-    example = (torch.rand(2, 3, size, size),)
-    # The exporter reports its steps with print(); keep them off the user's terminal.
-    with contextlib.redirect_stdout(io.StringIO()) as chatter, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            program = torch.onnx.export(
-                wrapper,
-                example,
-                dynamo=True,
-                input_names=["pixels"],
-                output_names=["probabilities"],
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-                opset_version=OPSET,
-                verbose=False,
-            )
-        except Exception as error:  # the exporter raises many types; all mean the same to the user
-            raise ExportError(f"PyTorch could not export the model to ONNX: {error}") from None
-    log.debug("%s", chatter.getvalue())
-    proto = program.model_proto
+    try:
+        graph = to_onnx_bytes(wrapper, torch.rand(2, 3, size, size), "pixels", "probabilities")
+    except OnnxExportError as error:
+        raise ExportError(f"PyTorch could not export the model to ONNX: {error}") from None
+    proto = onnx.load_from_string(graph)
     onnx.helper.set_model_props(proto, metadata)
     return proto.SerializeToString()
 

@@ -10,9 +10,7 @@ second of export and compilation (docs/performance.md).
 from __future__ import annotations
 
 import importlib.util
-import io
 import logging
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imgclf.onnx_graph import to_onnx_bytes
 from imgclf.runs import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -60,24 +59,8 @@ class OpenVinoBackbone:
 
 
 def export_backbone(module: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """Write `module` as ONNX with a dynamic batch size.
-
-    TorchScript's exporter, not dynamo's: 0.8 s against 5.7 s for Lite0, and a plain feed-forward backbone is
-    what it handles well.
-    """
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # its deprecation notices say nothing a user can act on
-        torch.onnx.export(
-            module,
-            (example,),
-            buffer,
-            dynamo=False,
-            input_names=["images"],
-            dynamic_axes={"images": {0: "batch"}},
-            opset_version=17,
-        )
-    atomic_write_bytes(path, buffer.getvalue(), False)
+    """Write `module` as ONNX with a dynamic batch size."""
+    atomic_write_bytes(path, to_onnx_bytes(module.eval(), example, "images", "features"), False)
 
 
 def worth_trying(onnx_path: Path, images: int, device: torch.device) -> bool:
@@ -101,7 +84,7 @@ def fastest_backbone(
         return None
     try:
         if not onnx_path.is_file():
-            export_backbone(module.eval(), check, onnx_path)
+            export_backbone(module.eval(), check[:1], onnx_path)  # checked below on another batch size
         engine = OpenVinoBackbone(onnx_path, fp32)
         expected, got = module(check).float(), engine(check)
     except Exception as error:  # the exporter and OpenVINO raise many types; all mean "use PyTorch"

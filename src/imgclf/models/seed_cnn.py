@@ -33,7 +33,7 @@ class SeedCNN(nn.Sequential):
     first_block_layers = 3
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
             # The slices only keep eager CPU work in cache; a traced graph (ONNX export) needs one batch shape.
             return super().forward(inputs)
         layers = list(self)
