@@ -7,7 +7,6 @@ what it has (precision / recall / F1, ROC, top-k); calibration and coverage are 
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as sk
 
 CONFIDENCE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
@@ -39,7 +38,7 @@ def log_loss(true_labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e
 
 def per_class(true_labels: np.ndarray, predicted_labels: np.ndarray, class_names: list[str]) -> list[dict]:
     """Precision, recall, F1 and support of every class (0 where a class is never predicted)."""
-    precision, recall, f1, support = sk.precision_recall_fscore_support(
+    precision, recall, f1, support = _sklearn().precision_recall_fscore_support(
         true_labels, predicted_labels, labels=range(len(class_names)), zero_division=0
     )
     return [
@@ -54,9 +53,9 @@ def roc(true_labels: np.ndarray, probabilities: np.ndarray) -> dict | None:
     if np.asarray(probabilities).shape[1] != 2 or len(np.unique(true_labels)) < 2:
         return None
     scores = np.asarray(probabilities)[:, 1]
-    false_positive, true_positive, thresholds = sk.roc_curve(true_labels, scores)
+    false_positive, true_positive, thresholds = _sklearn().roc_curve(true_labels, scores)
     return {
-        "auc": float(sk.roc_auc_score(true_labels, scores)),
+        "auc": float(_sklearn().roc_auc_score(true_labels, scores)),
         "false_positive_rate": false_positive.tolist(),
         "true_positive_rate": true_positive.tolist(),
         "thresholds": np.nan_to_num(thresholds, posinf=1.0).tolist(),
@@ -66,7 +65,7 @@ def roc(true_labels: np.ndarray, probabilities: np.ndarray) -> dict | None:
 def top_k_accuracy(true_labels: np.ndarray, probabilities: np.ndarray, k: int) -> float:
     """The fraction of images whose true class is among the `k` most probable."""
     classes = np.arange(np.asarray(probabilities).shape[1])
-    return float(sk.top_k_accuracy_score(true_labels, probabilities, k=k, labels=classes))
+    return float(_sklearn().top_k_accuracy_score(true_labels, probabilities, k=k, labels=classes))
 
 
 def reliability(true_labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> dict:
@@ -117,3 +116,11 @@ def coverage(true_labels: np.ndarray, probabilities: np.ndarray, thresholds=CONF
             }
         )
     return rows
+
+
+def _sklearn():
+    """scikit-learn's metrics, imported when first needed: the import takes about 0.8 s, which every command
+    (even `imgclf --help`) paid when it was at the top of this module."""
+    from sklearn import metrics
+
+    return metrics
