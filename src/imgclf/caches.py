@@ -67,14 +67,14 @@ def clear_caches(kind: str = ALL, older_than_days: float | None = None) -> list[
     Example: `clear_caches("decoded", older_than_days=30)[0].size_bytes` is the bytes freed in `decoded`.
     """
     kinds = CACHE_KINDS if kind == ALL else _check_kinds([kind])
-    check_older_than(older_than_days)
+    _check_older_than(older_than_days)
     root = _safe_cache_root()
     folders = {name: _own_folder(root, name) for name in kinds}  # every check passes before anything is deleted
     cutoff = None if older_than_days is None else time.time() - older_than_days * SECONDS_PER_DAY
     return [_clear_folder(name, folder, cutoff) for name, folder in folders.items()]
 
 
-def check_older_than(days: float | None) -> None:
+def _check_older_than(days: float | None) -> None:
     """`--older-than` is None (every file) or a finite number of days, 0 or more; raises `CacheError` otherwise."""
     if days is not None and not (math.isfinite(days) and days >= 0):
         raise CacheError(

@@ -63,7 +63,7 @@ def export_backbone(module: nn.Module, example: torch.Tensor, path: Path) -> Non
     atomic_write_bytes(path, to_onnx_bytes(module.eval(), example, "images", "features"), False)
 
 
-def worth_trying(onnx_path: Path, images: int, device: torch.device) -> bool:
+def _worth_trying(onnx_path: Path, images: int, device: torch.device) -> bool:
     """Whether OpenVINO may run a backbone faster: on a CPU, with OpenVINO installed, and with an export at
     `onnx_path` already or `WORTH_EXPORTING` `images` or more to pay for one."""
     if device.type != "cpu" or importlib.util.find_spec("openvino") is None:
@@ -80,7 +80,7 @@ def fastest_backbone(
 
     The export is kept at `onnx_path` and made only for `WORTH_EXPORTING` `images` or more.
     """
-    if not worth_trying(onnx_path, images, check.device):
+    if not _worth_trying(onnx_path, images, check.device):
         return None
     try:
         if not onnx_path.is_file():
