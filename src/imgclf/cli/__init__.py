@@ -1,0 +1,53 @@
+"""The `imgclf` command line: parse, call the library, print, exit (0 ok, 1 user error, 2 usage error).
+
+`parser.py` holds the options, `commands.py` one function per command, `output.py` what is printed.
+
+imgclf train DATA --val VAL [options] [--nproc N]   (N processes: torchrun --standalone --nproc-per-node N -m imgclf)
+imgclf predict RUN PATH... [--format table|csv|json] [--output FILE] [--engine auto|torch|onnx|openvino] [--device]
+imgclf evaluate RUN DIR [--tta] [--min-confidence P] [--device auto|cpu|cuda]
+imgclf report RUN [DIR]
+imgclf export RUN [--format onnx]
+imgclf summary MODEL_OR_RUN
+imgclf demo [--data DIR]
+imgclf serve RUN [--host 127.0.0.1] [--port 8000] [--engine auto|torch|onnx|openvino]
+imgclf audit DATA [--val DIR] [--test DIR] [--out DIR] [--fail-on leakage,corrupt,...]   (exit 3: a --fail-on find)
+imgclf explain RUN IMAGE... [--out DIR] [--class NAME] [--alpha 0.5]
+imgclf cache [--clear features|decoded|onnx|all] [--older-than DAYS]
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from rich.markup import escape
+
+from imgclf.cli.commands import COMMANDS
+from imgclf.cli.output import ConsoleLogHandler, stderr
+from imgclf.cli.parser import parse_args
+from imgclf.config import ImgclfError
+from imgclf.distributed import is_main_process
+from imgclf.engine import TrainingInterrupted
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    # imgclf's own progress lines at INFO; other libraries (the ONNX exporter is chatty) only from WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[ConsoleLogHandler()], force=True)
+    logging.getLogger("imgclf").setLevel(logging.INFO)
+    try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = parse_args(argv)
+        args.argv = argv  # `train --nproc N` runs the same command again under torchrun
+        return COMMANDS[args.command](args)
+    except TrainingInterrupted as error:
+        if is_main_process():  # under torchrun every process stops; one says how to resume
+            stderr.print(f"[yellow]{escape(str(error))}[/yellow]")
+        return 130
+    except ImgclfError as error:
+        stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        stderr.print("[yellow]Interrupted.[/yellow]")
+        return 130

@@ -1,0 +1,301 @@
+"""One function per `imgclf` command: check what the library cannot, call it, print the result, return the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.markup import escape
+
+from imgclf.audit import audit_folders, write_audit
+from imgclf.caches import cache_sizes, clear_caches, format_size
+from imgclf.cli.output import (
+    TrainingProgress,
+    cache_table,
+    experiments_table,
+    explanations_table,
+    format_predictions,
+    predictions_table,
+    print_audit,
+    print_evaluation,
+    print_run_files,
+    progress_bar,
+    stderr,
+    stdout,
+    table_text,
+    warn_unreadable,
+)
+from imgclf.cli.parser import AUGMENT_OPTIONS
+from imgclf.config import AUGMENT_PRESETS, ImgclfError, TrainConfig, check_min_confidence
+from imgclf.distributed import check_batch_size, is_main_process, launch, torchrun_environment
+from imgclf.engine import make_train_config, train
+from imgclf.runs import atomic_write_text
+
+EXIT_AUDIT_PROBLEMS = 3
+
+
+def _load_run(args: argparse.Namespace):
+    from imgclf.runs import load
+
+    check_min_confidence(args.min_confidence)  # before the load, which may export the model first
+    run = load(args.run, engine=args.engine, device=args.device)
+    if args.min_confidence is not None:
+        run.min_confidence = args.min_confidence
+    return run
+
+
+def _train_options(args: argparse.Namespace) -> dict:
+    """The training options the user gave (unset ones keep the library's defaults)."""
+    names = [field.name for field in dataclasses.fields(TrainConfig) if field.name not in ("data", "augment")]
+    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    augment_overrides = {name: getattr(args, name) for name in AUGMENT_OPTIONS if getattr(args, name) is not None}
+    if args.augment is not None or augment_overrides:
+        preset = AUGMENT_PRESETS[args.augment or "none"]
+        options["augment"] = dataclasses.replace(preset, **augment_overrides)
+    return options
+
+
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    kept, skip_value = [], False
+    for token in argv:
+        if skip_value:
+            skip_value = False
+        elif token == "--nproc":
+            skip_value = True
+        elif not token.startswith("--nproc="):
+            kept.append(token)
+    return kept
+
+
+def _launch_processes(args: argparse.Namespace) -> int:
+    """`--nproc N`: check the options here, where an error is one line, then rerun the command under torchrun."""
+    if args.resume is not None:
+        from imgclf.runs import read_config
+
+        batch_size = read_config(args.resume).train.batch_size
+    else:
+        batch_size = make_train_config(args.data, **_train_options(args)).batch_size
+    check_batch_size(batch_size, args.nproc)
+    return launch(args.nproc, _without_nproc(args.argv))
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.resume is None and args.data is None:
+        raise ImgclfError("Missing DATA: give a folder with one sub-folder per class, or --resume RUN.")
+    if args.nproc is not None and args.nproc < 1:
+        raise ImgclfError(f"Invalid option --nproc. Received: --nproc={args.nproc}. Use 1 or more processes.")
+    if args.nproc is not None and args.nproc > 1 and torchrun_environment() is None:
+        return _launch_processes(args)
+    options = _train_options(args)
+    # Under torchrun only the main process draws the progress bar and lists the files.
+    with TrainingProgress() if is_main_process() else contextlib.nullcontext() as progress:
+        if args.resume is not None:
+            run = train(
+                resume=args.resume,
+                progress=progress,
+                **{k: v for k, v in options.items() if k in ("epochs", "patience")},
+            )
+        else:
+            run = train(config=make_train_config(args.data, **options), progress=progress)
+    if is_main_process():
+        print_run_files(run.run_dir)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from imgclf.data import list_images
+
+    run = _load_run(args)
+    files = list_images(args.paths)
+    with progress_bar("Predicting") as progress:
+        task = progress.add_task("predict", total=len(files))
+        predictions = []
+        for prediction in run.predict_iter(files, batch_size=args.batch_size):
+            predictions.append(prediction)
+            progress.advance(task)
+    if args.format == "table":
+        if args.output:
+            atomic_write_text(args.output, table_text(predictions_table(predictions)))
+        else:
+            stdout.print(predictions_table(predictions))
+    else:
+        text = format_predictions(predictions, run.class_names, args.format)
+        if args.output:
+            atomic_write_text(args.output, text)
+        else:
+            sys.stdout.write(text)
+    warn_unreadable(sum(p.error is not None for p in predictions), len(predictions), "the error column")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from imgclf.evaluate import evaluate_folder, write_evaluation
+    from imgclf.report import REPORT_FILE, write_report
+
+    run = _load_run(args)
+    evaluation = evaluate_folder(run, args.folder, args.batch_size, args.tta)
+    out_dir = Path(args.out) if args.out else run.run_dir / f"eval-{Path(args.folder).resolve().name}"
+    write_evaluation(evaluation, out_dir)
+    write_report(run, evaluation, out_dir / REPORT_FILE)
+    print_evaluation(evaluation)
+    stdout.print(f"Wrote {out_dir / 'metrics.json'}, {out_dir / 'predictions.csv'} and {out_dir / REPORT_FILE}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from imgclf.data import validation_index
+    from imgclf.evaluate import evaluate_folder, evaluate_index
+    from imgclf.report import REPORT_FILE, write_report
+
+    run = _load_run(args)
+    if args.folder is not None:
+        evaluation = evaluate_folder(run, args.folder, args.batch_size, args.tta)
+    else:
+        evaluation = evaluate_index(run, validation_index(run.config.train), args.batch_size, args.tta)
+    path = write_report(run, evaluation, args.out or run.run_dir / REPORT_FILE)
+    print_evaluation(evaluation)
+    stdout.print(f"Wrote {path}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from imgclf.export import export_onnx
+    from imgclf.runs import load
+
+    result = export_onnx(load(args.run), args.out, args.parity_images)
+    stdout.print(f"Parity: {result.parity.describe()}")
+    stdout.print(f"Wrote {result.onnx_path} and {result.report_path} in {result.seconds:.1f} s")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from imgclf.config import Preprocessing
+    from imgclf.models import create_model, get_spec, list_models, summarize
+    from imgclf.runs import load
+
+    if args.list or args.target is None:
+        stdout.print("\n".join(list_models()))
+        return 0
+    if Path(args.target).is_dir():
+        run = load(args.target)
+        stdout.print(summarize(run.model, run.preprocessing))
+        return 0
+    spec = get_spec(args.target)
+    size = args.image_size or spec.preprocessing.image_size
+    model = create_model(args.target, args.classes, size)
+    stdout.print(summarize(model, Preprocessing(image_size=size)))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from imgclf.demo import run_demo, shipped_data
+
+    with TrainingProgress() as progress:
+        results = run_demo(
+            args.data,
+            args.out,
+            args.experiment,
+            progress,
+            seed=args.seed,
+            epochs=args.epochs,
+            vgg16_weights=args.vgg16_weights,
+        )
+    for result in results:
+        title = f"Experiment {result.experiment}: predictions on photos the model did not train on"
+        stdout.print(predictions_table(result.predictions, title, root=Path(args.data or shipped_data())))
+    stdout.print(experiments_table(results))
+    for result in results:
+        print_run_files(result.run.run_dir)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from imgclf.serve import ServeOptions, serve
+
+    given = {
+        "max_upload_bytes": None if args.max_upload_mb is None else round(args.max_upload_mb * 1024 * 1024),
+        "timeout_s": args.timeout,
+        "max_batch_size": args.max_batch,
+    }
+    options = ServeOptions(**{name: value for name, value in given.items() if value is not None})
+    serve(args.run, args.host, args.port, args.engine, options)
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    folders = {name: folder for name, folder in (("train", args.data), ("val", args.val), ("test", args.test))}
+    with progress_bar("Auditing") as progress:
+        task = progress.add_task("audit", total=None)
+        report = audit_folders(
+            {name: folder for name, folder in folders.items() if folder is not None},
+            near_threshold=args.near_threshold,
+            min_size=args.min_size,
+            workers=args.workers,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    written = write_audit(report, Path(args.out) if args.out else Path(f"audit-{Path(args.data).resolve().name}"))
+    print_audit(report)
+    stdout.print(f"Wrote {written[0]} and {written[1]}")
+    failures = report.failures(args.fail_on)
+    if failures:
+        found = ", ".join(f"{name} ({count})" for name, count in failures.items())
+        stderr.print(f"[red]Found {escape(found)}[/red], named by --fail-on: exit code {EXIT_AUDIT_PROBLEMS}.")
+        return EXIT_AUDIT_PROBLEMS
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from imgclf.data import list_images
+    from imgclf.explain import explain_files
+    from imgclf.runs import load
+
+    run = load(args.run)
+    files = list_images(args.images)
+    out_dir = Path(args.out) if args.out else run.run_dir / "gradcam"
+    with progress_bar("Explaining") as progress:
+        task = progress.add_task("explain", total=len(files))
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done)
+
+        results = explain_files(run, files, out_dir, args.class_name, args.alpha, progress=advance)
+    stdout.print(explanations_table(results, out_dir))
+    warn_unreadable(sum(result.error is not None for result in results), len(results), "the table")
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    if args.clear is None:
+        if args.older_than is not None:
+            raise ImgclfError(
+                f"--older-than only limits --clear. Received: --older-than={args.older_than:g} without --clear. "
+                f"Add --clear KIND, e.g. imgclf cache --clear all --older-than {args.older_than:g}."
+            )
+        stdout.print(cache_table("imgclf caches", cache_sizes(), "size"))
+        return 0
+    cleared = clear_caches(args.clear, args.older_than)
+    days = "day" if args.older_than == 1 else "days"
+    age = "" if args.older_than is None else f", written more than {args.older_than:g} {days} ago"
+    stdout.print(cache_table(f"Deleted{age}", cleared, "freed"))
+    freed, files = sum(size.size_bytes for size in cleared), sum(size.files for size in cleared)
+    stdout.print(f"Freed {format_size(freed)} ({files:,} {'file' if files == 1 else 'files'}).")
+    return 0
+
+
+COMMANDS = {
+    "train": _train,
+    "predict": _predict,
+    "evaluate": _evaluate,
+    "summary": _summary,
+    "export": _export,
+    "report": _report,
+    "demo": _demo,
+    "serve": _serve,
+    "audit": _audit,
+    "explain": _explain,
+    "cache": _cache,
+}

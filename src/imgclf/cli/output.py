@@ -1,0 +1,319 @@
+"""What the command line shows: log lines, progress bars and the tables each command prints."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from imgclf.audit import AuditReport
+from imgclf.caches import CacheSize, format_size
+from imgclf.runs import Prediction
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+AUDIT_ROWS_SHOWN = 10
+RUN_FILES = (
+    "model.safetensors",
+    "config.json",
+    "history.csv",
+    "loss.png",
+    "accuracy.png",
+    "summary.txt",
+    "calibration.json",
+    "metrics.json",
+    "predictions.csv",
+    "report.html",
+    "skipped.csv",
+)
+
+
+class ConsoleLogHandler(logging.Handler):
+    """Library log records as plain lines on the terminal, above any progress bar; warnings in yellow."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        style = "yellow" if record.levelno >= logging.WARNING else None
+        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        stderr.print(prefix + self.format(record), style=style, markup=False, highlight=False)
+
+
+def progress_bar(label: str) -> Progress:
+    """A transient progress bar on stderr: `label`, the bar, done of total, time elapsed."""
+    return Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=stderr, transient=True
+    )
+
+
+class TrainingProgress:
+    """A progress bar over the steps of each epoch (the library calls it after every step)."""
+
+    def __init__(self):
+        self.progress = progress_bar("Epoch {task.fields[epoch]}")
+        self.task = None
+        self.epoch = None
+
+    def __enter__(self) -> TrainingProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def __call__(self, epoch: int, step: int, steps: int) -> None:
+        if epoch != self.epoch:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task("train", total=steps, epoch=epoch)
+            self.epoch = epoch
+        self.progress.update(self.task, completed=step)
+
+
+def print_run_files(run_dir: Path) -> None:
+    """The run directory and the files of it a user opens."""
+    stdout.print(f"Run directory: {run_dir}")
+    for name in RUN_FILES:
+        if (run_dir / name).exists():
+            stdout.print(f"  {run_dir / name}")
+
+
+def predictions_table(predictions: Sequence[Prediction], title: str | None = None, root: Path | None = None) -> Table:
+    """File, label, class index and probability; files under `root` are shown relative to it."""
+    table = Table(title=title)
+    for column in ("file", "label", "index", "probability"):
+        table.add_column(column, justify="right" if column in ("index", "probability") else "left", overflow="fold")
+    for p in predictions:
+        shown = p.file
+        if root is not None and Path(p.file).is_relative_to(root):
+            shown = str(Path(p.file).relative_to(root))
+        if p.error is not None:
+            table.add_row(escape(shown), f"[red]unreadable: {escape(p.error)}[/red]", "", "")
+        else:
+            index = "" if p.index is None else str(p.index)
+            table.add_row(escape(shown), escape(p.label), index, f"{p.probability:.4f}")
+    return table
+
+
+def table_text(table: Table) -> str:
+    """A table as plain text, for writing to a file."""
+    console = Console(file=io.StringIO(), width=200)
+    console.print(table)
+    return console.file.getvalue()
+
+
+def format_predictions(predictions: Sequence[Prediction], class_names: list[str], fmt: str) -> str:
+    """CSV or JSON text: file, label, index, probability of the label, and one probability per class."""
+    if fmt == "json":
+        return json.dumps([dataclasses.asdict(p) for p in predictions], indent=2) + "\n"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file", "label", "index", "probability", *[f"p_{name}" for name in class_names], "error"])
+    for p in predictions:
+        writer.writerow(
+            [
+                p.file,
+                p.label or "",
+                "" if p.index is None else p.index,
+                "" if p.probability is None else f"{p.probability:.6f}",
+                *[f"{p.probabilities[c]:.6f}" if p.probabilities else "" for c in class_names],
+                p.error or "",
+            ]
+        )
+    return buffer.getvalue()
+
+
+def warn_unreadable(failed: int, total: int, where: str) -> None:
+    """One yellow line when some images could not be read; nothing otherwise."""
+    if failed:
+        stderr.print(f"[yellow]{failed} of {total} images could not be read (see {where}).")
+
+
+def print_evaluation(evaluation) -> None:
+    """The headline numbers, per-class table and confusion matrix of an evaluation (predictions if unlabelled)."""
+    values = evaluation.to_dict()
+    unreadable = values["images"] - values["scored"]
+    if not values["labelled"]:
+        stdout.print(predictions_table(evaluation.predictions, "Predictions (the folder has no class sub-folders)"))
+        return
+    headline = (
+        f"Accuracy: {values['accuracy']:.4f}  macro F1: {values['macro_f1']:.4f}  log-loss: {values['log_loss']:.4f}"
+        f"  ECE: {values['calibration']['ece']:.4f}"
+    )
+    if values["roc"] is not None:
+        headline += f"  AUC: {values['roc']['auc']:.4f}"
+    if values.get("top_5_accuracy") is not None:
+        headline += f"  top-5: {values['top_5_accuracy']:.4f}"
+    stdout.print(f"{headline}  ({values['scored']} images scored, {unreadable} unreadable)")
+    per_class = Table(title="Per class")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        per_class.add_column(column, justify="left" if column == "class" else "right")
+    for row in values["per_class"]:
+        per_class.add_row(
+            escape(row["class"]),
+            f"{row['precision']:.4f}",
+            f"{row['recall']:.4f}",
+            f"{row['f1']:.4f}",
+            str(row["support"]),
+        )
+    stdout.print(per_class)
+    confusion = Table(title="Confusion matrix (rows: true, columns: predicted)")
+    confusion.add_column("")
+    for name in evaluation.class_names:
+        confusion.add_column(escape(name), justify="right")
+    for name, row in zip(evaluation.class_names, evaluation.confusion):
+        confusion.add_row(escape(name), *[str(v) for v in row])
+    stdout.print(confusion)
+    if values["min_confidence"] is not None:
+        stdout.print(f"{values['unsure']} images below --min-confidence {values['min_confidence']} (unsure).")
+    if values["misclassified"]:
+        worst = values["misclassified"][0]
+        stdout.print(
+            f"{len(values['misclassified'])} misclassified; most confidently wrong: {escape(worst['file'])} "
+            f"({worst['true_label']} taken for {worst['predicted_label']} at {worst['probability']:.3f})"
+        )
+
+
+def experiments_table(results) -> Table:
+    """The experiments side by side: final and best val accuracy, seconds, and the share of unseen photos right."""
+    table = Table(title="The tutorial's experiments")
+    for column in ("experiment", "model", "final val_accuracy", "best val_accuracy", "seconds"):
+        table.add_column(column, justify="left" if column in ("experiment", "model") else "right")
+    for result in results:
+        history = result.run.history
+        best = max(record["val_accuracy"] for record in history)
+        table.add_row(
+            result.experiment,
+            result.run.config.train.model,
+            f"{history[-1]['val_accuracy']:.4f}",
+            f"{best:.4f}",
+            f"{result.seconds:.1f}",
+        )
+    return table
+
+
+def explanations_table(results, out_dir: Path) -> Table:
+    """One row per explained image: predicted and explained class, probability and the overlay's file name."""
+    table = Table(title=f"Grad-CAM overlays in {escape(str(out_dir))}")
+    for column in ("file", "predicted", "explained", "probability", "overlay"):
+        table.add_column(column, justify="right" if column == "probability" else "left", overflow="fold")
+    for result in results:
+        if result.error is not None:
+            table.add_row(escape(result.file), f"[red]unreadable: {escape(result.error)}[/red]", "", "", "")
+        else:
+            table.add_row(
+                escape(result.file),
+                escape(result.predicted),
+                escape(result.label),
+                f"{result.probability:.4f}",
+                escape(result.output.name),
+            )
+    return table
+
+
+def cache_table(title: str, sizes: Sequence[CacheSize], size_column: str) -> Table:
+    """Kind, folder, files and human-readable size of each cache, then their total."""
+    table = Table(title=title)
+    for column in ("kind", "folder", "files", size_column):
+        table.add_column(column, justify="right" if column in ("files", size_column) else "left", overflow="fold")
+    for size in sizes:
+        table.add_row(size.kind, escape(str(size.folder)), f"{size.files:,}", format_size(size.size_bytes))
+    total_bytes = format_size(sum(size.size_bytes for size in sizes))
+    table.add_row("total", "", f"{sum(size.files for size in sizes):,}", total_bytes, style="bold")
+    return table
+
+
+def print_audit(report: AuditReport) -> None:
+    """The audit's terminal summary: classes per split, image sizes, problem counts, then the first of each."""
+    classes = Table(title=f"Images per class ({report.seconds:.1f} s)")
+    classes.add_column("class")
+    for split in report.splits:
+        classes.add_column(escape(split.name), justify="right")
+    for name in dict.fromkeys(name for split in report.splits for name in split.class_names):
+        counts = [dict(zip(split.class_names, split.class_counts)).get(name) for split in report.splits]
+        classes.add_row(escape(name), *["-" if count is None else str(count) for count in counts])
+    classes.add_row("total", *[str(sum(split.class_counts)) for split in report.splits], style="bold")
+    stdout.print(classes)
+    for message in [*report.warnings, *(split.imbalance for split in report.splits if split.imbalance)]:
+        stderr.print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+    stats = report.statistics()
+    sizes = Table(title=f"{stats['images']} readable images")
+    for column in ("", "min", "median", "max"):
+        sizes.add_column(column, justify="right" if column else "left")
+    for name in ("width", "height", "bytes"):
+        if stats[name] is not None:
+            sizes.add_row(name, *[f"{stats[name][key]:,.0f}" for key in ("min", "median", "max")])
+    stdout.print(sizes)
+    for name in ("modes", "formats"):
+        stdout.print(f"{name}: " + ", ".join(f"{escape(str(key))} {count}" for key, count in stats[name].items()))
+
+    groups = report.groups
+    problems = Table(title="Problems")
+    problems.add_column("problem")
+    problems.add_column("count", justify="right")
+    problems.add_column("--fail-on")
+    for label, count, name in (
+        ("unreadable files", len(report.unreadable), "corrupt"),
+        ("extension does not match the format", len(report.mismatched), "mismatch"),
+        (f"tiny images (short side under {report.min_size} px)", len(report.tiny), "tiny"),
+        ("imbalanced splits", report.problems()["imbalance"], "imbalance"),
+        ("exact duplicate groups", sum(g.kind == "exact" for g in groups), "duplicates"),
+        (
+            f"near-duplicate groups (pHash within {report.near_threshold} bits)",
+            sum(g.kind == "near" for g in groups),
+            "duplicates",
+        ),
+        ("duplicate groups across splits", sum(g.leakage for g in groups), "leakage"),
+        ("duplicate groups across classes", sum(g.label_conflict for g in groups), ""),
+    ):
+        problems.add_row(label, f"[red]{count}[/red]" if count else "0", name)
+    stdout.print(problems)
+
+    _print_some("Unreadable files", ("file", "reason"), [(f.display_name(), f.facts.error) for f in report.unreadable])
+    _print_some(
+        "Extension does not match the format",
+        ("file", "format"),
+        [(f.display_name(), f.facts.format) for f in report.mismatched],
+    )
+    _print_some(
+        "Tiny images",
+        ("file", "width × height"),
+        [(f.display_name(), f"{f.facts.width} × {f.facts.height}") for f in report.tiny],
+    )
+    _print_some(
+        "Duplicate groups",
+        ("kind", "where", "files"),
+        [
+            (
+                group.kind if group.kind == "exact" else f"near ({group.distance} bits)",
+                ("[red]across splits[/red]" if group.leakage else f"within {group.splits[0]}")
+                + (" [red]and classes[/red]" if group.label_conflict else ""),
+                "\n".join(escape(name) for name in group.names()),
+            )
+            for group in groups
+        ],
+        markup=True,
+    )
+
+
+def _print_some(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], markup: bool = False) -> None:
+    """A table of the first `AUDIT_ROWS_SHOWN` rows, saying how many more audit.json holds; nothing when empty."""
+    if not rows:
+        return
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for row in rows[:AUDIT_ROWS_SHOWN]:
+        table.add_row(*(cell if markup else escape(str(cell)) for cell in row))
+    stdout.print(table)
+    if len(rows) > AUDIT_ROWS_SHOWN:
+        stdout.print(f"… and {len(rows) - AUDIT_ROWS_SHOWN} more in audit.json")
