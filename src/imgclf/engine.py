@@ -531,6 +531,51 @@ def _frozen_start(
     return fastest_backbone(extractor, check, onnx_path, precision is None, images)
 
 
+def train_epoch(
+    model: nn.Module,
+    phase: Phase,
+    setup: PhaseSetup,
+    config: TrainConfig,
+    processes: Processes,
+    epoch: int,
+    loss_weights: torch.Tensor | None,
+    progress: ProgressCallback | None = None,
+) -> tuple[float, float]:
+    """One epoch of training steps; returns the mean loss and accuracy over the images of every process.
+
+    `loss_weights` weighs each class in the loss (`--class-weight auto`). The batch order, dropout masks and
+    augmentation draws depend only on the seed and `epoch`, so a resumed run repeats them.
+    """
+    torch.manual_seed(processes.seed(config.seed * 1_000_003 + epoch))
+    augment_generator = torch.Generator().manual_seed(processes.seed(config.seed * 7_919 + epoch))
+    plan = datasets.epoch_batches(len(setup.train), config.batch_size, config.steps_per_epoch, config.seed, epoch)
+    shards = processes.shard(plan)  # on one process: every batch, whole, with weight 1
+    model.train()
+    if phase.name == "head":
+        model.backbone.eval()
+    elif phase.name == "fine-tune":
+        freeze_batchnorm(model)
+    total_loss, correct, seen = 0.0, 0, 0
+    batches = setup.train.batches([shard.rows for shard in shards])
+    for index, (shard, (batch, labels)) in enumerate(zip(shards, batches), start=1):
+        labels = labels.to(processes.device, non_blocking=True)
+        logits = setup.step.forward(setup.train_model, batch, augment_generator)
+        loss = compute_loss(logits, labels, loss_weights)
+        setup.optimizer.zero_grad(set_to_none=True)
+        # DDP averages the processes' gradients; the weight makes that the global batch's gradient.
+        setup.scaler.scale(loss if shard.loss_weight == 1 else loss * shard.loss_weight).backward()
+        setup.scaler.step(setup.optimizer)
+        setup.scaler.update()
+        if shard.loss_weight:  # weight 0: a stand-in row for a process left out of a small batch
+            total_loss += loss.item() * len(labels)
+            correct += int((predicted_labels(logits.detach()) == labels).sum())
+            seen += len(labels)
+        if progress is not None:
+            progress(epoch, index, len(plan))
+    total_loss, correct, seen = processes.sum(total_loss, correct, seen)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
 def _check_sources(setup: PhaseSetup, strict: bool) -> list[datasets.SkippedFile]:
     skipped = setup.train.skipped + setup.val.skipped
     if strict:
@@ -655,46 +700,18 @@ def train(
                 _save_phase_start(run_dir, model, phase)  # a phase resumed midway has its start saved already
         if phase.name == "fine-tune":
             log.info("Fine-tuning %s backbone blocks from epoch %d.", config.fine_tune, phase.first_epoch)
-        weights = (
+        loss_weights = (
             class_weights(setup.train.labels, len(class_names)).to(device) if config.class_weight == "auto" else None
         )
         try:
             for epoch in range(max(start_epoch, phase.first_epoch), phase.last_epoch + 1):
                 started = time.perf_counter()
-                torch.manual_seed(processes.seed(config.seed * 1_000_003 + epoch))
-                augment_generator = torch.Generator().manual_seed(processes.seed(config.seed * 7_919 + epoch))
-                plan = datasets.epoch_batches(
-                    len(setup.train), config.batch_size, config.steps_per_epoch, config.seed, epoch
-                )
-                shards = processes.shard(plan)  # on one process: every batch, whole, with weight 1
-                model.train()
-                if phase.name == "head":
-                    model.backbone.eval()
-                elif phase.name == "fine-tune":
-                    freeze_batchnorm(model)
-                total_loss, correct, seen = 0.0, 0, 0
-                batches = setup.train.batches([shard.rows for shard in shards])
-                for index, (shard, (batch, labels)) in enumerate(zip(shards, batches), start=1):
-                    labels = labels.to(device, non_blocking=True)
-                    logits = setup.step.forward(setup.train_model, batch, augment_generator)
-                    loss = compute_loss(logits, labels, weights)
-                    setup.optimizer.zero_grad(set_to_none=True)
-                    # DDP averages the processes' gradients; the weight makes that the global batch's gradient.
-                    setup.scaler.scale(loss if shard.loss_weight == 1 else loss * shard.loss_weight).backward()
-                    setup.scaler.step(setup.optimizer)
-                    setup.scaler.update()
-                    if shard.loss_weight:  # weight 0: a stand-in row for a process left out of a small batch
-                        total_loss += loss.item() * len(labels)
-                        correct += int((predicted_labels(logits.detach()) == labels).sum())
-                        seen += len(labels)
-                    if progress is not None:
-                        progress(epoch, index, len(plan))
-                total_loss, correct, seen = processes.sum(total_loss, correct, seen)
+                loss, accuracy = train_epoch(model, phase, setup, config, processes, epoch, loss_weights, progress)
                 val_loss, val_accuracy = evaluate(setup.model, setup.val, setup.step, config.batch_size, processes)
                 record = {
                     "epoch": epoch,
-                    "loss": total_loss / max(seen, 1),
-                    "accuracy": correct / max(seen, 1),
+                    "loss": loss,
+                    "accuracy": accuracy,
                     "val_loss": val_loss,
                     "val_accuracy": val_accuracy,
                     "seconds": round(time.perf_counter() - started, 4),
@@ -739,25 +756,39 @@ def train(
                 f"imgclf train --resume {run_dir}"
             ) from None
     if processes.is_main:
-        _finish_best(run_dir)
-        _write_plots(run_dir, history)
-        model.load_state_dict(load_tensors(run_dir / WEIGHTS_FILE))
-        calibration = calibrate(setup.model, setup.val, setup.step, config.batch_size)
-        write_json(run_dir / CALIBRATION_FILE, calibration)
-        log.info(
-            "Best val_loss %.4f; temperature %.3f fitted on the validation images; run saved in %s",
-            best_val_loss,
-            calibration["temperature"],
-            run_dir,
-        )
-        run = load(run_dir, device=str(device))
-        evaluation = evaluate_index(run, indexes[1], config.batch_size)
-        write_evaluation(evaluation, run_dir)
-        write_report(run, evaluation, run_dir / REPORT_FILE)
+        run = _finish_run(run_dir, model, setup, indexes[1], config.batch_size, history, best_val_loss)
     processes.barrier()  # the other processes wait for the finished run directory
     if not processes.is_main:
         run = load(run_dir, device=str(device))
     processes.close()
+    return run
+
+
+def _finish_run(
+    run_dir: Path,
+    model: nn.Module,
+    setup: PhaseSetup,
+    val_index: datasets.FolderIndex,
+    batch_size: int,
+    history: list[dict],
+    best_val_loss: float,
+) -> Run:
+    """After the last epoch: keep the best weights, plot, fit the temperature, then score and report the run."""
+    _finish_best(run_dir)
+    _write_plots(run_dir, history)
+    model.load_state_dict(load_tensors(run_dir / WEIGHTS_FILE))
+    calibration = calibrate(setup.model, setup.val, setup.step, batch_size)
+    write_json(run_dir / CALIBRATION_FILE, calibration)
+    log.info(
+        "Best val_loss %.4f; temperature %.3f fitted on the validation images; run saved in %s",
+        best_val_loss,
+        calibration["temperature"],
+        run_dir,
+    )
+    run = load(run_dir, device=str(setup.step.device))
+    evaluation = evaluate_index(run, val_index, batch_size)
+    write_evaluation(evaluation, run_dir)
+    write_report(run, evaluation, run_dir / REPORT_FILE)
     return run
 
 
