@@ -116,6 +116,34 @@ def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(small_photos, tmp_pa
     assert [row["epoch"] for row in read_history(resumed.run_dir)] == ["1", "2", "3"]
 
 
+def test_ctrl_c_before_the_first_epoch_ends_leaves_nothing_behind(small_photos, tmp_path, monkeypatch):
+    def interrupt_at_once(epoch: int, step: int, steps: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    common = {"val": str(small_photos / "val"), "epochs": 2, "batch_size": 8}
+    for out in (None, str(tmp_path / "chosen")):
+        with pytest.raises(imgclf.TrainingInterrupted, match="before the first epoch ended; nothing was saved"):
+            train_cnn(small_photos / "train", out=out, progress=interrupt_at_once, **common)
+    assert not (tmp_path / "chosen").exists()
+    assert list((tmp_path / "runs").iterdir()) == []
+    # A folder the user made keeps its files, and a run that never saved an epoch does not block --out.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(imgclf.TrainingInterrupted):
+        train_cnn(small_photos / "train", out=str(tmp_path / "mine"), progress=interrupt_at_once, **common)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+    run = train_cnn(small_photos / "train", out=str(tmp_path / "mine"), **common)
+    assert [row["epoch"] for row in read_history(run.run_dir)] == ["1", "2"]
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = make_train_config(tmp_path, model="seed-cnn")
+    folders = [engine._new_run_dir(config)[0] for _ in range(3)]
+    assert len(set(folders)) == 3 and all(folder.is_dir() for folder in folders)
+
+
 def test_ctrl_c_while_an_epoch_is_saved_waits_for_its_files(small_photos, tmp_path, monkeypatch):
     original = engine._save_checkpoint
 
@@ -160,6 +188,24 @@ def test_unreadable_files_are_skipped_and_listed(small_photos, tmp_path):
     assert set(rows) == {"empty.jpg", "notes.jpg"}
     assert "empty" in rows["empty.jpg"]
     assert json.loads((run.run_dir / "config.json").read_text())["dataset"]["train_count"] == 16
+
+
+def test_a_streamed_batch_of_only_unreadable_files_is_passed_over(small_photos, tmp_path):
+    (small_photos / "train" / "cars" / "empty.jpg").write_bytes(b"")
+    (small_photos / "val" / "planes" / "notes.jpg").write_text("not a photo")
+    run = train_cnn(
+        small_photos / "train",
+        val=str(small_photos / "val"),
+        out=str(tmp_path / "run"),
+        cache_mem_mb=0,
+        workers=0,
+        epochs=2,
+        batch_size=1,
+    )
+    history = read_history(run.run_dir)
+    assert all(0 < float(row[key]) < float("inf") for row in history for key in ("loss", "val_loss"))
+    with (run.run_dir / "skipped.csv").open() as file:
+        assert {Path(row["file"]).name for row in csv.DictReader(file)} == {"empty.jpg", "notes.jpg"}
 
 
 def test_strict_fails_before_training_naming_the_file(small_photos, tmp_path):

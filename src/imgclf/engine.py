@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -257,6 +258,8 @@ def predict_logits(
     model.eval()
     logits, labels = [], []
     for batch, batch_labels in source.batches(plan):
+        if len(batch_labels) == 0:  # streaming found every image of the batch unreadable
+            continue
         logits.append(step.forward(model, batch).cpu())
         labels.append(batch_labels)
     if not logits:
@@ -380,21 +383,36 @@ def _write_plots(run_dir: Path, history: list[dict]) -> None:
         save_figure(run_dir / "accuracy.png", plot_metric(history, "accuracy", "Training and validation accuracy"))
 
 
-def _new_run_dir(config: TrainConfig) -> Path:
+def _new_run_dir(config: TrainConfig) -> tuple[Path, bool]:
+    """The run directory, made now so that no other run can take it, and whether this call made it.
+
+    The default name has the time to the second; a run started in the same second gets a `-2`, `-3`, ... suffix.
+    An `--out` folder may already exist, unless it holds a run with a saved epoch.
+    """
     if config.out is not None:
         run_dir = Path(config.out)
-        if (run_dir / CONFIG_FILE).exists():
+        if (run_dir / CONFIG_FILE).exists() and _saved_epochs(run_dir):
             raise RunError(
                 f"{run_dir} already holds a run. Received: --out={run_dir}. Choose a new folder, "
                 "or continue that run with --resume."
             )
-        return run_dir
+        existed = run_dir.exists()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir, not existed
     name = f"{config.model.replace(':', '-').replace('/', '-')}-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir, suffix = Path("runs") / name, 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = Path("runs") / f"{name}-{suffix}"
-    return run_dir
+    while True:
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir, True
+        except FileExistsError:
+            suffix += 1
+            run_dir = Path("runs") / f"{name}-{suffix}"
+
+
+def _saved_epochs(run_dir: Path) -> bool:
+    """Whether `run_dir` holds weights from at least one finished epoch."""
+    return (run_dir / WEIGHTS_FILE).exists() or (run_dir / CHECKPOINT_DIR / "state.json").exists()
 
 
 def _hardware(processes: Processes, precision: torch.dtype | None) -> dict:
@@ -558,15 +576,20 @@ def train_epoch(
     total_loss, correct, seen = 0.0, 0, 0
     batches = setup.train.batches([shard.rows for shard in shards])
     for index, (shard, (batch, labels)) in enumerate(zip(shards, batches), start=1):
+        loss_weight = shard.loss_weight
+        if len(labels) == 0:  # streaming found every image of this batch unreadable
+            if not processes.distributed:
+                continue
+            batch, labels, loss_weight = batch.new_zeros((1, *batch.shape[1:])), labels.new_zeros(1), 0.0
         labels = labels.to(processes.device, non_blocking=True)
         logits = setup.step.forward(setup.train_model, batch, augment_generator)
         loss = compute_loss(logits, labels, loss_weights)
         setup.optimizer.zero_grad(set_to_none=True)
         # DDP averages the processes' gradients; the weight makes that the global batch's gradient.
-        setup.scaler.scale(loss if shard.loss_weight == 1 else loss * shard.loss_weight).backward()
+        setup.scaler.scale(loss if loss_weight == 1 else loss * loss_weight).backward()
         setup.scaler.step(setup.optimizer)
         setup.scaler.update()
-        if shard.loss_weight:  # weight 0: a stand-in row for a process left out of a small batch
+        if loss_weight:  # weight 0: a stand-in row for a process left out of a small batch
             total_loss += loss.item() * len(labels)
             correct += int((predicted_labels(logits.detach()) == labels).sum())
             seen += len(labels)
@@ -586,11 +609,32 @@ def _check_sources(setup: PhaseSetup, strict: bool) -> list[datasets.SkippedFile
     return skipped
 
 
-def _resume_state(run_dir: Path) -> dict:
+def resumed_config(run_dir: str | Path, **options) -> tuple[RunConfig, TrainConfig, dict]:
+    """What `--resume run_dir` continues: the saved run config, its training options with `options` applied, and
+    the state of its last saved epoch. Raises `RunError` when there is no saved epoch or no epoch left to train."""
+    run_dir = Path(run_dir)
+    saved = read_config(run_dir)
+    config = validate(dataclasses.replace(saved.train, **options))
     path = run_dir / CHECKPOINT_DIR / "state.json"
     if not path.is_file():
         raise RunError(f"{run_dir} has no {CHECKPOINT_DIR}/state.json to resume from.")
-    return json.loads(path.read_text())
+    state = json.loads(path.read_text())
+    last_epoch = plan_phases(config, get_spec(config.model).backbone)[-1].last_epoch
+    if state["epoch"] >= last_epoch:
+        raise RunError(
+            f"{run_dir} has already trained all its {last_epoch} epochs. Give more --epochs "
+            "(or --fine-tune-epochs) to train on, or use the run as it is."
+        )
+    return saved, config, state
+
+
+def check_before_training(config: TrainConfig) -> None:
+    """Raise the errors that `train` would raise on `config` before its first step: device, precision, folders.
+
+    `imgclf train --nproc N` checks here once, rather than have N processes start and each say the same.
+    """
+    resolve_precision(config.precision, resolve_device(config.device))
+    datasets.split_folder(config, datasets.index_folder(config.data))
 
 
 def train(
@@ -612,15 +656,16 @@ def train(
     'planes'
     """
     if resume is not None:
-        saved = read_config(resume)
-        config = validate(dataclasses.replace(saved.train, **options))
-        state = _resume_state(Path(resume))
+        saved, config, state = resumed_config(resume, **options)
     else:
         config = config if config is not None else make_train_config(data, **options)
         state, saved = None, None
     processes = distributed.connect(resolve_device(config.device))
     distributed.check_batch_size(config.batch_size, processes.world_size)
-    run_dir = Path(resume) if resume is not None else processes.from_main(_new_run_dir, config)
+    if resume is not None:
+        run_dir, made_run_dir = Path(resume), False
+    else:
+        run_dir, made_run_dir = processes.from_main(_new_run_dir, config)
 
     # Data
     spec = get_spec(config.model)
@@ -651,11 +696,6 @@ def train(
         model.load_state_dict(_load_checkpoint(run_dir))
         history, best_val_loss = state["history"], state["best_val_loss"]
         epochs_without_improvement, start_epoch = state["epochs_without_improvement"], state["epoch"] + 1
-        if start_epoch > phases[-1].last_epoch:
-            raise RunError(
-                f"{run_dir} has already trained all its {phases[-1].last_epoch} epochs. Give more --epochs "
-                "(or --fine-tune-epochs) to train on, or use the run as it is."
-            )
         log.info("Resuming %s from epoch %d of %d.", run_dir, start_epoch, phases[-1].last_epoch)
     log.info(
         "Model %s (%d outputs) on %s, %s, augmentation: %s.",
@@ -689,10 +729,9 @@ def train(
                 )
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_json(run_dir / CONFIG_FILE, run_config.to_dict())
-                if skipped:
-                    for item in skipped:
-                        log.warning("Skipped %s: %s", item.path, item.reason)
-                    write_csv(run_dir / "skipped.csv", ("file", "reason"), [(s.path, s.reason) for s in skipped])
+                for item in skipped:
+                    log.warning("Skipped %s: %s", item.path, item.reason)
+                _write_skipped(run_dir, skipped)
         if processes.is_main:
             _finish_best(run_dir)  # the previous phase's best, before this phase's start replaces its start
             atomic_write_text(run_dir / "summary.txt", summarize(model, preprocessing) + "\n")
@@ -747,15 +786,21 @@ def train(
                     log.info("Early stopping: val_loss has not improved for %d epochs.", config.patience)
                     break
         except KeyboardInterrupt:
+            if not history:
+                if processes.is_main and made_run_dir:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                raise TrainingInterrupted("Interrupted before the first epoch ended; nothing was saved.") from None
             if processes.is_main:
                 _finish_best(run_dir)
                 _write_plots(run_dir, history)
-            saved_epoch = history[-1]["epoch"] if history else 0
             raise TrainingInterrupted(
-                f"Interrupted; epoch {saved_epoch} is saved in {run_dir}. Continue with: "
+                f"Interrupted; epoch {history[-1]['epoch']} is saved in {run_dir}. Continue with: "
                 f"imgclf train --resume {run_dir}"
             ) from None
+    # Streaming meets unreadable files only as it reads them, each process its own.
+    met_while_streaming = processes.gather([item for source in images.values() for item in source.skipped])
     if processes.is_main:
+        _write_skipped(run_dir, [*skipped, *met_while_streaming])
         run = _finish_run(run_dir, model, setup, indexes[1], config.batch_size, history, best_val_loss)
     processes.barrier()  # the other processes wait for the finished run directory
     if not processes.is_main:
@@ -790,6 +835,13 @@ def _finish_run(
     write_evaluation(evaluation, run_dir)
     write_report(run, evaluation, run_dir / REPORT_FILE)
     return run
+
+
+def _write_skipped(run_dir: Path, skipped: list[datasets.SkippedFile]) -> None:
+    """`skipped.csv`: each unreadable file once, with why; nothing when every file was read."""
+    unique = {item.path: item.reason for item in skipped}
+    if unique:
+        write_csv(run_dir / "skipped.csv", ("file", "reason"), sorted(unique.items()))
 
 
 def _dataset_summary(indexes, setup: PhaseSetup, skipped: list) -> dict:
