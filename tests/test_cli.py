@@ -92,6 +92,18 @@ def test_config_file_with_an_unknown_key_is_a_user_error(tmp_path, capsys):
     assert "['epoch']" in capsys.readouterr().err
 
 
+def test_resume_refuses_options_that_would_change_what_the_run_learns(trained_run, cars_planes, capsys):
+    run_dir = str(trained_run.run_dir)
+    assert main(["train", "--resume", run_dir, "--epochs", "9", "--lr", "5", "--batch-size", "30"]) == 1
+    error = capsys.readouterr().err
+    assert "Received: --lr, --batch-size." in error and "--fine-tune-epochs" in error
+    assert main(["train", str(cars_planes / "training_set"), "--resume", run_dir, "--epochs", "9"]) == 1
+    assert "Received: DATA." in capsys.readouterr().err
+    assert main(["train", "--resume", run_dir, "--epochs", "6"]) == 1  # trained all 6 already
+    assert "has already trained all its 6 epochs" in capsys.readouterr().err
+    assert json.loads((trained_run.run_dir / "checkpoint" / "state.json").read_text())["epoch"] == 6
+
+
 def test_predict_formats_and_output_file(trained_run, cars_planes, tmp_path, capsys):
     folder = cars_planes / "val_set" / "planes"
     assert main(["predict", str(trained_run.run_dir), str(folder), "--format", "json"]) == 0

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from tests.conftest import make_synthetic_classes
 import imgclf
 from imgclf.cli import main
 from imgclf.config import ConfigError
-from imgclf.distributed import Shard, check_batch_size, shard_batches
+from imgclf.distributed import Shard, _exit_code, check_batch_size, shard_batches
 from imgclf.runs import load_tensors
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -95,6 +96,31 @@ def test_batch_size_must_divide_by_the_number_of_processes(data, capsys):
     error = capsys.readouterr().err
     assert "--batch-size=8, --nproc=3" in error
     assert "Traceback" not in error
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["/no/such/folder"], "Data folder /no/such/folder does not exist"),
+        (["DATA", "--device", "cuda"], "No CUDA device is available"),
+        (["DATA", "--precision", "fp16", "--device", "cpu"], "fp16 training needs a CUDA device"),
+    ],
+)
+def test_nproc_checks_the_options_once_before_starting_processes(data, options, message, capsys, monkeypatch):
+    if torch.cuda.is_available() and "cuda" in options:
+        pytest.skip("this machine has a GPU")
+    monkeypatch.setattr("imgclf.cli.commands.launch", lambda *args: pytest.fail("processes were started"))
+    arguments = [str(data) if option == "DATA" else option for option in options]
+    assert main(["train", *arguments, "--model", "seed-cnn", "--nproc", "2"]) == 1
+    error = capsys.readouterr().err
+    assert error.count(message) == 1 and error.count("\n") == 1, error
+
+
+def test_failed_processes_give_one_exit_code():
+    failures = {rank: SimpleNamespace(exitcode=code) for rank, code in ((0, -15), (1, 1))}
+    assert _exit_code(failures) == 1
+    assert _exit_code({0: SimpleNamespace(exitcode=130), 1: SimpleNamespace(exitcode=-2)}) == 130
+    assert _exit_code({0: SimpleNamespace(exitcode=-9)}) == 137
 
 
 def test_two_processes_end_with_the_weights_of_one(torchrun_run, data, tmp_path):
@@ -187,8 +213,9 @@ def test_nproc_launches_torchrun_survives_ctrl_c_and_resumes(data, tmp_path, cap
     assert state.exists(), process.communicate(timeout=30)[1][-3000:] if process.poll() is not None else "too slow"
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
     _, stderr = process.communicate(timeout=60)  # no process may wait forever for another
-    assert process.returncode != 0
+    assert process.returncode == 130
     assert stderr.count("Interrupted; epoch") == 1, stderr[-3000:]
+    assert "Traceback" not in stderr
     saved = json.loads(state.read_text())["epoch"]
     assert saved < 1000
 
@@ -198,5 +225,39 @@ def test_nproc_launches_torchrun_survives_ctrl_c_and_resumes(data, tmp_path, cap
     assert [int(row["epoch"]) for row in read_history(run_dir)] == list(range(1, saved + 2))
     assert (run_dir / "report.html").exists()
     # `--nproc` checks a resumed run's batch size (8) before it starts any process.
-    assert main(["train", "--resume", str(run_dir), "--nproc", "3"]) == 1
-    assert "--batch-size=8, --nproc=3" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run_dir), f"--epochs={saved + 2}", "--nproc", "3"]) == 1
+    assert "--batch-size 8, which 3 processes cannot split evenly" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run_dir), "--nproc", "2"]) == 1
+    assert f"has already trained all its {saved + 1} epochs" in capsys.readouterr().err
+
+
+def processes_naming(text: str) -> list[int]:
+    """The ids of the running processes whose command line holds `text`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_nproc_launcher_stops_every_process(data, tmp_path):
+    run_dir = tmp_path / "run-to-stop"
+    command = [sys.executable, "-m", "imgclf", "train", str(data), *ARGS, "--epochs=1000", f"--out={run_dir}"]
+    environment = {**os.environ, "IMGCLF_CACHE": str(tmp_path / "cache")}
+    process = subprocess.Popen([*command, "--nproc", "2"], env=environment, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while not (run_dir / "checkpoint" / "state.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(processes_naming(str(run_dir))) >= 3  # the launcher and its two training processes
+    process.terminate()  # SIGTERM to the launcher alone
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in stderr
+    deadline = time.monotonic() + 10
+    while processes_naming(str(run_dir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_naming(str(run_dir)) == []

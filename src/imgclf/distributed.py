@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -157,6 +155,14 @@ class Processes:
         dist.all_gather(gathered, local)
         return torch.stack(gathered).sum(dim=0).tolist()
 
+    def gather(self, items: list[T]) -> list[T]:
+        """Every process's `items`, in rank order, on every process; on one process `items` itself."""
+        if not self.distributed:
+            return items
+        gathered: list[list[T]] = [[] for _ in range(self.world_size)]
+        dist.all_gather_object(gathered, items)
+        return [item for part in gathered for item in part]
+
     def from_main(self, make: Callable[..., T], *args: object) -> T:
         """`make(*args)` run on the main process alone, its result (or its `ImgclfError`) given to every process."""
         if not self.distributed:
@@ -222,25 +228,49 @@ def connect(device: torch.device) -> Processes:
     return Processes(dist.get_rank(), dist.get_world_size(), local_rank, device, owns_group)
 
 
-def torchrun_command(nproc: int, imgclf_args: Sequence[str]) -> list[str]:
-    """The command that runs `imgclf <imgclf_args>` in `nproc` processes on this machine through torchrun."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "imgclf",
-        *imgclf_args,
-    ]
+def torchrun_arguments(nproc: int, imgclf_args: Sequence[str]) -> list[str]:
+    """torchrun's arguments that run `imgclf <imgclf_args>` in `nproc` processes on this machine."""
+    return ["--standalone", f"--nproc-per-node={nproc}", "-m", "imgclf", *imgclf_args]
 
 
 def launch(nproc: int, imgclf_args: Sequence[str]) -> int:
-    """Run `imgclf <imgclf_args>` in `nproc` processes through torchrun, wait, and return its exit code."""
-    process = subprocess.Popen(torchrun_command(nproc, imgclf_args))
+    """Run `imgclf <imgclf_args>` in `nproc` processes through torchrun, wait, and return the exit code.
+
+    torchrun's launcher runs in this process (`torch.distributed.run.run`), not in a child of it: Ctrl-C or
+    SIGTERM reaching this process is passed on to the training processes, which save their last epoch and
+    stop (exit code 130 or 143), and a failed process ends in one line instead of torchrun's traceback.
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    # torchrun would give each process one thread; share the cores instead.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // nproc)))
+    # torchrun's own notices (a process failed, shutting down on a signal) would only repeat what imgclf says.
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        # Ctrl-C reached torchrun and its processes too: they save what they can and stop; wait for them.
-        return process.wait()
+        run(get_args_parser().parse_args(torchrun_arguments(nproc, imgclf_args)))
+    except SignalException as error:
+        return 128 + int(error.sigval)
+    except ChildFailedError as error:
+        return _exit_code(error.failures)
+    return 0
+
+
+def _exit_code(failures: dict) -> int:
+    """The exit code for failed training processes; says which failed unless the main one told the user why."""
+    codes = {rank: failure.exitcode for rank, failure in failures.items()}
+    if 130 in codes.values():  # interrupted: the main process said where the last epoch is saved
+        return 130
+    if codes.get(0) != 1:  # else the main process printed the error
+        listing = ", ".join(
+            f"process {rank} " + (f"exit code {code}" if code >= 0 else f"killed by signal {-code}")
+            for rank, code in sorted(codes.items())
+        )
+        log.error("Training stopped: %s (see the messages above).", listing)
+    if 1 in codes.values():
+        return 1
+    first = codes[min(codes)]
+    return first if first > 0 else 128 - first

@@ -46,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             stderr.print(f"[yellow]{escape(str(error))}[/yellow]")
         return 130
     except ImgclfError as error:
-        stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
+        if is_main_process():  # under torchrun every process meets the same error; one says it
+            stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         return 1
     except KeyboardInterrupt:
         stderr.print("[yellow]Interrupted.[/yellow]")

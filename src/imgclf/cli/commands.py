@@ -32,7 +32,7 @@ from imgclf.cli.output import (
 from imgclf.cli.parser import AUGMENT_OPTIONS
 from imgclf.config import AUGMENT_PRESETS, ImgclfError, TrainConfig, check_min_confidence
 from imgclf.distributed import check_batch_size, is_main_process, launch, torchrun_environment
-from imgclf.engine import make_train_config, train
+from imgclf.engine import check_before_training, make_train_config, resumed_config, train
 from imgclf.runs import atomic_write_text
 
 EXIT_AUDIT_PROBLEMS = 3
@@ -71,16 +71,52 @@ def _without_nproc(argv: Sequence[str]) -> list[str]:
     return kept
 
 
-def _launch_processes(args: argparse.Namespace) -> int:
+def _launch_processes(args: argparse.Namespace, options: dict) -> int:
     """`--nproc N`: check the options here, where an error is one line, then rerun the command under torchrun."""
-    if args.resume is not None:
-        from imgclf.runs import read_config
-
-        batch_size = read_config(args.resume).train.batch_size
+    if args.resume is None:
+        config = make_train_config(args.data, **options)
+        check_batch_size(config.batch_size, args.nproc)
     else:
-        batch_size = make_train_config(args.data, **_train_options(args)).batch_size
-    check_batch_size(batch_size, args.nproc)
+        config = resumed_config(args.resume, **options)[1]
+        if config.batch_size % args.nproc:
+            divisors = [str(n) for n in range(1, config.batch_size + 1) if config.batch_size % n == 0]
+            raise ImgclfError(
+                f"{args.resume} trains with --batch-size {config.batch_size}, which {args.nproc} processes cannot "
+                f"split evenly, and a resumed run keeps its batch size. Received: --nproc={args.nproc}. "
+                f"Use --nproc {', '.join(divisors[:-1])} or {divisors[-1]}."
+            )
+    check_before_training(config)
     return launch(args.nproc, _without_nproc(args.argv))
+
+
+# What a resumed run may change: how long it trains and how it runs, never what it learns.
+RESUME_OPTIONS = (
+    "epochs",
+    "patience",
+    "fine_tune_epochs",
+    "min_confidence",
+    "device",
+    "workers",
+    "cache_mem_mb",
+    "decode_cache",
+    "feature_cache",
+    "strict",
+)
+
+
+def _resume_options(args: argparse.Namespace, options: dict) -> dict:
+    """The options a resumed run takes; any other option given is an error, since the run keeps its own."""
+    fixed = ["data"] if args.data is not None else []
+    fixed += [name for name in options if name not in RESUME_OPTIONS]
+    if fixed:
+        flags = {"data": "DATA", "cache_mem_mb": "--cache-mem", "augment": "--augment (or one of its settings)"}
+        received = ", ".join(flags.get(name, "--" + name.replace("_", "-")) for name in fixed)
+        raise ImgclfError(
+            f"--resume continues {args.resume} with the data and options it started with. Received: {received}. "
+            "A resumed run can change --epochs, --patience, --fine-tune-epochs, --min-confidence, --device, "
+            "--workers and the caches' options; start a new run to change the rest."
+        )
+    return options
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -88,17 +124,15 @@ def _train(args: argparse.Namespace) -> int:
         raise ImgclfError("Missing DATA: give a folder with one sub-folder per class, or --resume RUN.")
     if args.nproc is not None and args.nproc < 1:
         raise ImgclfError(f"Invalid option --nproc. Received: --nproc={args.nproc}. Use 1 or more processes.")
-    if args.nproc is not None and args.nproc > 1 and torchrun_environment() is None:
-        return _launch_processes(args)
     options = _train_options(args)
+    if args.resume is not None:
+        options = _resume_options(args, options)
+    if args.nproc is not None and args.nproc > 1 and torchrun_environment() is None:
+        return _launch_processes(args, options)
     # Under torchrun only the main process draws the progress bar and lists the files.
     with TrainingProgress() if is_main_process() else contextlib.nullcontext() as progress:
         if args.resume is not None:
-            run = train(
-                resume=args.resume,
-                progress=progress,
-                **{k: v for k, v in options.items() if k in ("epochs", "patience")},
-            )
+            run = train(resume=args.resume, progress=progress, **options)
         else:
             run = train(config=make_train_config(args.data, **options), progress=progress)
     if is_main_process():

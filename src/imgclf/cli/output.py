@@ -39,11 +39,14 @@ RUN_FILES = (
 
 
 class ConsoleLogHandler(logging.Handler):
-    """Library log records as plain lines on the terminal, above any progress bar; warnings in yellow."""
+    """Library log records as plain lines on the terminal, above any progress bar; warnings yellow, errors red."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        style = "yellow" if record.levelno >= logging.WARNING else None
-        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        prefix, style = "", None
+        if record.levelno >= logging.ERROR:
+            prefix, style = "error: ", "red"
+        elif record.levelno >= logging.WARNING:
+            prefix, style = "warning: ", "yellow"
         stderr.print(prefix + self.format(record), style=style, markup=False, highlight=False)
 
 
