@@ -81,10 +81,19 @@ def test_weights_file_as_safetensors_or_torch_file(tmp_path):
         assert torch.equal(model.backbone[28].weight, state["features.28.weight"])
 
 
-def test_a_weights_file_that_does_not_fit_is_named(tmp_path):
+def test_a_weights_file_that_does_not_fit_is_named_with_what_does_not_fit(tmp_path):
     save_file({"features.0.weight": torch.zeros(1)}, tmp_path / "wrong.safetensors")
-    with pytest.raises(WeightsError, match="wrong.safetensors"):
+    with pytest.raises(WeightsError, match="wrong.safetensors") as error:
         create_model("vgg16", 2, options=BuildOptions(weights=str(tmp_path / "wrong.safetensors")))
+    message = str(error.value)  # VGG16's convolutional part: 13 layers, 26 tensors
+    assert "25 tensors missing (first: 0.bias)" in message
+    assert "1 tensor of another shape (first: 0.weight (1,) instead of (64, 3, 3, 3))" in message
+
+
+def test_a_weights_file_that_is_not_weights_says_what_it_should_be(tmp_path):
+    (tmp_path / "junk.pth").write_text("not weights at all")
+    with pytest.raises(WeightsError, match="junk.pth: it is not a safetensors file or a PyTorch state dict"):
+        create_model("vgg16", 2, options=BuildOptions(weights=str(tmp_path / "junk.pth")))
 
 
 @pytest.mark.parametrize("name", ["timm:resnet18", "torchvision:resnet18", "torchvision:mobilenet_v3_small"])

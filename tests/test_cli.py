@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -92,6 +93,61 @@ def test_config_file_with_an_unknown_key_is_a_user_error(tmp_path, capsys):
     assert "['epoch']" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("epochs = 1.5", "bad value for epochs. Received: epochs = 1.5. Use a whole number."),
+        ('epochs = "two"', "Received: epochs = 'two'. Use a whole number."),
+        ('augment = "bogus"', "Use one of default, none, seed, seed-vgg16."),
+        ("min-confidence = [0.5]", "Received: min-confidence = [0.5]. Use a number."),
+        ('strict = "no"', "Received: strict = 'no'. Use true or false."),
+        ("cache-mem = 0.5", "bad value for cache-mem."),
+        ("no-decode-cache = 1", "Received: no-decode-cache = 1. Use true or false."),
+    ],
+)
+def test_config_file_values_are_checked_like_the_command_line(small_photos, tmp_path, capsys, line, message):
+    config = tmp_path / "options.toml"
+    config.write_text(line + "\n")
+    assert main(["train", str(small_photos / "train"), "--config", str(config), "--out", str(tmp_path / "r")]) == 1
+    error = capsys.readouterr().err
+    assert f"Config file {config} has a" in error and message in error, error
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_command_line_wins_over_the_config_files_validation_choice(small_photos, tmp_path):
+    config = tmp_path / "options.toml"
+    config.write_text("val-split = 0.25\nno-decode-cache = true\nepochs = 1\n")
+    out = tmp_path / "run"
+    arguments = ["train", str(small_photos / "train"), "--config", str(config), "--out", str(out)]
+    assert main([*arguments, "--val", str(small_photos / "val"), "--model", "seed-cnn"]) == 0
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert saved["val"] == str(small_photos / "val") and saved["val_split"] is None
+    assert saved["decode_cache"] is False
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["predict", "RUN", "PHOTOS", "--batch-size", "0"], ["summary", "seed-cnn", "--image-size", "8"]],
+)
+def test_out_of_range_numbers_are_usage_errors(trained_run, cars_planes, arguments, capsys):
+    values = {"RUN": str(trained_run.run_dir), "PHOTOS": str(cars_planes / "val_set")}
+    with pytest.raises(SystemExit) as exit_info:
+        main([values.get(argument, argument) for argument in arguments])
+    assert exit_info.value.code == 2
+    assert "or more, received" in capsys.readouterr().err
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line(trained_run, cars_planes, tmp_path, capsys):
+    photo = str(cars_planes / "val_set" / "cars" / sorted(os.listdir(cars_planes / "val_set" / "cars"))[0])
+    arguments = ["predict", str(trained_run.run_dir), photo, "--engine", "torch", "--format", "csv"]
+    assert main([*arguments, "--output", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: Cannot use {tmp_path}: Is a directory."
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+    (tmp_path / "a-file").write_text("")
+    assert main(["train", str(cars_planes / "training_set"), "--out", str(tmp_path / "a-file")]) == 1
+    assert "--out must be a folder" in capsys.readouterr().err
+
+
 def test_resume_refuses_options_that_would_change_what_the_run_learns(trained_run, cars_planes, capsys):
     run_dir = str(trained_run.run_dir)
     assert main(["train", "--resume", run_dir, "--epochs", "9", "--lr", "5", "--batch-size", "30"]) == 1
@@ -99,8 +155,8 @@ def test_resume_refuses_options_that_would_change_what_the_run_learns(trained_ru
     assert "Received: --lr, --batch-size." in error and "--fine-tune-epochs" in error
     assert main(["train", str(cars_planes / "training_set"), "--resume", run_dir, "--epochs", "9"]) == 1
     assert "Received: DATA." in capsys.readouterr().err
-    assert main(["train", "--resume", run_dir, "--epochs", "6"]) == 1  # trained all 6 already
-    assert "has already trained all its 6 epochs" in capsys.readouterr().err
+    assert main(["train", "--resume", run_dir, "--epochs", "2"]) == 1  # trained 6 already
+    assert "has already trained 6 epochs. Received: --epochs=2." in capsys.readouterr().err
     assert json.loads((trained_run.run_dir / "checkpoint" / "state.json").read_text())["epoch"] == 6
 
 
@@ -177,14 +233,18 @@ def test_demo_runs_both_experiments_side_by_side(tutorial_layout, tmp_path, caps
     assert "Non-trainable params: 14,714,688" in summary
 
 
-def test_vgg16_without_weights_offline_is_one_clear_line(small_photos, tmp_path, monkeypatch, capsys):
+def test_vgg16_without_weights_offline_is_one_clear_line(tutorial_layout, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    code = main(["train", str(small_photos / "train"), "--val", str(small_photos / "val"), "--model", "vgg16"])
+    data = tutorial_layout
+    code = main(["train", str(data / "training_set"), "--val", str(data / "val_set"), "--model", "vgg16"])
     assert code == 1
     err = capsys.readouterr().err
     assert "vgg16-397923af.pth" in err and "--weights FILE" in err
+    demo = ["demo", "--data", str(tutorial_layout), "--experiment", "vgg16", "--out", str(tmp_path / "demo")]
+    assert main(demo) == 1
+    assert "--vgg16-weights FILE" in capsys.readouterr().err

@@ -34,6 +34,19 @@ def test_chunks_keep_every_file_in_its_place_and_list_the_unreadable(small_photo
     torch.testing.assert_close(found, expected)
 
 
+def test_a_broken_link_is_listed_as_unreadable_not_raised(small_photos, tmp_path):
+    files = index_folder(small_photos / "train").files[:3]
+    link = tmp_path / "broken_link.jpg"
+    link.symlink_to(tmp_path / "nowhere.jpg")
+    extractor = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    cache = FeatureCache(tmp_path / "c")
+
+    found, kept, skipped, _ = extract_features(extractor, [*files, str(link)], Preprocessing(image_size=32), cache)
+
+    assert kept == [0, 1, 2] and len(found) == 3
+    assert [(item.path, item.reason) for item in skipped] == [(str(link), "no such file")]
+
+
 def test_a_cache_that_cannot_be_written_is_warned_about_once(small_photos, tmp_path, caplog):
     files = index_folder(small_photos / "train").files[:4]
     (tmp_path / "not-a-folder").write_text("a file where the cache folder should be")

@@ -143,5 +143,5 @@ def test_a_backbone_run_saves_its_best_epoch_whole(small_photos, tmp_path):
 
 def test_resuming_a_finished_run_says_how_to_go_on(small_photos, tmp_path):
     train_lite0(small_photos / "train", val=str(small_photos / "val"), epochs=1, out=str(tmp_path / "run"))
-    with pytest.raises(imgclf.ImgclfError, match="already trained all its 1 epochs. Give more --epochs"):
+    with pytest.raises(imgclf.ImgclfError, match="already trained 1 epoch. Received: --epochs=1. Give more epochs"):
         imgclf.train(resume=tmp_path / "run")

@@ -15,6 +15,7 @@ from pathlib import Path
 from imgclf.config import ImgclfError
 from imgclf.data import DatasetError, index_folder, list_images
 from imgclf.engine import ProgressCallback, train
+from imgclf.models.backbones import WeightsError
 from imgclf.runs import Prediction, Run
 
 # The tutorial's two experiments: the small CNN from scratch, then a frozen ImageNet VGG16 with a dropout head.
@@ -99,8 +100,15 @@ def run_demo(
         options = {**EXPERIMENTS[name], "seed": seed, "epochs": epochs or EXPERIMENTS[name]["epochs"]}
         if name == "vgg16" and vgg16_weights is not None:
             options["weights"] = vgg16_weights
-        run = train(
-            data / "training_set", val=str(data / "val_set"), out=run_out and str(run_out), progress=progress, **options
-        )
+        try:
+            run = train(
+                data / "training_set",
+                val=str(data / "val_set"),
+                out=run_out and str(run_out),
+                progress=progress,
+                **options,
+            )
+        except WeightsError as error:  # name the demo's own option for the weights file
+            raise WeightsError(str(error).replace("--weights", "--vgg16-weights")) from None
         results.append(DemoResult(name, run, run.predict(photos), time.perf_counter() - started))
     return results

@@ -33,6 +33,7 @@ from imgclf.calibration import calibrated_probabilities, fit_temperature
 from imgclf.config import (
     AUGMENT_PRESETS,
     AugmentConfig,
+    ConfigError,
     ImgclfError,
     Preprocessing,
     RunConfig,
@@ -95,7 +96,14 @@ def make_train_config(data: str | Path | None, augment: str | AugmentConfig = "n
     unknown = sorted(set(options) - fields)
     if unknown:
         raise ImgclfError(f"Unknown training options {unknown}. Known options: {sorted(fields - {'augment'})}.")
-    return validate(TrainConfig(data=str(data), augment=augment, **options))
+    config = validate(TrainConfig(data=str(data), augment=augment, **options))
+    if config.fine_tune is not None and not get_spec(config.model).backbone:
+        raise ConfigError(
+            f"{config.model} is trained from scratch, so every layer already trains: --fine-tune is for a "
+            f"pretrained backbone. Received: --fine-tune={config.fine_tune}. Drop it, or use a backbone such as "
+            "efficientnet_lite0."
+        )
+    return config
 
 
 def index_data(config: TrainConfig, warn: bool = True) -> tuple[datasets.FolderIndex, datasets.FolderIndex]:
@@ -396,6 +404,8 @@ def _new_run_dir(config: TrainConfig) -> tuple[Path, bool]:
                 f"{run_dir} already holds a run. Received: --out={run_dir}. Choose a new folder, "
                 "or continue that run with --resume."
             )
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RunError(f"--out must be a folder, and {run_dir} is a file. Received: --out={run_dir}.")
         existed = run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir, not existed
@@ -618,12 +628,17 @@ def resumed_config(run_dir: str | Path, **options) -> tuple[RunConfig, TrainConf
     path = run_dir / CHECKPOINT_DIR / "state.json"
     if not path.is_file():
         raise RunError(f"{run_dir} has no {CHECKPOINT_DIR}/state.json to resume from.")
-    state = json.loads(path.read_text())
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise RunError(f"{path} is damaged ({error}); the run cannot be resumed from it.") from None
     last_epoch = plan_phases(config, get_spec(config.model).backbone)[-1].last_epoch
     if state["epoch"] >= last_epoch:
         raise RunError(
-            f"{run_dir} has already trained all its {last_epoch} epochs. Give more --epochs "
-            "(or --fine-tune-epochs) to train on, or use the run as it is."
+            f"{run_dir} has already trained {state['epoch']} epoch{'s' if state['epoch'] != 1 else ''}. "
+            f"Received: --epochs={config.epochs}"
+            + (f", --fine-tune-epochs={config.fine_tune_epochs}" if config.fine_tune is not None else "")
+            + ". Give more epochs in all to train on, or use the run as it is."
         )
     return saved, config, state
 

@@ -45,6 +45,16 @@ def file_digest(path: str | Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
+def _digest_or_skip(path: str) -> str | SkippedFile:
+    """`file_digest`, or why the file cannot be read (a broken link, say)."""
+    try:
+        return file_digest(path)
+    except FileNotFoundError:
+        return SkippedFile(path, "no such file")
+    except OSError as error:
+        return SkippedFile(path, f"cannot be read ({error.strerror or error})")
+
+
 def backbone_key(
     model: str, weights: str, preprocessing: Preprocessing, extractor: nn.Module, precision: torch.dtype | None
 ) -> str:
@@ -143,11 +153,11 @@ def extract_features(
     2 cores they slowed each other down more than they overlapped (Lite0 on OpenVINO, 1,000 photos: 143–149
     img/s in turns, 113–119 side by side).
     """
-    digests = [file_digest(path) for path in files]
-    found = {i: cache.get(digest) for i, digest in enumerate(digests)}
+    digests = [_digest_or_skip(path) for path in files]
+    skipped = [digest for digest in digests if isinstance(digest, SkippedFile)]
+    found = {i: cache.get(digest) for i, digest in enumerate(digests) if isinstance(digest, str)}
     missing = [i for i, features in found.items() if features is None]
     chunks = [missing[start : start + CHUNK] for start in range(0, len(missing), CHUNK)]
-    skipped: list[SkippedFile] = []
 
     def decode(i: int) -> torch.Tensor | SkippedFile:
         return load_or_skip(files[i], preprocessing)
@@ -166,7 +176,7 @@ def extract_features(
             for (i, _), row in zip(good, features):
                 found[i] = row.clone()  # not a view that keeps its whole batch alive
                 cache.put(digests[i], found[i])
-    kept = [i for i in range(len(files)) if found[i] is not None]
+    kept = [i for i in range(len(files)) if found.get(i) is not None]
     if len(missing):
         log.info("Computed features of %d images; %d came from the cache.", len(missing), len(files) - len(missing))
     stacked = torch.stack([found[i] for i in kept]) if kept else torch.empty(0)

@@ -49,6 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if is_main_process():  # under torchrun every process meets the same error; one says it
             stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         return 1
+    except OSError as error:  # a path the user gave that cannot be read or written: say which, and why
+        if error.filename is None:
+            raise
+        path = error.filename2 or error.filename  # a rename's target, not the temporary file written first
+        stderr.print(f"[red]error:[/red] {escape(f'Cannot use {path}: {error.strerror}.')}", highlight=False)
+        return 1
     except KeyboardInterrupt:
         stderr.print("[yellow]Interrupted.[/yellow]")
         return 130

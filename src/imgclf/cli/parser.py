@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from imgclf.audit import DEFAULT_MIN_SIZE, DEFAULT_NEAR_THRESHOLD, FAIL_ON_CHOICES
 from imgclf.caches import ALL, CACHE_KINDS
@@ -110,8 +110,23 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     augment.add_argument("--fill-mode", choices=("nearest", "constant", "reflect"))
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than `minimum`."""
+
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, received {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"use {minimum} or more, received {value}")
+        return value
+
+    return whole_number
+
+
 def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=_at_least(1), default=32, help="images per model call (default 32)")
     parser.add_argument(
         "--engine",
         choices=ENGINES,
@@ -199,8 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the layer table (output shapes, parameters) of a registered model or a run directory.",
     )
     summary.add_argument("target", nargs="?", metavar="MODEL_OR_RUN")
-    summary.add_argument("--classes", type=int, default=2, help="number of classes for a model name (default 2)")
-    summary.add_argument("--image-size", type=int)
+    summary.add_argument(
+        "--classes", type=_at_least(2), default=2, help="number of classes for a model name (default 2)"
+    )
+    summary.add_argument("--image-size", type=_at_least(16), metavar="PX", help="input size (default: the model's)")
     summary.add_argument("--list", action="store_true", help="list the registered model names")
 
     export = commands.add_parser(
@@ -341,18 +358,54 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if getattr(args, "config", None) is None:
         return args
     values = load_toml(args.config)
-    known = set(vars(args)) - {"command", "config"}
-    aliases = {"cache_mem": "cache_mem_mb"}
-    values = {aliases.get(key, key): value for key, value in values.items()}
-    unknown = sorted(set(values) - known)
+    for negative in ("no_decode_cache", "no_feature_cache"):  # as on the command line, `no-decode-cache = true`
+        if negative in values:
+            value = values.pop(negative)
+            if not isinstance(value, bool):
+                raise ImgclfError(_bad_value(args.config, negative.replace("_", "-"), value, "true or false"))
+            values[negative.removeprefix("no_")] = not value
+    values = {("cache_mem_mb" if key == "cache_mem" else key): value for key, value in values.items()}
+    subparser = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001
+    actions = {action.dest: action for action in subparser._actions}  # noqa: SLF001
+    unknown = sorted(set(values) - set(vars(args)) - {"command", "config"})
     if unknown:
         raise ImgclfError(
             f"Config file {args.config} has unknown options {unknown}. "
             f"Use option names, e.g. epochs = 10 or batch-size = 16."
         )
-    subparser = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001
-    subparser.set_defaults(**values)
+    # The command line wins, also over the config file's other way of choosing the validation images.
+    for given, other in (("val", "val_split"), ("val_split", "val")):
+        if getattr(args, given) is not None:
+            values.pop(other, None)
+    subparser.set_defaults(**{key: _config_value(actions[key], value, args.config) for key, value in values.items()})
     return parser.parse_args(argv)
+
+
+def _config_value(action: argparse.Action, value: object, path: str) -> object:
+    """A `--config` file's value for `action`, checked and converted as argparse does a command-line value."""
+    if action.nargs == 0:  # a flag: the value is what it sets, e.g. strict = true or decode-cache = false
+        expected = "true or false"
+        if isinstance(value, bool):
+            return value
+    else:
+        expected = f"one of {', '.join(map(str, action.choices))}" if action.choices else _kind(action.type)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            try:
+                converted = action.type(str(value)) if action.type else str(value)
+            except (TypeError, ValueError, argparse.ArgumentTypeError):
+                converted = None
+            if converted is not None and (not action.choices or converted in action.choices):
+                return converted
+    key = action.option_strings[-1].removeprefix("--") if action.nargs != 0 else action.dest.replace("_", "-")
+    raise ImgclfError(_bad_value(path, key, value, expected))
+
+
+def _bad_value(path: str, key: str, value: object, expected: str) -> str:
+    return f"Config file {path} has a bad value for {key}. Received: {key} = {value!r}. Use {expected}."
+
+
+def _kind(convert: object) -> str:
+    return {int: "a whole number", float: "a number"}.get(convert, "a string")
 
 
 def _problem_names(text: str) -> list[str]:

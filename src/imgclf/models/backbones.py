@@ -50,16 +50,38 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any unreadable or unsafe file: say which and why
-        raise WeightsError(f"Cannot read weights file {path}: {error}") from None
+        raise WeightsError(
+            f"Cannot read weights file {path}: it is not a safetensors file or a PyTorch state dict that loads "
+            f"with weights_only=True ({type(error).__name__}: {error}). Received: --weights={path}"
+        ) from None
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     try:
         model.load_state_dict(state)
-    except RuntimeError as error:
-        first_line = str(error).splitlines()[0]
-        raise WeightsError(f"Weights from {source} do not fit {type(model).__name__}: {first_line}") from None
+    except RuntimeError:
+        misfit = _misfit(model, state)
+        raise WeightsError(f"Weights from {source} do not fit {type(model).__name__}: {misfit}") from None
+
+
+def _misfit(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """What keeps `state` from loading into `model`: missing, unexpected and reshaped tensors, an example of each."""
+    expected = model.state_dict()
+    problems = {
+        "missing": [name for name in expected if name not in state],
+        "unexpected": [name for name in state if name not in expected],
+        "of another shape": [
+            f"{name} {tuple(state[name].shape)} instead of {tuple(tensor.shape)}"
+            for name, tensor in expected.items()
+            if name in state and hasattr(state[name], "shape") and state[name].shape != tensor.shape
+        ],
+    }
+    return "; ".join(
+        f"{len(items)} tensor{'s' if len(items) > 1 else ''} {kind} (first: {items[0]})"
+        for kind, items in problems.items()
+        if items
+    )
 
 
 def _feature_shape(backbone: nn.Module, image_size: int) -> tuple[int, int, int]:
