@@ -116,6 +116,13 @@ def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(small_photos, tmp_pa
     assert [row["epoch"] for row in read_history(resumed.run_dir)] == ["1", "2", "3"]
 
 
+def test_a_damaged_checkpoint_state_is_named_when_resuming(small_photos, tmp_path):
+    run = train_cnn(small_photos / "train", val=str(small_photos / "val"), out=str(tmp_path / "run"), epochs=1)
+    (run.run_dir / "checkpoint" / "state.json").write_text('{"epoch": 1, "hist')
+    with pytest.raises(imgclf.RunError, match="state.json is damaged"):
+        imgclf.train(resume=run.run_dir, epochs=2)
+
+
 def test_ctrl_c_before_the_first_epoch_ends_leaves_nothing_behind(small_photos, tmp_path, monkeypatch):
     def interrupt_at_once(epoch: int, step: int, steps: int) -> None:
         raise KeyboardInterrupt
@@ -310,6 +317,7 @@ def test_loss_is_binary_cross_entropy_for_one_logit():
         ({"batch_size": 0}, "batch-size"),
         ({"augment": "heavy"}, "augment"),
         ({"zoom_range": 0.2}, "Unknown training options"),
+        ({"model": "seed-cnn", "fine_tune": "2"}, "trained from scratch.*--fine-tune is for a pretrained backbone"),
     ],
 )
 def test_bad_options_are_refused_before_any_file_is_read(options, message):
