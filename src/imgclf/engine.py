@@ -10,6 +10,7 @@ imgclf train data/training_set --val data/val_set --model seed-cnn --nproc 2
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -527,7 +528,9 @@ def setup_phase(
         head = model.head[prefix:]
         return PhaseSetup(step, train, val, optimizer, head, processes.wrap(head), gradient_scaler(device, None))
     if not images:
-        images["train"], images["val"] = image_sources(config, preprocessing, *indexes, pins_memory(device))
+        # With the decoded-image cache, the first process on a machine decodes and the others read its cache.
+        with processes.local_main_first() if config.decode_cache else contextlib.nullcontext():
+            images["train"], images["val"] = image_sources(config, preprocessing, *indexes, pins_memory(device))
     step = Step(device, precision, device.type == "cpu", preprocessing, config.augment)
     scaler = gradient_scaler(device, precision)
     if phase.name == "head":
