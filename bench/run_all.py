@@ -55,7 +55,13 @@ def parse_args() -> argparse.Namespace:
     add_data_option(parser)
     parser.add_argument("--quick", action="store_true", help="fewer epochs and smaller generated folders")
     parser.add_argument("--compare-keras", action="store_true", help="also run the tutorial's Keras code")
-    parser.add_argument("--measure", help=argparse.SUPPRESS)  # run one measurement in this process
+    parser.add_argument(
+        "--measure",
+        metavar="NAME",
+        choices=MEASUREMENTS,
+        help="run only this measurement, in this process, and print its figures and peak RSS as JSON; one of "
+        + ", ".join(f"'{name}'" for name in MEASUREMENTS),
+    )
     return parser.parse_args()
 
 
@@ -158,28 +164,31 @@ def streaming(scratch: Path, count: int) -> dict:
     return {"seconds": time.perf_counter() - started, "images": count}
 
 
-def measurements(args: argparse.Namespace) -> dict[str, Callable[[Path], dict]]:
-    """Every measurement by name: a function of a scratch folder returning its figures."""
-    cnn_epochs, vgg_epochs = (3, 2) if args.quick else (5, 3)
-    return {
-        "seed-cnn": lambda scratch: seed_cnn(args.data, scratch, cnn_epochs),
-        "seed-vgg16 augmented": lambda scratch: vgg16_augmented(args.data, scratch, vgg_epochs),
-        "seed-vgg16 cached": lambda scratch: vgg16_cached(args.data, scratch, 30),
-        "lite0 predict torch": lambda scratch: lite0_predict(args.data, scratch, "torch"),
-        "lite0 predict onnx": lambda scratch: lite0_predict(args.data, scratch, "onnx"),
-        "lite0 predict openvino": lambda scratch: lite0_predict(args.data, scratch, "openvino"),
-        "lite0 extraction": lambda scratch: lite0_extraction(args.data, scratch),
-        "lite0 extraction ×5": lambda scratch: lite0_extraction(args.data, scratch, copies=5),
-        "lite0 extraction, exported": lambda scratch: lite0_extraction(args.data, scratch, exported=True),
-        "streaming": lambda scratch: streaming(scratch, 1_000 if args.quick else 5_000),
-        "index 100k files": lambda scratch: index_files(scratch, 100_000),
-    }
+def epoch_counts(args: argparse.Namespace) -> tuple[int, int]:
+    """The epochs of the seed-cnn and the augmented seed-vgg16 runs (imgclf's and Keras's alike)."""
+    return (3, 2) if args.quick else (5, 3)
+
+
+MEASUREMENTS: dict[str, Callable[[argparse.Namespace, Path], dict]] = {
+    "seed-cnn": lambda args, scratch: seed_cnn(args.data, scratch, epoch_counts(args)[0]),
+    "seed-vgg16 augmented": lambda args, scratch: vgg16_augmented(args.data, scratch, epoch_counts(args)[1]),
+    "seed-vgg16 cached": lambda args, scratch: vgg16_cached(args.data, scratch, 30),
+    "lite0 predict torch": lambda args, scratch: lite0_predict(args.data, scratch, "torch"),
+    "lite0 predict onnx": lambda args, scratch: lite0_predict(args.data, scratch, "onnx"),
+    "lite0 predict openvino": lambda args, scratch: lite0_predict(args.data, scratch, "openvino"),
+    "lite0 extraction": lambda args, scratch: lite0_extraction(args.data, scratch),
+    "lite0 extraction ×5": lambda args, scratch: lite0_extraction(args.data, scratch, copies=5),
+    "lite0 extraction, exported": lambda args, scratch: lite0_extraction(args.data, scratch, exported=True),
+    "streaming": lambda args, scratch: streaming(scratch, 1_000 if args.quick else 5_000),
+    "index 100k files": lambda args, scratch: index_files(scratch, 100_000),
+}
+"""Every measurement by name: a function of the options and a scratch folder, returning its figures."""
 
 
 def measure_here(name: str, args: argparse.Namespace) -> None:
     """Run one measurement in this process and print its figures and peak RSS as one JSON line."""
     with tempfile.TemporaryDirectory() as folder:
-        figures = measurements(args)[name](Path(folder))
+        figures = MEASUREMENTS[name](args, Path(folder))
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child process
     print(json.dumps({**figures, "peak_rss_mb": peak_rss_mb(), "worker_peak_rss_mb": workers}))
 
@@ -198,12 +207,11 @@ def keras_results(args: argparse.Namespace) -> dict[str, dict]:
     """The tutorial's two experiments in the Keras venv, for as many epochs as imgclf's rows ran."""
     from keras_compare import run_keras
 
-    cnn_epochs, vgg_epochs = (3, 2) if args.quick else (5, 3)
     results = {}
-    for experiment, epochs in (("cnn", cnn_epochs), ("vgg16", vgg_epochs)):
+    for experiment, experiment_epochs in zip(("cnn", "vgg16"), epoch_counts(args)):
         print(f"running the Keras tutorial's {experiment} ...", file=sys.stderr, flush=True)
         try:
-            results[experiment] = run_keras(experiment, args.data, epochs)
+            results[experiment] = run_keras(experiment, args.data, experiment_epochs)
         except RuntimeError as error:
             results[experiment] = {"error": str(error).splitlines()[0]}
     return results
@@ -287,7 +295,7 @@ def main() -> None:
         measure_here(args.measure, args)
         return
     started = time.perf_counter()
-    results = {name: measure(name, args) for name in measurements(args)}
+    results = {name: measure(name, args) for name in MEASUREMENTS}
     keras = keras_results(args) if args.compare_keras else None
     command = " ".join(["bench/run_all.py", *sys.argv[1:]])
     print(f"{time.strftime('%Y-%m-%d')}, {machine()}; `{command}` took {time.perf_counter() - started:.0f} s")

@@ -10,13 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from imgclf.config import Preprocessing
+from imgclf.config import Preprocessing, TrainConfig
 from imgclf.data import (
     BatchSource,
     DatasetError,
     FolderIndex,
     StreamingImages,
     check_same_classes,
+    decode_files,
     decode_images,
     describe,
     epoch_batches,
@@ -24,9 +25,14 @@ from imgclf.data import (
     imbalance_warning,
     index_folder,
     list_images,
+    load_or_skip,
+    overlap_warning,
     sequential_batches,
+    split_folder,
     stratified_split,
+    validation_index,
 )
+from imgclf.decoded_cache import DecodedCache
 from imgclf.images import load_tensor
 
 CARS_PLANES = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cars-planes"
@@ -161,6 +167,97 @@ def test_class_folders_without_images_list_the_classes_and_formats(tmp_path):
     assert "Allowed formats: .jpg, .jpeg, .png" in message
 
 
+def relative(files: list[str], root: Path) -> list[str]:
+    return [Path(f).relative_to(root).as_posix() for f in files]
+
+
+def test_a_link_loop_in_a_class_folder_is_passed_over_and_no_image_changes_class(tmp_path):
+    root = tmp_path / "data"
+    write_image(root / "cars" / "a.png")
+    write_image(root / "planes" / "b.png")
+    (root / "cars" / "up").symlink_to("..")  # back to data/: would hand the planes to cars, and loop
+    (root / "planes" / "self").symlink_to(".")
+
+    index = index_folder(root)
+
+    assert relative(index.files, root) == ["cars/a.png", "planes/b.png"]
+    assert index.labels == [0, 1]
+    assert index.skipped_linked_folders == 2
+    assert relative(list_images([root]), root) == ["cars/a.png", "planes/b.png"]
+    assert relative(list_images([root / "cars"]), root) == ["cars/a.png"]
+
+
+def test_linked_photo_folders_are_followed_and_each_folder_is_searched_once(tmp_path):
+    library = tmp_path / "library"
+    write_image(library / "cars" / "x.png")
+    write_image(library / "cars" / "more" / "y.png")
+    write_image(library / "other" / "not-a-car.png")
+    (library / "cars" / "more" / "all").symlink_to("../..")  # the whole library, which holds this link
+    root = tmp_path / "data"
+    write_image(root / "cars" / "a.png")
+    (root / "cars" / "linked").symlink_to(library / "cars")
+    (root / "cars" / "linked-again").symlink_to(library / "cars")
+    write_image(root / "planes" / "b.png")
+
+    index = index_folder(root)
+
+    assert relative(index.files, root) == ["cars/a.png", "cars/linked/x.png", "cars/linked/more/y.png", "planes/b.png"]
+    assert index.labels == [0, 0, 0, 1]
+    assert index.skipped_linked_folders == 2  # linked-again, and the loop through the library
+    assert index_folder(root).files == index.files
+
+
+def test_class_folders_with_no_images_stop_a_run_but_not_indexing(tmp_path):
+    data = tmp_path / "data"
+    write_image(data / "cars" / "a.png")
+    write_image(data / "cars" / "b.png")
+    (data / "planes").mkdir()
+    (data / "trucks").mkdir()
+    (data / "trucks" / "notes.txt").write_text("to do: add photos\n")
+
+    # audit and evaluate index folders that lack some classes, so indexing itself still works.
+    assert index_folder(data).class_counts() == [2, 0, 0]
+    for config in (TrainConfig(data=str(data)), TrainConfig(data=str(data), val_split=0.5)):
+        with pytest.raises(DatasetError) as caught:
+            split_folder(config, index_folder(data))
+        message = str(caught.value)
+        assert "\n" not in message
+        assert f"{data / 'planes'}, {data / 'trucks'} " in message
+        assert "per class: cars 2, planes 0, trucks 0" in message
+        assert "Add images to them or remove them" in message
+
+
+def test_a_validation_class_folder_with_no_images_is_named(tmp_path):
+    write_image(tmp_path / "train" / "cars" / "a.png")
+    write_image(tmp_path / "train" / "planes" / "b.png")
+    write_image(tmp_path / "val" / "cars" / "c.png")
+    (tmp_path / "val" / "planes").mkdir()
+    with pytest.raises(DatasetError, match="Found no images in the class folder") as caught:
+        validation_index(TrainConfig(data=str(tmp_path / "train"), val=str(tmp_path / "val")))
+    assert f"{tmp_path / 'val' / 'planes'} (per class: cars 1, planes 0)" in str(caught.value)
+
+
+def test_validating_on_the_training_folder_is_warned_about_not_refused(tmp_path):
+    data = tmp_path / "data"
+    write_image(data / "cars" / "a.png")
+    write_image(data / "planes" / "b.png")
+    (tmp_path / "same").symlink_to(data)
+    assert overlap_warning(data, tmp_path / "val") is None
+    warning = overlap_warning(data, tmp_path / "same")
+    assert warning.startswith(f"--val {tmp_path / 'same'} is the training folder {data}, ")
+    assert "val_loss and val_accuracy measure nothing" in warning and "--val-split" in warning
+    train, val = split_folder(TrainConfig(data=str(data), val=str(tmp_path / "same")), index_folder(data))
+    assert len(train.files) == len(val.files) == 2
+
+
+def test_a_validation_folder_inside_the_training_folder_or_around_it_is_warned_about(tmp_path):
+    inside = overlap_warning(tmp_path / "data", tmp_path / "data" / "cars" / "held-out")
+    assert inside is not None and "is inside the training folder" in inside
+    around = overlap_warning(tmp_path / "data" / "train", tmp_path / "data")
+    assert around is not None and f"the training folder {tmp_path / 'data' / 'train'} is inside --val" in around
+    assert overlap_warning(tmp_path / "data" / "train", tmp_path / "data" / "train-val") is None
+
+
 def test_check_same_classes_names_both_lists():
     train = FolderIndex("data/train", ["cars", "planes"], [], [])
     val = FolderIndex("data/val", ["cars", "trucks"], [], [])
@@ -230,6 +327,29 @@ def test_decode_images_keeps_good_images_and_lists_bad_ones_with_reasons(tmp_pat
     for skipped in decoded.skipped:
         assert reasons[Path(skipped.path).name] in skipped.reason
     assert len(calls) == 6  # progress is reported for bad files too
+
+
+def test_decode_files_matches_decoding_each_file_alone_with_unreadable_files_mixed_in(tmp_path):
+    write_noise_images(tmp_path / "good", 6, seed=0)
+    write_bad_files(tmp_path / "bad")
+    good, bad = sorted((tmp_path / "good").iterdir()), sorted((tmp_path / "bad").iterdir())
+    # Unreadable files first, between and last, so readable rows move down by different amounts.
+    files = [str(path) for path in [bad[0], *good[:2], bad[1], tmp_path / "gone.png", *good[2:], bad[2]]]
+    readable = [i for i, path in enumerate(files) if Path(path).parent.name == "good"]
+    expected_skipped = [(path, load_or_skip(path, SMALL).reason) for i, path in enumerate(files) if i not in readable]
+
+    # Without a cache, filling one, then reading it: the same answer each time.
+    for cache, hits in ((None, 0), (DecodedCache(SMALL), 0), (DecodedCache(SMALL), len(readable))):
+        images, kept, skipped, cache_hits = decode_files(files, SMALL, workers=3, cache=cache)
+        assert kept == readable
+        assert images.shape == (len(readable), 3, 16, 16) and images.dtype == torch.uint8
+        for row, i in enumerate(kept):
+            assert torch.equal(images[row], load_tensor(files[i], SMALL)), files[i]
+        assert [(s.path, s.reason) for s in skipped] == expected_skipped
+        assert cache_hits == hits
+
+    images, kept, skipped, _ = decode_files(files[:1], SMALL)
+    assert (images.shape, kept, len(skipped)) == ((0, 3, 16, 16), [], 1)
 
 
 def test_one_epoch_covers_every_image_once_with_a_smaller_last_batch():

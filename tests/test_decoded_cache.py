@@ -19,7 +19,7 @@ import imgclf
 from imgclf import images
 from imgclf.cli import main
 from imgclf.config import ConfigError, Preprocessing
-from imgclf.data import BatchSource, decode_files, decode_images, epoch_batches, index_folder
+from imgclf.data import BatchSource, decode_files, decode_images, epoch_batches, index_folder, sequential_batches
 from imgclf.decoded_cache import DecodedCache, cache_root, decode_key
 from imgclf.engine import make_train_config
 from imgclf.images import load_tensor
@@ -242,8 +242,71 @@ def test_streaming_through_dataloader_workers_fills_and_then_reads_the_cache(
         assert torch.equal(batch, torch.stack([expected[path] for path in files]))
     [skipped] = source.skipped
     assert skipped.path.endswith("notes.jpg") and "not an image" in skipped.reason
-    message = f"{len(expected)} images of {photos} read from it, 1 decoded."
+    message = f"{len(expected)} images of {photos} read from it, 0 decoded, 1 unreadable."
     assert [r.message for r in caplog.records if "Decoded-image cache" in r.message][0].endswith(message)
+
+
+def cache_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.message.split(": ", 1)[1] for r in caplog.records if "Decoded-image cache" in r.message]
+
+
+def test_the_cache_line_counts_unreadable_files_apart_from_decoded_ones(photos, caplog):
+    (photos / "planes" / "notes.jpg").write_text("not a photo\n")
+    index = index_folder(photos)
+
+    with caplog.at_level(logging.INFO, logger="imgclf.data"):
+        BatchSource(index, SMALL, in_memory=True, workers=2, cache=DecodedCache(SMALL))
+        BatchSource(index, SMALL, in_memory=True, workers=2, cache=DecodedCache(SMALL))
+
+    assert cache_messages(caplog) == [
+        f"0 images of {photos} read from it, 7 decoded, 1 unreadable.",
+        f"7 images of {photos} read from it, 0 decoded, 1 unreadable.",
+    ]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_streaming_logs_the_cache_line_with_its_last_batch_even_when_training_reads_no_further(photos, caplog, workers):
+    index = index_folder(photos)
+    plan = epoch_batches(len(index.files), 3, steps=4, seed=0, epoch=0)  # 12 images: some read twice
+    source = BatchSource(index, SMALL, in_memory=False, workers=workers, cache=DecodedCache(SMALL))
+
+    with caplog.at_level(logging.INFO, logger="imgclf.data"):
+        # As the engine reads batches: zip stops at the last planned batch, without asking the generator again.
+        for _ in zip(plan, source.batches(plan)):
+            pass
+
+    [message] = cache_messages(caplog)
+    hits = int(message.split()[0])
+    assert message == f"{hits} images of {photos} read from it, {12 - hits} decoded."
+    if workers == 0:
+        assert hits == 12 - 7  # one process decodes each of the 7 photos once, then reads it
+
+
+def test_an_unwritable_cache_folder_warns_once_per_run_while_streaming_through_worker_processes(
+    photos, tmp_path, monkeypatch
+):
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("IMGCLF_CACHE", str(not_a_folder))
+    index = index_folder(photos)
+    plan = sequential_batches(len(index.files), 2)  # 4 batches: both workers get some
+    cache = DecodedCache(SMALL)  # one for the run, as the engine makes it
+    # caplog sees only this process; a file handler is inherited by the worker processes too.
+    log_file = tmp_path / "log.txt"
+    handler = logging.FileHandler(log_file)
+    logging.getLogger("imgclf").addHandler(handler)
+    try:
+        for _ in range(2):  # two epochs, each with new worker processes, of a training and a validation source
+            for source in (BatchSource(index, SMALL, False, 2, cache), BatchSource(index, SMALL, False, 2, cache)):
+                streamed = torch.cat([images for images, _ in source.batches(plan)])
+                assert torch.equal(streamed, torch.stack([load_tensor(path, SMALL) for path in index.files]))
+    finally:
+        logging.getLogger("imgclf").removeHandler(handler)
+        handler.close()
+
+    warnings = [line for line in log_file.read_text().splitlines() if "Cannot write the decoded-image cache" in line]
+    assert len(warnings) == 1
+    assert not list(tmp_path.rglob("*.pixels"))
 
 
 def test_the_cache_pickles_for_worker_processes(photos):

@@ -291,6 +291,13 @@ def test_imbalance_is_warned_about(tmp_path, caplog):
     assert any("imbalanced" in record.message for record in caplog.records)
 
 
+def test_validating_on_the_training_folder_is_warned_about_once(tmp_path, caplog):
+    data = make_synthetic_classes(tmp_path / "data", {"red": 4, "green": 4})
+    train_cnn(data, val=str(data), out=str(tmp_path / "run"), epochs=1, image_size=24)
+    overlaps = [record for record in caplog.records if "is the training folder" in record.message]
+    assert len(overlaps) == 1 and overlaps[0].levelname == "WARNING"
+
+
 def test_an_existing_run_is_never_overwritten(small_photos, tmp_path):
     train_cnn(small_photos / "train", val=str(small_photos / "val"), out=str(tmp_path / "run"), epochs=1)
     with pytest.raises(imgclf.RunError, match="already holds a run"):

@@ -43,6 +43,7 @@ class FolderIndex:
     skipped_hidden: int = 0
     skipped_not_image: int = 0
     loose_files: int = 0
+    skipped_linked_folders: int = 0  # links not followed: loops, or folders already searched
 
     def class_counts(self) -> list[int]:
         counts = Counter(self.labels)
@@ -66,10 +67,35 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk_sorted(folder: Path) -> Iterator[tuple[Path, list[str]]]:
-    """Yield (directory, sorted file names) depth-first in sorted order, never entering hidden folders."""
+def _folder_identity(path: Path) -> tuple[int, int]:
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
+
+
+def _walk_sorted(folder: Path, passed_over: list[Path]) -> Iterator[tuple[Path, list[str]]]:
+    """Yield (directory, sorted file names) depth-first in sorted order, never entering hidden folders.
+
+    Linked folders are followed, but each real folder is entered once: a link back to a folder that holds it
+    (a loop), or a second way into a folder already searched, is logged and appended to `passed_over` instead.
+    """
+    searched = {_folder_identity(folder)}
     for directory, subfolders, file_names in os.walk(folder, followlinks=True):
-        subfolders[:] = sorted(d for d in subfolders if not _is_hidden(d) and d not in IGNORED_FOLDERS)
+        entered = []
+        for name in sorted(d for d in subfolders if not _is_hidden(d) and d not in IGNORED_FOLDERS):
+            path = Path(directory, name)
+            identity = _folder_identity(path)
+            # A loop can lead above `folder`, to a folder this walk never enters, so ancestors are checked by path.
+            if path.is_symlink() and Path(directory).resolve().is_relative_to(path.resolve()):
+                log.info("Passed over %s: a link back to %s, which holds it (a loop).", path, path.resolve())
+                passed_over.append(path)
+            elif identity in searched:
+                log.info("Passed over %s: it is %s, already searched.", path, path.resolve())
+                passed_over.append(path)
+            else:
+                # Claimed before descending, so a link deeper down does not take a sibling's place.
+                searched.add(identity)
+                entered.append(name)
+        subfolders[:] = entered
         yield Path(directory), sorted(file_names)
 
 
@@ -101,8 +127,9 @@ def index_folder(root: str | Path) -> FolderIndex:
         )
     index = FolderIndex(str(root), class_names, [], [])
     index.loose_files = sum(1 for entry in root.iterdir() if entry.is_file() and not _is_hidden(entry.name))
+    passed_over: list[Path] = []
     for label, class_name in enumerate(class_names):
-        for directory, file_names in _walk_sorted(root / class_name):
+        for directory, file_names in _walk_sorted(root / class_name, passed_over):
             for name in file_names:
                 if _is_hidden(name):
                     index.skipped_hidden += 1
@@ -111,6 +138,7 @@ def index_folder(root: str | Path) -> FolderIndex:
                 else:
                     index.files.append(str(directory / name))
                     index.labels.append(label)
+    index.skipped_linked_folders = len(passed_over)
     if not index.files:
         raise DatasetError(
             f"Found no images in {root} (classes {class_names}). Allowed formats: {', '.join(IMAGE_EXTENSIONS)}."
@@ -125,7 +153,7 @@ def list_images(paths: Sequence[str | Path]) -> list[str]:
         if path.is_dir():
             found.extend(
                 str(directory / name)
-                for directory, names in _walk_sorted(path)
+                for directory, names in _walk_sorted(path, [])
                 for name in names
                 if not _is_hidden(name) and is_image_file(name)
             )
@@ -153,6 +181,36 @@ def check_same_classes(train: FolderIndex, val: FolderIndex) -> None:
             f"{val.root} has classes {val.class_names} but {train.root} has {train.class_names}; "
             "the folders must hold the same class sub-folders."
         )
+
+
+def check_classes_have_images(index: FolderIndex) -> None:
+    """Raise `DatasetError` naming the class folders of `index` that hold no images: nothing to learn or check."""
+    counts = index.class_counts()
+    empty = [str(Path(index.root, name)) for name, count in zip(index.class_names, counts) if count == 0]
+    if empty:
+        per_class = ", ".join(f"{name} {count}" for name, count in zip(index.class_names, counts))
+        raise DatasetError(
+            f"Found no images in the class folder(s) {', '.join(empty)} (per class: {per_class}). Add images to "
+            f"them or remove them: every sub-folder of {index.root} is a class. "
+            f"Allowed formats: {', '.join(IMAGE_EXTENSIONS)}."
+        )
+
+
+def overlap_warning(data: str | Path, val: str | Path) -> str | None:
+    """A warning when the validation folder `val` is the training folder `data`, or one holds the other, else None."""
+    data_path, val_path = Path(data).resolve(), Path(val).resolve()
+    if data_path == val_path:
+        where = f"--val {val} is the training folder {data}"
+    elif val_path.is_relative_to(data_path):
+        where = f"--val {val} is inside the training folder {data}"
+    elif data_path.is_relative_to(val_path):
+        where = f"the training folder {data} is inside --val {val}"
+    else:
+        return None
+    return (
+        f"{where}, so the model trains on validation images and val_loss and val_accuracy measure nothing. "
+        "Give --val a folder of other images, or use --val-split to hold some out."
+    )
 
 
 def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -240,25 +298,28 @@ def decode_files(
     """Decode `files` on `workers` threads, through `cache` when given.
 
     Returns the readable ones as uint8 (N, 3, S, S), their positions, the skipped, and how many came from
-    the cache.
+    the cache. The threads write each image straight into one tensor, so the peak memory is about the size
+    of the images (what `memory_needed_mb` estimates), never twice that.
     """
     size = preprocessing.image_size
+    images = torch.empty((len(files), 3, size, size), dtype=torch.uint8)
 
-    def decode(path: str) -> tuple[torch.Tensor | SkippedFile, bool]:
-        result = read_or_skip(path, preprocessing, cache)
+    def decode(i: int) -> tuple[SkippedFile | None, bool]:
+        result, cached = read_or_skip(files[i], preprocessing, cache)
+        if isinstance(result, torch.Tensor):
+            images[i] = result
         if on_image is not None:
             on_image()
-        return result
+        return (result if isinstance(result, SkippedFile) else None), cached
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        decoded = list(pool.map(decode, files))
-    results = [result for result, _ in decoded]
-    kept = [i for i, result in enumerate(results) if isinstance(result, torch.Tensor)]
-    images = torch.empty((len(kept), 3, size, size), dtype=torch.uint8)
+        outcomes = list(pool.map(decode, range(len(files))))
+    kept = [i for i, (failure, _) in enumerate(outcomes) if failure is None]
     for row, i in enumerate(kept):
-        images[row] = results[i]
-    skipped = [result for result in results if isinstance(result, SkippedFile)]
-    return images, kept, skipped, sum(cached for _, cached in decoded)
+        if row != i:  # rows only move down (row < i), so no row is overwritten before it has moved
+            images[row] = images[i]
+    skipped = [failure for failure, _ in outcomes if failure is not None]
+    return images[: len(kept)], kept, skipped, sum(cached for _, cached in outcomes)
 
 
 def find_unreadable(
@@ -331,7 +392,7 @@ class BatchSource:
     """Yields (uint8 images, labels) for lists of indices, from memory or streamed through DataLoader workers.
 
     With a decoded-image `cache`, images are read from it where present and stored in it otherwise; how
-    many were read and how many decoded is logged once (streaming: after the first complete pass).
+    many were read, decoded and unreadable is logged once (streaming: as the first pass's last batch is yielded).
     `pin_memory` (for a GPU) yields batches in page-locked memory, which copies to the GPU asynchronously.
     """
 
@@ -357,7 +418,9 @@ class BatchSource:
         if in_memory:
             self.decoded = decode_images(index, preprocessing, workers, cache=cache)
             self.skipped = list(self.decoded.skipped)
-            self._log_cache_use(self.decoded.cache_hits, len(index.files))
+            self._log_cache_use(self.decoded.cache_hits, len(self.decoded.files), len(self.decoded.skipped))
+        elif cache is not None:
+            cache.check_writable()  # before DataLoader workers copy the cache, so a failure is warned about once
 
     def __len__(self) -> int:
         return len(self.decoded.files) if self.decoded is not None else len(self.index.files)
@@ -384,26 +447,31 @@ class BatchSource:
             persistent_workers=False,
             pin_memory=self.pin_memory,
         )
-        cache_hits = 0
-        for indices, (images, labels, ok, reasons, cached) in zip(plan, loader):
+        cache_hits = loaded = unreadable = 0
+        for number, (indices, (images, labels, ok, reasons, cached)) in enumerate(zip(plan, loader), start=1):
             for position in (~ok).nonzero().flatten().tolist():
                 self._skip(self.index.files[indices[position]], reasons[position])
             cache_hits += int(cached.sum())
+            loaded += int(ok.sum())
+            unreadable += int((~ok).sum())
             if not ok.all():
                 images, labels = images[ok], labels[ok]
                 images = images.pin_memory() if self.pin_memory else images
+            if number == len(plan):  # the engine's zip() never resumes this generator after its last batch
+                self._log_cache_use(cache_hits, loaded, unreadable)
             yield images, labels
-        self._log_cache_use(cache_hits, sum(map(len, plan)))
 
-    def _log_cache_use(self, cache_hits: int, loaded: int) -> None:
+    def _log_cache_use(self, cache_hits: int, loaded: int, unreadable: int) -> None:
+        """Log once how many of the `loaded` images came from the cache, and how many files were unreadable."""
         if self.cache is not None and not self._cache_use_logged:
             self._cache_use_logged = True
             log.info(
-                "Decoded-image cache %s: %d images of %s read from it, %d decoded.",
+                "Decoded-image cache %s: %d images of %s read from it, %d decoded%s.",
                 self.cache.folder,
                 cache_hits,
                 self.index.root,
                 loaded - cache_hits,
+                f", {unreadable} unreadable" if unreadable else "",
             )
 
     def _skip(self, path: str, reason: str) -> None:
@@ -413,10 +481,15 @@ class BatchSource:
 
 
 def split_folder(config: TrainConfig, data_index: FolderIndex) -> tuple[FolderIndex, FolderIndex]:
-    """(train, val) for a run: DATA and the `--val` folder, or a stratified, seeded `--val-split` of DATA."""
+    """(train, val) for a run: DATA and the `--val` folder, or a stratified, seeded `--val-split` of DATA.
+
+    Raises `DatasetError` when the folders' classes differ or a class folder of either holds no images.
+    """
+    check_classes_have_images(data_index)
     if config.val is not None:
         val_index = index_folder(config.val)
         check_same_classes(data_index, val_index)
+        check_classes_have_images(val_index)
         return data_index, val_index
     fraction = config.val_split if config.val_split is not None else 0.2
     if config.val_split is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 import threading
 import zlib
 from pathlib import Path
@@ -72,6 +73,23 @@ class DecodedCache:
         self.preprocessing = preprocessing
         self.folder = folder if folder is not None else cache_root() / decode_key(preprocessing)
         self.writable = True
+        self._checked = False
+
+    def check_writable(self) -> bool:
+        """Whether new entries can be stored, tried once by creating a file in the folder.
+
+        Call it before worker processes get copies of this cache: a folder that cannot be written is then
+        warned about once, here, and the copies never try, instead of each worker warning on its own.
+        """
+        if self.writable and not self._checked:
+            self._checked = True
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=self.folder):
+                    pass
+            except OSError as error:
+                self._stop_writing(error)
+        return self.writable
 
     def load(self, path: str) -> tuple[torch.Tensor, bool]:
         """`load_tensor(path)`, and whether it came from the cache; on a miss the image is decoded and stored.
@@ -121,8 +139,11 @@ class DecodedCache:
             # Not fsynced: an entry lost in a crash is only decoded again (the rename still keeps it whole).
             atomic_write_bytes(self._path(digest), pixels.tobytes() + zlib.crc32(pixels).to_bytes(4, "little"), False)
         except OSError as error:
-            with _write_failure:
-                if not self.writable:
-                    return
-                self.writable = False
-            log.warning("Cannot write the decoded-image cache %s (%s); decoding without storing.", self.folder, error)
+            self._stop_writing(error)
+
+    def _stop_writing(self, error: OSError) -> None:
+        with _write_failure:
+            if not self.writable:
+                return
+            self.writable = False
+        log.warning("Cannot write the decoded-image cache %s (%s); decoding without storing.", self.folder, error)

@@ -124,8 +124,12 @@ def index_data(config: TrainConfig, warn: bool = True) -> tuple[datasets.FolderI
     train_index, val_index = datasets.split_folder(config, data_index)
     log.info("Training: %s", datasets.describe(train_index))
     log.info("Validation: %s", datasets.describe(val_index))
-    if warn and (warning := datasets.imbalance_warning(train_index)) is not None:
-        log.warning(warning)
+    if warn:
+        warnings = [datasets.imbalance_warning(train_index)]
+        if config.val is not None:
+            warnings.append(datasets.overlap_warning(config.data, config.val))
+        for warning in filter(None, warnings):
+            log.warning(warning)
     return train_index, val_index
 
 
