@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tests.conftest import copy_photos
 
 from imgclf.audit import (
     AuditReport,
@@ -101,7 +102,9 @@ def test_finds_planted_duplicates_leakage_and_broken_files(planted):
     near = group_with(report, "near", planted["source"], planted["near copy"])
     assert near.leakage and near.label_conflict
     assert near.class_names == ["cats", "dogs"] and 0 <= near.distance <= report.near_threshold
-    assert {file.path for file in near.files} == {str(planted[k]) for k in ("source", "exact copy", "near copy")}
+    assert [file.path for file in near.files] == [str(planted["source"]), str(planted["near copy"])]
+    assert [file.path for file in near.copies] == [str(planted["exact copy"])]
+    assert near.splits == ["test", "train", "val"]  # the copy in val counts: the near copy leaks into it too
     assert len(report.groups) == 2, [group.names() for group in report.groups]
 
     reasons = {Path(file.path).name: file.facts.error for file in report.unreadable}
@@ -141,6 +144,31 @@ def test_identical_copies_are_exact_and_never_also_near(tmp_path):
         (tmp_path / "train" / "a" / f"copy{number}.jpg").write_bytes(original.read_bytes())
     report = audit_folders({"train": tmp_path / "train"}, workers=1)
     assert [(group.kind, len(group.files), group.leakage) for group in report.groups] == [("exact", 3, False)]
+
+
+def test_a_near_group_shows_identical_copies_once_and_counts_their_split(cars_planes, tmp_path, capsys):
+    data = tmp_path / "dup"
+    copy_photos(cars_planes / "training_set", data / "train", 3)
+    copy_photos(cars_planes / "val_set", data / "val", 2)
+    original = sorted((data / "train" / "cars").iterdir())[0]
+    copy = data / "val" / "cars" / "copy.jpg"
+    copy.write_bytes(original.read_bytes())
+    with Image.open(original) as photo:
+        photo.resize((photo.width // 2, photo.height // 2)).save(data / "train" / "cars" / "small.jpg")
+    out = tmp_path / "out"
+    args = ["audit", str(data / "train"), "--val", str(data / "val"), "--out", str(out), "--workers", "1"]
+    assert main(args) == 0
+
+    groups = json.loads((out / "audit.json").read_text())["duplicates"]
+    assert [(group["kind"], group["leakage"]) for group in groups] == [("exact", True), ("near", True)]
+    exact, near = groups
+    assert [file["path"] for file in exact["files"]] == [str(original), str(copy)]
+    assert [file["path"] for file in near["files"]] == [str(original), str(data / "train" / "cars" / "small.jpg")]
+    assert len({file["content_hash"] for file in near["files"]}) == 2  # no identical pair reported as near
+    assert [file["path"] for file in near["copies"]] == [str(copy)]
+    assert near["splits"] == ["train", "val"]  # small.jpg in train is a near-duplicate of val's copy
+    assert f"val: cars/copy.jpg (identical to train: cars/{original.name})" in (out / "audit.html").read_text()
+    assert "(identical" in capsys.readouterr().out
 
 
 def test_same_picture_in_two_classes_is_a_label_conflict_not_leakage(tmp_path):

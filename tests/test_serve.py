@@ -6,7 +6,12 @@ import asyncio
 import copy
 import dataclasses
 import io
+import re
+import signal
+import socket
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -211,15 +216,32 @@ def test_uploads_over_the_limit_get_413_however_they_are_sent(small_limit_client
     by_count = small_limit_client.post("/predict", content=iter([data[:50_000], data[50_000:]]))
     assert "content-length" not in by_count.request.headers
     by_form = small_limit_client.post("/predict", files={"file": (big.name, data, "image/jpeg")})
-    in_batch = small_limit_client.post(
-        "/predict/batch",
-        files=[("files", (big.name, data, "image/jpeg")), ("files", ("a.jpg", photos["cars"].read_bytes()))],
-    )
-    for response in (by_length, by_count, by_form, in_batch):
+    for response in (by_length, by_count, by_form):
         assert response.status_code == 413
         assert "--max-upload-mb" in response.json()["error"]
-    assert "klm.jpg" in in_batch.json()["error"]
     assert small_limit_client.post("/predict", content=photos["cars"].read_bytes()).status_code == 200
+
+
+def test_a_batch_answers_an_image_over_the_limit_with_an_error_and_the_others_with_labels(
+    small_limit_client, cars_planes, photos
+):
+    big = cars_planes / "val_set" / "planes" / "klm.jpg"
+    car = photos["cars"]
+    files = [("files", (big.name, big.read_bytes(), "image/jpeg")), ("files", (car.name, car.read_bytes()))]
+    response = small_limit_client.post("/predict/batch", files=files)
+    assert response.status_code == 200, response.text
+    refused, answered = response.json()["predictions"]
+    assert (refused["file"], refused["label"]) == ("klm.jpg", None)
+    assert "larger than the limit" in refused["error"] and "--max-upload-mb" in refused["error"]
+    assert (answered["file"], answered["label"], answered["error"]) == (car.name, "cars", None)
+
+
+def test_a_batch_over_the_limit_of_a_whole_batch_gets_413(small_limit_client, cars_planes):
+    data = (cars_planes / "val_set" / "planes" / "klm.jpg").read_bytes()
+    assert 2 * len(data) > 16 * SMALL_LIMIT
+    response = small_limit_client.post("/predict/batch", files=[("files", (f"{i}.jpg", data)) for i in range(2)])
+    assert response.status_code == 413
+    assert "16 images" in response.json()["error"] and "--max-upload-mb" in response.json()["error"]
 
 
 def test_the_client_file_name_never_touches_the_file_system(client, photos, tmp_path, monkeypatch):
@@ -320,10 +342,10 @@ def test_a_failing_model_gets_500_and_the_service_stays_up(trained_run, photos, 
 
 
 def test_options_are_checked():
-    with pytest.raises(ConfigError, match="timeout_s=0"):
+    with pytest.raises(ConfigError, match="--timeout=0"):
         ServeOptions(timeout_s=0)
     with pytest.raises(ConfigError, match="max_queue=4"):
-        ServeOptions(max_queue=4)
+        ServeOptions(max_queue=4, max_batch_size=4)
 
 
 def test_imgclf_serve_passes_its_options_and_binds_to_localhost(trained_run, monkeypatch):
@@ -335,8 +357,62 @@ def test_imgclf_serve_passes_its_options_and_binds_to_localhost(trained_run, mon
     assert (options.max_upload_bytes, options.timeout_s, options.max_batch_size) == (2 * 1024 * 1024, 3.0, 8)
 
 
-def test_imgclf_serve_reports_a_missing_run_or_a_bad_option(tmp_path, trained_run, capsys):
+def test_imgclf_serve_reports_a_missing_run(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "missing")]) == 1
     assert "does not exist" in capsys.readouterr().err
-    assert main(["serve", str(trained_run.run_dir), "--timeout", "0"]) == 1
-    assert "timeout_s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--max-upload-mb", "0"),
+        ("--max-upload-mb", "-1"),
+        ("--max-batch", "0"),
+        ("--max-batch", "100"),
+        ("--timeout", "0"),
+    ],
+)
+def test_imgclf_serve_names_the_option_and_the_value_typed(trained_run, option, value, capsys):
+    assert main(["serve", str(trained_run.run_dir), option, value]) == 1
+    error = capsys.readouterr().err
+    assert f"{option} must be" in error and f"Received: {option}={value}." in error
+    assert "_bytes" not in error and "_size" not in error and "timeout_s" not in error
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_imgclf_serve_refuses_a_port_out_of_range_in_one_line(trained_run, port, capsys):
+    assert main(["serve", str(trained_run.run_dir), "--port", port]) == 1
+    error = capsys.readouterr().err
+    assert f"--port must be from 0 to 65535 (0: any free port). Received: --port={port}." in error
+    assert error.count("\n") == 1
+
+
+def test_imgclf_serve_reports_a_port_in_use_before_loading_the_model(trained_run, monkeypatch, capsys):
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the port was checked")
+
+    monkeypatch.setattr("imgclf.serve.app.load", load)
+    with socket.create_server(("127.0.0.1", 0)) as other_server:
+        port = other_server.getsockname()[1]
+        assert main(["serve", str(trained_run.run_dir), "--port", str(port)]) == 1
+    error = capsys.readouterr().err
+    assert f"Port {port} on 127.0.0.1 is already in use. Received: --port={port}." in error
+    assert "another port with --port" in error and error.count("\n") == 1
+
+
+def test_imgclf_serve_answers_on_the_port_it_reports_and_stops_on_ctrl_c(trained_run):
+    command = [sys.executable, "-m", "imgclf", "serve", str(trained_run.run_dir), "--port", "0"]
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not (found := re.search(r"Listening on (http://127\.0\.0\.1:\d+/)", "".join(lines))):
+            line = server.stderr.readline()
+            assert line, f"imgclf serve exited with {server.wait()}:\n{''.join(lines)}"
+            lines.append(line)
+        health = httpx.get(found[1] + "health", timeout=60)
+        assert health.status_code == 200 and health.json()["model"] == "seed-cnn"
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=60) == 0
+    finally:
+        server.kill()
+        server.wait()

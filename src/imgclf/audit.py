@@ -124,23 +124,27 @@ class SplitSummary:
 class DuplicateGroup:
     """Files holding the same picture: `exact` (identical bytes) or `near` (perceptual hashes within the threshold).
 
-    A near group joins files of at least two different contents; identical copies inside it are listed too.
-    `distance` is the largest Hamming distance between two of its perceptual hashes (0 for an exact group).
+    A near group joins at least two different contents and lists each once in `files`, by its first file, so no
+    two of its files are identical. The other files with the same bytes as one of them (an exact group of their
+    own) are its `copies`: they count in its splits and classes, since a near-duplicate of a copy that sits in
+    another split leaks too. `distance` is the largest Hamming distance between two of its perceptual hashes (0
+    for an exact group).
     """
 
     kind: str
     files: list[AuditedFile]
     distance: int = 0
+    copies: list[AuditedFile] = field(default_factory=list)
 
     @property
     def splits(self) -> list[str]:
-        """The sorted names of the splits the group's files sit in."""
-        return sorted({file.split for file in self.files})
+        """The sorted names of the splits the group's files and copies sit in."""
+        return sorted({file.split for file in self.files + self.copies})
 
     @property
     def class_names(self) -> list[str]:
-        """The sorted names of the classes the group's files sit in."""
-        return sorted({file.class_name for file in self.files})
+        """The sorted names of the classes the group's files and copies sit in."""
+        return sorted({file.class_name for file in self.files + self.copies})
 
     @property
     def leakage(self) -> bool:
@@ -153,8 +157,16 @@ class DuplicateGroup:
         return len(self.class_names) > 1
 
     def names(self) -> list[str]:
-        """Each file as `split: class/file`."""
-        return [file.display_name() for file in self.files]
+        """Each file as `split: class/file`, then the copies as `copy_names` gives them."""
+        return [file.display_name() for file in self.files] + self.copy_names()
+
+    def copy_names(self) -> list[str]:
+        """Each copy as `split: class/file (identical to split: class/file)`, naming the file it repeats."""
+        by_content = {file.facts.content_hash: file for file in self.files}
+        return [
+            f"{copy.display_name()} (identical to {by_content[copy.facts.content_hash].display_name()})"
+            for copy in self.copies
+        ]
 
 
 @dataclass
@@ -246,15 +258,8 @@ class AuditReport:
                     "label_conflict": group.label_conflict,
                     "splits": group.splits,
                     "classes": group.class_names,
-                    "files": [
-                        {
-                            **_where(file),
-                            "content_hash": file.facts.content_hash,
-                            "width": file.facts.width,
-                            "height": file.facts.height,
-                        }
-                        for file in group.files
-                    ],
+                    "files": [_group_member(file) for file in group.files],
+                    "copies": [_group_member(file) for file in group.copies],
                 }
                 for group in self.groups
             ],
@@ -263,6 +268,15 @@ class AuditReport:
 
 def _where(file: AuditedFile) -> dict[str, str]:
     return {"path": file.path, "split": file.split, "class": file.class_name}
+
+
+def _group_member(file: AuditedFile) -> dict[str, object]:
+    return {
+        **_where(file),
+        "content_hash": file.facts.content_hash,
+        "width": file.facts.width,
+        "height": file.facts.height,
+    }
 
 
 def _spread(values: list[int]) -> dict[str, float] | None:
@@ -353,7 +367,8 @@ def _components(count: int, firsts: np.ndarray, seconds: np.ndarray) -> list[np.
 def find_duplicates(files: Sequence[AuditedFile], near_threshold: int) -> list[DuplicateGroup]:
     """Exact groups (same content hash) and near groups (pHash within `near_threshold` bits) of readable images.
 
-    Identical copies count once when looking for near-duplicates, so an exact pair is never also a near pair.
+    Identical copies count once when looking for near-duplicates: a near group lists the first file of each
+    content and keeps the others as its `copies`, so an exact pair is never also a near pair.
     Groups come leakage first, then label conflicts, then larger groups.
     """
     by_content: dict[str, list[AuditedFile]] = defaultdict(list)
@@ -366,8 +381,9 @@ def find_duplicates(files: Sequence[AuditedFile], near_threshold: int) -> list[D
     for members in _components(len(contents), *hamming_pairs(hashes, near_threshold)):
         member_hashes = hashes[members]
         distance = int(np.bitwise_count(member_hashes[:, None] ^ member_hashes[None, :]).max())
-        grouped = [file for member in members for file in contents[member]]
-        groups.append(DuplicateGroup("near", grouped, distance))
+        firsts = [contents[member][0] for member in members]
+        copies = [file for member in members for file in contents[member][1:]]
+        groups.append(DuplicateGroup("near", firsts, distance, copies))
     groups.sort(key=lambda g: (not g.leakage, not g.label_conflict, -len(g.files), g.kind, g.files[0].path))
     return groups
 
@@ -613,5 +629,8 @@ def _html_group(group: DuplicateGroup) -> str:
         figures.append(f"<figure>{picture}<figcaption>{caption}</figcaption></figure>")
     rest = "".join(f"<li>{html.escape(file.display_name())}</li>" for file in group.files[THUMBNAILS_PER_GROUP:])
     more = f"<p>and without thumbnails:</p><ul>{rest}</ul>" if rest else ""
+    if group.copies:
+        listed = "".join(f"<li>{html.escape(name)}</li>" for name in group.copy_names())
+        more += f"<p>identical copies (each also in its exact group):</p><ul>{listed}</ul>"
     css = "group leakage" if group.leakage else "group"
     return f'<div class="{css}"><p>{"".join(tags)}</p>{"".join(figures)}{more}</div>'

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import io
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -44,11 +46,30 @@ logger = logging.getLogger(__name__)
 
 MB = 1024 * 1024
 STOPPED = "The inference thread has stopped (see the server log); restart the server."
+SHRINK = "Send a smaller image, or start the server with a larger --max-upload-mb"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_PORT = 65535
+BACKLOG = 2048  # uvicorn's default
 # The page loads nothing from elsewhere; the browser enforces it.
 PAGE_POLICY = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src blob:; connect-src 'self'"
 )
+
+
+# The `imgclf serve` option that sets each field, and the field's value for one of the option's units.
+COMMAND_LINE_OPTIONS = {
+    "max_upload_bytes": ("--max-upload-mb", MB),
+    "timeout_s": ("--timeout", 1),
+    "max_batch_size": ("--max-batch", 1),
+}
+
+
+def _as_given(field_name: str, value: float) -> tuple[str, str]:
+    """The option's name and `name=value` as the user gave them: the command line's for the options it has."""
+    if field_name in COMMAND_LINE_OPTIONS:
+        option, unit = COMMAND_LINE_OPTIONS[field_name]
+        return option, f"{option}={value / unit:g}"
+    return f"`{field_name}`", f"{field_name}={value}"
 
 
 @dataclass(frozen=True)
@@ -61,6 +82,9 @@ class ServeOptions:
     max_batch_files: the most images one `/predict/batch` request may hold.
     max_queue: the most images waiting for the model; more are answered 503 (busy, retry).
     decode_threads: threads decoding uploads (also bounds the memory decoding can take); default half the cores.
+
+    A value it cannot use raises `ConfigError` naming the `imgclf serve` option that sets it, in that option's
+    unit (`--max-upload-mb`, `--timeout`, `--max-batch`), or the field for the others.
     """
 
     max_upload_bytes: int = 10 * MB
@@ -76,12 +100,17 @@ class ServeOptions:
         for option in dataclasses.fields(self):
             value = getattr(self, option.name)
             if not value > 0:
-                raise ConfigError(f"`{option.name}` must be greater than 0. Received: {option.name}={value}.")
-        if self.max_queue < max(self.max_batch_size, self.max_batch_files):
+                name, received = _as_given(option.name, value)
+                raise ConfigError(f"{name} must be greater than 0. Received: {received}.")
+        if self.max_batch_size > self.max_queue:
             raise ConfigError(
-                "`max_queue` must hold a whole batch: at least `max_batch_size` and `max_batch_files`. "
-                f"Received: max_queue={self.max_queue}, max_batch_size={self.max_batch_size}, "
-                f"max_batch_files={self.max_batch_files}."
+                f"--max-batch must be at most {self.max_queue}, the most images that may wait for the model. "
+                f"Received: --max-batch={self.max_batch_size}."
+            )
+        if self.max_batch_files > self.max_queue:
+            raise ConfigError(
+                "`max_queue` must hold a whole batch request: at least `max_batch_files`. "
+                f"Received: max_queue={self.max_queue}, max_batch_files={self.max_batch_files}."
             )
 
 
@@ -97,7 +126,7 @@ class PredictionOut(BaseModel):
 
 
 class BatchItem(BaseModel):
-    """One image of a batch: its prediction, or `error` when it could not be read."""
+    """One image of a batch: its prediction, or `error` when it could not be read or is over the size limit."""
 
     file: str
     label: str | None = None
@@ -250,6 +279,10 @@ def create_app(run: Run, options: ServeOptions | None = None) -> FastAPI:
         return JSONResponse({"error": message}, status_code=error.status_code, headers=error.headers)
 
     def decode(data: bytes, name: str) -> torch.Tensor | ImageError:
+        # Only a batch can hold an image over the limit (a single upload's body is refused beyond it); there it
+        # gets an error like an unreadable image, so the other images are still answered.
+        if len(data) > options.max_upload_bytes:
+            return ImageError(name, f"larger than {_upload_limit(options)}. {SHRINK}")
         try:
             image = open_image_bytes(data, preprocessing.image_size, preprocessing.interpolation, name=name)
         except ImageError as error:
@@ -296,7 +329,8 @@ def create_app(run: Run, options: ServeOptions | None = None) -> FastAPI:
     async def predict_batch(request: Request) -> dict:
         """Classify up to `max_batch_files` images sent as repeated multipart fields `files`.
 
-        An image that cannot be read gets an `error` in its place; the others are still answered.
+        An image that cannot be read or is over the size limit gets an `error` in its place; the others are still
+        answered. Only a request over the limit of a whole batch (`max_batch_files` × the limit) is refused (413).
         """
         started = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + options.timeout_s
@@ -381,11 +415,74 @@ def serve(
     """Load the run in `run_dir` once and serve it on http://host:port until interrupted (Ctrl-C).
 
     engine: the runtime `imgclf.load` runs the model with ("auto" picks the fastest installed one).
+    The address is taken before the model loads, so a port out of range or in use fails at once (`ConfigError`).
     """
-    app = create_app(load(run_dir, engine=engine), options)
-    if host not in LOCAL_HOSTS:
-        logger.warning("Serving on %s: anyone who can reach this machine can use the model (no authentication).", host)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    sockets = listen(host, port)
+    try:
+        if host not in LOCAL_HOSTS:
+            logger.warning(
+                "Serving on %s: anyone who can reach this machine can use the model (no authentication).", host
+            )
+        app = create_app(load(run_dir, engine=engine), options)
+        for sock in sockets:
+            logger.info("Listening on %s (Ctrl-C stops)", _url(sock))
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, backlog=BACKLOG, log_level="info"))
+        # uvicorn shuts down on Ctrl-C, then raises it again; for a server that is the normal way to end.
+        with suppress(KeyboardInterrupt):
+            server.run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound and listening on `port` of every address `host` names, set up as uvicorn's own would be.
+
+    Raises `ConfigError` naming --host or --port when the port is out of range, already in use, or not ours to
+    take. Listening at once holds the port: a second server started meanwhile fails here, not after loading its
+    model, and clients connecting before the app is ready wait instead of being refused.
+    """
+    if not 0 <= port <= MAX_PORT:
+        raise ConfigError(
+            f"--port must be from 0 to {MAX_PORT} (0: any free port). Received: --port={port}. The default is 8000."
+        )
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise ConfigError(
+            f"--host {host} is not an address or a host name this machine knows ({error.strerror}). "
+            f"Received: --host={host}. Use 127.0.0.1 for this machine only, 0.0.0.0 for every network."
+        ) from None
+    sockets = []
+    try:
+        for family, kind, protocol, _, address in dict.fromkeys(addresses):
+            sock = socket.socket(family, kind, protocol)
+            sockets.append(sock)
+            # asyncio's create_server, which uvicorn uses, sets these: the port can be taken again while
+            # connections of a stopped server linger, and an IPv6 socket leaves IPv4 to its own socket.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+    except OSError as error:
+        for sock in sockets:
+            sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"Port {port} on {host} is already in use. Received: --port={port}. "
+                "Choose another port with --port, or stop the other server."
+            ) from None
+        raise ConfigError(
+            f"Cannot listen on port {port} of {host}: {error.strerror or error}. "
+            f"Received: --host={host}, --port={port}."
+        ) from None
+    return sockets
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 @asynccontextmanager
@@ -409,12 +506,20 @@ def _slow_answer(options: ServeOptions) -> str:
     )
 
 
-def _too_large(options: ServeOptions, what: str) -> HTTPException:
+def _upload_limit(options: ServeOptions) -> str:
     limit = options.max_upload_bytes
+    return f"the limit of {limit / MB:g} MB per image ({limit} bytes)"
+
+
+def _too_large(options: ServeOptions, batch: bool) -> HTTPException:
+    if not batch:
+        return HTTPException(413, f"The upload is larger than {_upload_limit(options)}. {SHRINK}.")
+    files, limit = options.max_batch_files, options.max_upload_bytes
     return HTTPException(
         413,
-        f"{what} is larger than the limit of {limit / MB:g} MB per image ({limit} bytes). "
-        "Send a smaller image, or start the server with a larger --max-upload-mb.",
+        f"The request is larger than a batch may be: {files} images of at most {limit / MB:g} MB "
+        f"({files * limit} bytes in all). Send fewer or smaller images, or start the server with a larger "
+        "--max-upload-mb.",
     )
 
 
@@ -442,7 +547,7 @@ async def _read_uploads(request: Request, options: ServeOptions, batch: bool) ->
     field_name = "files" if batch else "file"
     files = options.max_batch_files if batch else 1
     body_limit = options.max_upload_bytes * files
-    request = _limit_body(request, body_limit, _too_large(options, "The request body" if batch else "The upload"))
+    request = _limit_body(request, body_limit, _too_large(options, batch))
     multipart = request.headers.get("content-type", "").lower().startswith("multipart/form-data")
     try:
         if not multipart:
@@ -455,9 +560,6 @@ async def _read_uploads(request: Request, options: ServeOptions, batch: bool) ->
                 raise HTTPException(
                     400, f"No file in the multipart field `{field_name}`. Send the image(s) as `{field_name}`."
                 )
-            for upload in uploads:
-                if upload.size is not None and upload.size > options.max_upload_bytes:
-                    raise _too_large(options, f"Image {upload.filename!r}")
             return [(upload.filename or "<unnamed>", await upload.read()) for upload in uploads]
     except ClientDisconnect:
         raise HTTPException(400, "The client disconnected before the upload was complete.") from None
