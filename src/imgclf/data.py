@@ -235,8 +235,14 @@ def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> t
 def imbalance_warning(index: FolderIndex) -> str | None:
     """A warning when the largest class has over 3× the images of the smallest, else None."""
     counts = index.class_counts()
-    if min(counts) == 0 or max(counts) > 3 * min(counts):
-        pairs = dict(zip(index.class_names, counts))
+    pairs = dict(zip(index.class_names, counts))
+    if min(counts) == 0:
+        empty = [name for name, count in pairs.items() if count == 0]
+        return (
+            f"Classes {empty} in {index.root} have no images ({pairs}); training refuses a class without images: "
+            "add images to those folders or remove them."
+        )
+    if max(counts) > 3 * min(counts):
         return (
             f"Classes in {index.root} are imbalanced ({pairs}); consider --class-weight auto "
             "or adding images to the small classes."
