@@ -114,6 +114,15 @@ def test_config_file_values_are_checked_like_the_command_line(small_photos, tmp_
     assert not (tmp_path / "r").exists()
 
 
+def test_an_out_of_range_value_from_the_config_file_names_the_file(small_photos, tmp_path, capsys):
+    config = tmp_path / "options.toml"
+    config.write_text("epochs = 0\n")
+    assert main(["train", str(small_photos / "train"), "--config", str(config)]) == 1
+    assert capsys.readouterr().err.strip().endswith(f"(--epochs is set in the config file {config}.)")
+    assert main(["train", str(small_photos / "train"), "--config", str(config), "--epochs", "-1"]) == 1
+    assert "config file" not in capsys.readouterr().err  # the command line's value is to blame
+
+
 def test_the_command_line_wins_over_the_config_files_validation_choice(small_photos, tmp_path):
     config = tmp_path / "options.toml"
     config.write_text("val-split = 0.25\nno-decode-cache = true\nepochs = 1\n")

@@ -144,6 +144,16 @@ def test_ctrl_c_before_the_first_epoch_ends_leaves_nothing_behind(small_photos, 
     assert [row["epoch"] for row in read_history(run.run_dir)] == ["1", "2"]
 
 
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(small_photos, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (small_photos / "train" / "boats").mkdir()
+    for out in (None, str(tmp_path / "chosen")):
+        with pytest.raises(DatasetError, match="boats"):
+            train_cnn(small_photos / "train", val=str(small_photos / "val"), out=out, epochs=1)
+    assert not (tmp_path / "chosen").exists()
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = make_train_config(tmp_path, model="seed-cnn")

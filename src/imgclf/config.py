@@ -17,7 +17,11 @@ class ImgclfError(Exception):
 
 
 class ConfigError(ImgclfError):
-    """An option has a value imgclf cannot use."""
+    """An option has a value imgclf cannot use; `option` names it (`--epochs`) when one option is to blame."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ class TrainConfig:
 
 def _require(condition: bool, option: str, value: object, what_to_do: str) -> None:
     if not condition:
-        raise ConfigError(f"Invalid option {option}. Received: {option}={value!r}. {what_to_do}")
+        raise ConfigError(f"Invalid option {option}. Received: {option}={value!r}. {what_to_do}", option)
 
 
 def check_min_confidence(value: float | None) -> None:

@@ -688,7 +688,26 @@ def train(
         run_dir, made_run_dir = Path(resume), False
     else:
         run_dir, made_run_dir = processes.from_main(_new_run_dir, config)
+    try:
+        return _train_run(config, saved, state, run_dir, processes, progress)
+    except BaseException:
+        if made_run_dir and processes.is_main and not _saved_epochs(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)  # stopped before its first epoch: nothing worth keeping
+        raise
 
+
+def _train_run(
+    config: TrainConfig,
+    saved: RunConfig | None,
+    state: dict | None,
+    run_dir: Path,
+    processes: Processes,
+    progress: ProgressCallback | None,
+) -> Run:
+    """`train`'s work once the run directory is known: data, model, the epochs of each phase, the finished run.
+
+    `saved` and `state` are the resumed run's config and last saved epoch (None for a new run).
+    """
     # Data
     spec = get_spec(config.model)
     preprocessing = dataclasses.replace(
@@ -809,8 +828,6 @@ def train(
                     break
         except KeyboardInterrupt:
             if not history:
-                if processes.is_main and made_run_dir:
-                    shutil.rmtree(run_dir, ignore_errors=True)
                 raise TrainingInterrupted("Interrupted before the first epoch ended; nothing was saved.") from None
             if processes.is_main:
                 _finish_best(run_dir)

@@ -30,7 +30,7 @@ from imgclf.cli.output import (
     warn_unreadable,
 )
 from imgclf.cli.parser import AUGMENT_OPTIONS
-from imgclf.config import AUGMENT_PRESETS, ImgclfError, TrainConfig, check_min_confidence
+from imgclf.config import AUGMENT_PRESETS, ConfigError, ImgclfError, TrainConfig, check_min_confidence
 from imgclf.distributed import check_batch_size, is_main_process, launch, torchrun_environment
 from imgclf.engine import check_before_training, make_train_config, resumed_config, train
 from imgclf.runs import atomic_write_text
@@ -71,10 +71,20 @@ def _without_nproc(argv: Sequence[str]) -> list[str]:
     return kept
 
 
+def _train_config(args: argparse.Namespace, options: dict) -> TrainConfig:
+    """`make_train_config` on DATA and `options`; an option to blame that came from `--config` names the file."""
+    try:
+        return make_train_config(args.data, **options)
+    except ConfigError as error:
+        if error.option in getattr(args, "options_from_config", ()):
+            raise ConfigError(f"{error} ({error.option} is set in the config file {args.config}.)") from None
+        raise
+
+
 def _launch_processes(args: argparse.Namespace, options: dict) -> int:
     """`--nproc N`: check the options here, where an error is one line, then rerun the command under torchrun."""
     if args.resume is None:
-        config = make_train_config(args.data, **options)
+        config = _train_config(args, options)
         check_batch_size(config.batch_size, args.nproc)
     else:
         config = resumed_config(args.resume, **options)[1]
@@ -113,8 +123,8 @@ def _resume_options(args: argparse.Namespace, options: dict) -> dict:
         received = ", ".join(flags.get(name, "--" + name.replace("_", "-")) for name in fixed)
         raise ImgclfError(
             f"--resume continues {args.resume} with the data and options it started with. Received: {received}. "
-            "A resumed run can change --epochs, --patience, --fine-tune-epochs, --min-confidence, --device, "
-            "--workers and the caches' options; start a new run to change the rest."
+            "A resumed run can change --epochs, --patience, --fine-tune-epochs, --min-confidence, and how it runs: "
+            "--device, --nproc, --workers, --strict and the caches' options. Start a new run to change the rest."
         )
     return options
 
@@ -134,7 +144,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.resume is not None:
             run = train(resume=args.resume, progress=progress, **options)
         else:
-            run = train(config=make_train_config(args.data, **options), progress=progress)
+            run = train(config=_train_config(args, options), progress=progress)
     if is_main_process():
         print_run_files(run.run_dir)
     return 0

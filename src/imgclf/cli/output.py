@@ -58,7 +58,10 @@ def progress_bar(label: str) -> Progress:
 
 
 class TrainingProgress:
-    """A progress bar over the steps of each epoch (the library calls it after every step)."""
+    """A progress bar over the steps of each epoch (the library calls it after every step).
+
+    The bar appears with the first step, so an error before training starts is the only line printed.
+    """
 
     def __init__(self):
         self.progress = progress_bar("Epoch {task.fields[epoch]}")
@@ -66,13 +69,15 @@ class TrainingProgress:
         self.epoch = None
 
     def __enter__(self) -> TrainingProgress:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        if self.task is not None:
+            self.progress.stop()
 
     def __call__(self, epoch: int, step: int, steps: int) -> None:
+        if self.task is None:
+            self.progress.start()
         if epoch != self.epoch:
             if self.task is not None:
                 self.progress.remove_task(self.task)

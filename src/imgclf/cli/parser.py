@@ -378,7 +378,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         if getattr(args, given) is not None:
             values.pop(other, None)
     subparser.set_defaults(**{key: _config_value(actions[key], value, args.config) for key, value in values.items()})
-    return parser.parse_args(argv)
+    from_file = {actions[key].option_strings[-1] for key in values if actions[key].option_strings}
+    from_file -= {action.option_strings[-1] for action in actions.values() if _given(action, args)}
+    args = parser.parse_args(argv)
+    args.options_from_config = from_file
+    return args
+
+
+def _given(action: argparse.Action, args: argparse.Namespace) -> bool:
+    """Whether the command line itself set `action`'s option (the config file's defaults not yet applied)."""
+    return bool(action.option_strings) and getattr(args, action.dest, None) is not None
 
 
 def _config_value(action: argparse.Action, value: object, path: str) -> object:
