@@ -90,10 +90,11 @@ def _launch_processes(args: argparse.Namespace, options: dict) -> int:
         config = resumed_config(args.resume, **options)[1]
         if config.batch_size % args.nproc:
             divisors = [str(n) for n in range(1, config.batch_size + 1) if config.batch_size % n == 0]
+            choices = f"{', '.join(divisors[:-1])} or {divisors[-1]}" if len(divisors) > 1 else divisors[0]
             raise ImgclfError(
                 f"{args.resume} trains with --batch-size {config.batch_size}, which {args.nproc} processes cannot "
                 f"split evenly, and a resumed run keeps its batch size. Received: --nproc={args.nproc}. "
-                f"Use --nproc {', '.join(divisors[:-1])} or {divisors[-1]}."
+                f"Use --nproc {choices}."
             )
     check_before_training(config)
     return launch(args.nproc, _without_nproc(args.argv))
