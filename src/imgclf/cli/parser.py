@@ -126,7 +126,9 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 
 
 def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=_at_least(1), default=32, help="images per model call (default 32)")
+    parser.add_argument(
+        "--batch-size", type=_at_least(1), default=32, metavar="N", help="images per model call (default 32)"
+    )
     parser.add_argument(
         "--engine",
         choices=ENGINES,
