@@ -257,3 +257,7 @@ def test_vgg16_without_weights_offline_is_one_clear_line(tutorial_layout, tmp_pa
     demo = ["demo", "--data", str(tutorial_layout), "--experiment", "vgg16", "--out", str(tmp_path / "demo")]
     assert main(demo) == 1
     assert "--vgg16-weights FILE" in capsys.readouterr().err
+    demo = ["demo", "--data", str(tutorial_layout), "--experiment", "both", "--out", str(tmp_path / "both")]
+    assert main([*demo, "--vgg16-weights", str(tmp_path / "missing.pth")]) == 1  # before experiment 1 trains
+    assert "Received: --vgg16-weights=" in capsys.readouterr().err
+    assert not (tmp_path / "both").exists()

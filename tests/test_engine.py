@@ -295,10 +295,13 @@ def test_val_split_is_stratified_and_recorded(tmp_path):
     assert dataset["train_class_counts"] == [8, 16]
 
 
-def test_imbalance_is_warned_about(tmp_path, caplog):
+def test_imbalance_is_warned_about_unless_class_weights_are_on(tmp_path, caplog):
     data = make_synthetic_classes(tmp_path / "data", {"red": 20, "green": 4})
     train_cnn(data, val_split=0.25, out=str(tmp_path / "run"), epochs=1, image_size=24)
     assert any("imbalanced" in record.message for record in caplog.records)
+    caplog.clear()
+    train_cnn(data, val_split=0.25, out=str(tmp_path / "weighted"), epochs=1, image_size=24, class_weight="auto")
+    assert not any("imbalanced" in record.message for record in caplog.records)
 
 
 def test_validating_on_the_training_folder_is_warned_about_once(tmp_path, caplog):

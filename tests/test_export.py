@@ -136,6 +136,17 @@ def test_a_broken_engine_is_refused_when_loaded(exported_run, monkeypatch):
         imgclf.load(exported_run, engine="onnx")
 
 
+@pytest.mark.skipif(installed_engines()[:2] != ["openvino", "onnx"], reason="needs OpenVINO and onnxruntime")
+def test_auto_takes_the_next_engine_that_answers_as_pytorch_does(exported_run, monkeypatch, caplog):
+    from imgclf.engines import OpenVinoEngine
+
+    monkeypatch.setattr(OpenVinoEngine, "__call__", lambda self, images: np.full((len(images), 2), 0.5))
+    assert imgclf.load(exported_run, engine="auto").engine.name == "onnx"
+    assert "Not predicting with openvino" in caplog.text
+    monkeypatch.setattr(OnnxRuntimeEngine, "__call__", lambda self, images: np.full((len(images), 2), 0.5))
+    assert imgclf.load(exported_run, engine="auto").engine.name == "torch"
+
+
 def test_three_classes_export_with_a_softmax(tmp_path):
     data = make_synthetic_classes(tmp_path / "data", {"red": 12, "green": 12, "blue": 12}, size=32)
     run = imgclf.train(data, model="seed-cnn", val_split=0.25, epochs=2, out=str(tmp_path / "run"))

@@ -11,7 +11,7 @@ from PIL import Image
 
 import imgclf
 from imgclf.evaluate import evaluate_folder, write_evaluation
-from imgclf.runs import atomic_write_text, interrupts_held, read_config
+from imgclf.runs import atomic_write_text, interrupts_held, read_config, write_json
 
 
 class WritesAFileWhenUnpickled:
@@ -122,3 +122,13 @@ def test_ctrl_c_inside_interrupts_held_comes_after_the_block():
         finished.append("block")
     assert finished == ["block"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_json_files_hold_null_for_nan_so_any_reader_can_read_them(tmp_path):
+    values = {"accuracy": float("nan"), "rows": [{"loss": float("inf")}, 0.5], "name": "x"}
+    write_json(tmp_path / "metrics.json", values)
+    text = (tmp_path / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"accuracy": None, "rows": [{"loss": None}, 0.5], "name": "x"}
+    write_json(tmp_path / "state.json", values, nan_as_null=False)  # imgclf's own files keep them
+    assert json.loads((tmp_path / "state.json").read_text())["rows"][0]["loss"] == float("inf")

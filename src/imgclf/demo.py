@@ -92,6 +92,8 @@ def run_demo(
     names = list(EXPERIMENTS) if experiment == "both" else [experiment]
     if any(name not in EXPERIMENTS for name in names):
         raise ImgclfError(f"Unknown experiment. Received: --experiment={experiment}. Choose cnn, vgg16 or both.")
+    if "vgg16" in names and vgg16_weights is not None and not Path(vgg16_weights).is_file():
+        raise WeightsError(f"Weights file {vgg16_weights} does not exist. Received: --vgg16-weights={vgg16_weights}")
     photos = unseen_photos(data)
     results = []
     for name in names:

@@ -125,7 +125,7 @@ def index_data(config: TrainConfig, warn: bool = True) -> tuple[datasets.FolderI
     log.info("Training: %s", datasets.describe(train_index))
     log.info("Validation: %s", datasets.describe(val_index))
     if warn:
-        warnings = [datasets.imbalance_warning(train_index)]
+        warnings = [datasets.imbalance_warning(train_index) if config.class_weight != "auto" else None]
         if config.val is not None:
             warnings.append(datasets.overlap_warning(config.data, config.val))
         for warning in filter(None, warnings):
@@ -376,7 +376,8 @@ def _save_checkpoint(run_dir: Path, model, phase: Phase, optimizer, progress: di
     tensors, meta = _optimizer_tensors(optimizer)
     save_tensors(checkpoint / "last.safetensors", changing_state(model, phase))
     save_tensors(checkpoint / "optimizer.safetensors", tensors)
-    write_json(checkpoint / "state.json", {**progress, "optimizer": meta})
+    # Read back by imgclf alone, which needs a NaN loss of a diverged epoch to stay a float.
+    write_json(checkpoint / "state.json", {**progress, "optimizer": meta}, nan_as_null=False)
 
 
 def _load_checkpoint(run_dir: Path) -> dict[str, torch.Tensor]:

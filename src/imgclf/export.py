@@ -246,7 +246,7 @@ def load_engine(name: str, run_dir: str | Path, config: RunConfig):
     parity = compare(name, reference["probabilities"].numpy(), engine(reference["images"]), names, tolerance)
     if not parity.passed:
         raise ExportError(
-            f"The {name} engine does not answer as PyTorch does: {parity.describe()}. Use --engine torch."
+            f"The {name} engine does not answer as PyTorch does: {parity.describe()}. Use another --engine."
         )
     log.info("Engine %s (%s) checked against PyTorch: %s.", name, engine.precision, parity.describe())
     return engine

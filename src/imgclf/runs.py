@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import signal
 import tempfile
@@ -27,7 +28,7 @@ from safetensors.torch import load_file, save
 
 from imgclf.config import ImgclfError, RunConfig
 from imgclf.devices import CPU, resolve_device
-from imgclf.engines import TorchEngine, pick_engine
+from imgclf.engines import TorchEngine, installed_engines, pick_engine
 from imgclf.images import ImageError, decode_image, image_to_tensor, load_tensor
 from imgclf.models import BuildOptions, create_model
 
@@ -105,9 +106,25 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | Path, values: object) -> None:
-    """Write `values` as indented JSON, atomically."""
-    atomic_write_text(path, json.dumps(values, indent=2) + "\n")
+def write_json(path: str | Path, values: object, nan_as_null: bool = True) -> None:
+    """Write `values` as indented JSON, atomically.
+
+    NaN and infinities become `null`, so that every JSON reader can read the file (they are not JSON); with
+    `nan_as_null=False` they are written as Python's `json` writes and reads them back.
+    """
+    if nan_as_null:
+        values = _finite_or_none(values)
+    atomic_write_text(path, json.dumps(values, indent=2, allow_nan=not nan_as_null) + "\n")
+
+
+def _finite_or_none(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    return value
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -362,10 +379,15 @@ def load(run_dir: str | Path, weights: str = WEIGHTS_FILE, engine: str = "torch"
         raise RunError(f"Engine {name} runs the exported {WEIGHTS_FILE}; use --engine torch for {weights}.")
     from imgclf.export import ExportError, load_engine  # export builds on this module: imported here, not above
 
-    try:
-        return Run(run_dir, config, engine=load_engine(name, run_dir, config))
-    except ExportError as error:
-        if engine != "auto":
-            raise
-        log.warning("Predicting with PyTorch: %s", error)
-        return Run(run_dir, config, load_model(run_dir, config, weights))
+    # `auto` goes down the installed engines, fastest first, to the first that answers as PyTorch does.
+    for candidate in installed_engines()[installed_engines().index(name) :] if engine == "auto" else [name]:
+        if candidate == "torch":
+            break
+        try:
+            return Run(run_dir, config, engine=load_engine(candidate, run_dir, config))
+        except ExportError as error:
+            if engine != "auto":
+                raise
+            log.warning("Not predicting with %s: %s", candidate, error)
+    log.warning("Predicting with PyTorch.")
+    return Run(run_dir, config, load_model(run_dir, config, weights))

@@ -226,6 +226,10 @@ def _summary(args: argparse.Namespace) -> int:
         stdout.print("\n".join(list_models()))
         return 0
     if Path(args.target).is_dir():
+        saved = Path(args.target) / "summary.txt"  # written in training, with the frozen layers as they trained
+        if saved.is_file():
+            stdout.print(saved.read_text(), end="", markup=False, highlight=False)
+            return 0
         run = load(args.target)
         stdout.print(summarize(run.model, run.preprocessing))
         return 0

@@ -52,7 +52,8 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as error:  # any unreadable or unsafe file: say which and why
         raise WeightsError(
             f"Cannot read weights file {path}: it is not a safetensors file or a PyTorch state dict that loads "
-            f"with weights_only=True ({type(error).__name__}: {error}). Received: --weights={path}"
+            f"with weights_only=True ({type(error).__name__}: {str(error).strip().splitlines()[0]}). "
+            f"Received: --weights={path}"
         ) from None
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
