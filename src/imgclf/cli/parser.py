@@ -359,14 +359,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if getattr(args, "config", None) is None:
         return args
-    values = load_toml(args.config)
-    for negative in ("no_decode_cache", "no_feature_cache"):  # as on the command line, `no-decode-cache = true`
-        if negative in values:
-            value = values.pop(negative)
-            if not isinstance(value, bool):
-                raise ImgclfError(_bad_value(args.config, negative.replace("_", "-"), value, "true or false"))
-            values[negative.removeprefix("no_")] = not value
-    values = {("cache_mem_mb" if key == "cache_mem" else key): value for key, value in values.items()}
+    values = _config_file_values(args.config)
     subparser = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001
     actions = {action.dest: action for action in subparser._actions}  # noqa: SLF001
     unknown = sorted(set(values) - set(vars(args)) - {"command", "config"})
@@ -385,6 +378,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.options_from_config = from_file
     return args
+
+
+def _config_file_values(path: str) -> dict:
+    """The `--config` file's values by option destination: `cache-mem` is `cache_mem_mb`, and
+    `no-decode-cache = true` (as on the command line) is `decode_cache = false`."""
+    values = load_toml(path)
+    for negative in ("no_decode_cache", "no_feature_cache"):
+        if negative in values:
+            value = values.pop(negative)
+            if not isinstance(value, bool):
+                raise ImgclfError(_bad_value(path, negative.replace("_", "-"), value, "true or false"))
+            values[negative.removeprefix("no_")] = not value
+    return {("cache_mem_mb" if key == "cache_mem" else key): value for key, value in values.items()}
 
 
 def _given(action: argparse.Action, args: argparse.Namespace) -> bool:
