@@ -380,7 +380,8 @@ def load(run_dir: str | Path, weights: str = WEIGHTS_FILE, engine: str = "torch"
     from imgclf.export import ExportError, load_engine  # export builds on this module: imported here, not above
 
     # `auto` goes down the installed engines, fastest first, to the first that answers as PyTorch does.
-    for candidate in installed_engines()[installed_engines().index(name) :] if engine == "auto" else [name]:
+    installed = installed_engines()
+    for candidate in installed[installed.index(name) :] if engine == "auto" else [name]:
         if candidate == "torch":
             break
         try:
