@@ -26,9 +26,10 @@ from common import add_data_option
 from PIL import Image
 
 from imgclf.config import Preprocessing
-from imgclf.data import FolderIndex, decode_images, index_folder, list_images
-from imgclf.decoded_cache import DecodedCache
-from imgclf.images import load_tensor
+from imgclf.data.decoded_cache import DecodedCache
+from imgclf.data.folders import FolderIndex, index_folder, list_images
+from imgclf.data.images import load_tensor
+from imgclf.data.loading import decode_images
 
 
 def parse_args() -> argparse.Namespace:

@@ -24,7 +24,8 @@ import torch
 from common import add_data_option
 
 import imgclf
-from imgclf.data import BatchSource, index_folder, list_images
+from imgclf.data.folders import index_folder, list_images
+from imgclf.data.loading import BatchSource
 from imgclf.models import get_spec
 
 SEED_CNN = {"model": "seed-cnn", "augment": "seed", "steps_per_epoch": 30, "batch_size": 32, "device": "cuda"}

@@ -24,10 +24,10 @@ import torch
 from common import add_data_option
 
 import imgclf
-from imgclf.data import list_images
-from imgclf.engines import installed_engines
-from imgclf.export import export_onnx
-from imgclf.images import load_tensor
+from imgclf.data.folders import list_images
+from imgclf.data.images import load_tensor
+from imgclf.deploy.engines import installed_engines
+from imgclf.deploy.export import export_onnx
 
 MODEL_ALONE_SECONDS = 5.0
 

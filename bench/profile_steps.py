@@ -30,10 +30,10 @@ from common import add_data_option
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from imgclf.augment import augment
 from imgclf.config import AUGMENT_PRESETS
-from imgclf.data import index_folder
-from imgclf.images import load_tensor, normalize
+from imgclf.data.augment import augment
+from imgclf.data.folders import index_folder
+from imgclf.data.images import load_tensor, normalize
 from imgclf.models import BuildOptions, create_model, get_spec
 from imgclf.models.heads import fixed_prefix_length
 

@@ -35,11 +35,11 @@ import torch
 from PIL import Image
 
 import imgclf
-from imgclf.data import index_folder, list_images
+from imgclf.data.folders import index_folder, list_images
 from imgclf.devices import CPU, resolve_precision
-from imgclf.features import FeatureCache, extract_features
-from imgclf.frozen import WORTH_EXPORTING, fastest_backbone
 from imgclf.models.folding import check_batch
+from imgclf.training.features import FeatureCache, extract_features
+from imgclf.training.frozen import WORTH_EXPORTING, fastest_backbone
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))

@@ -35,7 +35,7 @@ from pathlib import Path
 from common import add_data_option
 
 import imgclf
-from imgclf.data import list_images
+from imgclf.data.folders import list_images
 
 TARGET_P99_MS = 250.0
 

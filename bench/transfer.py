@@ -31,12 +31,12 @@ from common import add_data_option
 from torch import nn
 
 import imgclf
-from imgclf.data import index_folder
+from imgclf.data.folders import index_folder
+from imgclf.data.images import load_tensor, normalize
 from imgclf.devices import CPU, resolve_precision
-from imgclf.features import FeatureCache, extract_features
-from imgclf.images import load_tensor, normalize
 from imgclf.models import BuildOptions, get_spec
 from imgclf.models.heads import fixed_prefix_length
+from imgclf.training.features import FeatureCache, extract_features
 
 STEPS_PER_EPOCH = 30
 BATCH_SIZE = 32

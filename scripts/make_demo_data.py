@@ -23,8 +23,8 @@ from pathlib import Path
 from PIL import Image
 
 from imgclf.config import ImgclfError
-from imgclf.data import DatasetError, check_same_classes, index_folder
-from imgclf.images import open_image
+from imgclf.data.folders import DatasetError, check_same_classes, index_folder
+from imgclf.data.images import open_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = Path("../shared/datasets/cars-planes")

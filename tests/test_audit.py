@@ -23,7 +23,7 @@ from imgclf.audit import (
     write_audit,
 )
 from imgclf.cli import main
-from imgclf.data import DatasetError
+from imgclf.data.folders import DatasetError
 
 ORIENTATION = 0x0112
 

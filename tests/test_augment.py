@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from imgclf.augment import augment, describe, draw_params
 from imgclf.config import AUGMENT_PRESETS, AugmentConfig
+from imgclf.data.augment import augment, describe, draw_params
 
 
 def gradient_batch(n: int = 4, size: int = 32) -> torch.Tensor:
@@ -65,7 +65,7 @@ def test_rotation_by_90_degrees_turns_the_image():
     images = gradient_batch(n=1, size=16)
     params = draw_params(AugmentConfig(rotation=90), 1, 16, 16, torch.Generator().manual_seed(0))
     params.theta[0] = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]])  # exactly 90°
-    from imgclf.augment import apply_params
+    from imgclf.data.augment import apply_params
 
     out = apply_params(images, params, AugmentConfig(rotation=90))
     plain = images.float() / 255

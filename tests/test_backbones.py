@@ -9,7 +9,7 @@ import torchvision
 from safetensors.torch import save_file
 
 from imgclf.config import ConfigError, ImgclfError, Preprocessing
-from imgclf.images import load_tensor, normalize
+from imgclf.data.images import load_tensor, normalize
 from imgclf.models import BuildOptions, create_model, get_spec
 from imgclf.models.backbones import WeightsError, efficientnet_lite_imagenet
 

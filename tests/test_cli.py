@@ -13,7 +13,7 @@ import torchvision
 from safetensors.torch import save_file
 
 from imgclf.cli import main
-from imgclf.data import index_folder
+from imgclf.data.folders import index_folder
 from imgclf.demo import shipped_data
 
 

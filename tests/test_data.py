@@ -11,29 +11,31 @@ import torch
 from PIL import Image
 
 from imgclf.config import Preprocessing, TrainConfig
-from imgclf.data import (
-    BatchSource,
+from imgclf.data.decoded_cache import DecodedCache
+from imgclf.data.folders import (
     DatasetError,
     FolderIndex,
-    StreamingImages,
     check_same_classes,
-    decode_files,
-    decode_images,
     describe,
-    epoch_batches,
     find_classes,
     imbalance_warning,
     index_folder,
     list_images,
-    load_or_skip,
     overlap_warning,
-    sequential_batches,
     split_folder,
     stratified_split,
     validation_index,
 )
-from imgclf.decoded_cache import DecodedCache
-from imgclf.images import load_tensor
+from imgclf.data.images import load_tensor
+from imgclf.data.loading import (
+    BatchSource,
+    StreamingImages,
+    decode_files,
+    decode_images,
+    epoch_batches,
+    load_or_skip,
+    sequential_batches,
+)
 
 CARS_PLANES = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cars-planes"
 TRAINING_SET = CARS_PLANES / "training_set"

@@ -16,13 +16,14 @@ from PIL import Image
 from tests.conftest import copy_photos
 
 import imgclf
-from imgclf import images
 from imgclf.cli import main
 from imgclf.config import ConfigError, Preprocessing
-from imgclf.data import BatchSource, decode_files, decode_images, epoch_batches, index_folder, sequential_batches
-from imgclf.decoded_cache import DecodedCache, cache_root, decode_key
-from imgclf.engine import make_train_config
-from imgclf.images import load_tensor
+from imgclf.data import images
+from imgclf.data.decoded_cache import DecodedCache, cache_root, decode_key
+from imgclf.data.folders import index_folder
+from imgclf.data.images import load_tensor
+from imgclf.data.loading import BatchSource, decode_files, decode_images, epoch_batches, sequential_batches
+from imgclf.training.loop import make_train_config
 
 SMALL = Preprocessing(image_size=32)
 

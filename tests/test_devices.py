@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import imgclf
-from imgclf import devices, engine
+from imgclf import devices
 from imgclf.cli import main
 from imgclf.config import ConfigError, ImgclfError
-from imgclf.engines import pick_engine
+from imgclf.deploy.engines import pick_engine
+from imgclf.training import loop
 
 CUDA = torch.device("cuda")
 CPU = torch.device("cpu")
@@ -78,7 +79,7 @@ def test_predict_on_cuda_without_one_is_a_clear_error(trained_run, no_cuda, caps
 
 def test_the_fp16_training_step_scales_its_loss_and_resumes_the_scale(small_photos, tmp_path, monkeypatch):
     """The fp16 path (autocast + GradScaler) as it runs on a GPU, here on the CPU, which can do both slowly."""
-    monkeypatch.setattr(engine, "resolve_precision", lambda name, device: torch.float16)
+    monkeypatch.setattr(loop, "resolve_precision", lambda name, device: torch.float16)
     options = {"val": str(small_photos / "val"), "model": "seed-cnn", "batch_size": 8, "seed": 0}
     run = imgclf.train(small_photos / "train", epochs=1, out=str(tmp_path / "run"), **options)
     state_file = run.run_dir / "checkpoint" / "state.json"

@@ -19,8 +19,8 @@ from tests.conftest import make_synthetic_classes
 import imgclf
 from imgclf.cli import main
 from imgclf.config import ConfigError
-from imgclf.distributed import Shard, _exit_code, check_batch_size, shard_batches
 from imgclf.runs import load_tensors
+from imgclf.training.distributed import Shard, _exit_code, check_batch_size, shard_batches
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 # 13 training images in batches of 8: the last batch of 5 splits 3 + 2, which only weighted losses average right.
@@ -162,10 +162,10 @@ RECORDING_WORKER = """
 import os
 import sys
 
-import imgclf.runs
+import imgclf.files
 from imgclf.cli import main
 
-write = imgclf.runs.atomic_write_bytes
+write = imgclf.files.atomic_write_bytes
 
 
 def recording_write(path, data, *args, **kwargs):
@@ -174,7 +174,7 @@ def recording_write(path, data, *args, **kwargs):
     write(path, data, *args, **kwargs)
 
 
-imgclf.runs.atomic_write_bytes = recording_write
+imgclf.files.atomic_write_bytes = recording_write
 sys.exit(main())
 """
 

@@ -11,8 +11,8 @@ from torch import nn
 
 from imgclf.cli import main
 from imgclf.config import ImgclfError, Preprocessing
-from imgclf.explain import explain_files, explain_image, find_target_layer, grad_cam, overlay
-from imgclf.images import ImageError, image_to_tensor, load_tensor, normalize, open_image
+from imgclf.data.images import ImageError, image_to_tensor, load_tensor, normalize, open_image
+from imgclf.evaluation.explain import explain_files, explain_image, find_target_layer, grad_cam, overlay
 from imgclf.models import BuildOptions, create_model, get_spec
 from imgclf.models.backbones import efficientnet_lite_imagenet
 

@@ -12,11 +12,11 @@ import torch
 from tests.conftest import make_synthetic_classes
 
 import imgclf
-from imgclf import export
 from imgclf.cli import main
 from imgclf.config import ConfigError
-from imgclf.engines import OnnxRuntimeEngine, installed_engines, pick_engine
-from imgclf.images import load_tensor
+from imgclf.data.images import load_tensor
+from imgclf.deploy import export
+from imgclf.deploy.engines import OnnxRuntimeEngine, installed_engines, pick_engine
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_an_export_of_other_weights_is_not_used(exported_run, tmp_path):
     assert export.current_export(run_dir, export.weights_digest(run_dir)) == run_dir
     state = imgclf.runs.load_tensors(run_dir / "model.safetensors")
     state = {name: tensor + 0.01 if tensor.is_floating_point() else tensor for name, tensor in state.items()}
-    imgclf.runs.save_tensors(run_dir / "model.safetensors", state)
+    imgclf.files.save_tensors(run_dir / "model.safetensors", state)
     assert export.current_export(run_dir, export.weights_digest(run_dir)) is None
 
 
@@ -137,7 +137,7 @@ def test_a_broken_engine_is_refused_when_loaded(exported_run, monkeypatch):
 
 
 def test_auto_takes_the_next_engine_that_answers_as_pytorch_does(exported_run, monkeypatch, caplog):
-    from imgclf.engines import OpenVinoEngine  # the dev install has OpenVINO and onnxruntime, fastest first
+    from imgclf.deploy.engines import OpenVinoEngine  # the dev install has OpenVINO and onnxruntime, fastest first
 
     assert installed_engines() == ["openvino", "onnx", "torch"]
 

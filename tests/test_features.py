@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imgclf import features
 from imgclf.config import Preprocessing
-from imgclf.data import index_folder
-from imgclf.features import FeatureCache, extract_features
-from imgclf.images import load_tensor, normalize
+from imgclf.data.folders import index_folder
+from imgclf.data.images import load_tensor, normalize
+from imgclf.training import features
+from imgclf.training.features import FeatureCache, extract_features
 
 
 def test_chunks_keep_every_file_in_its_place_and_list_the_unreadable(small_photos, tmp_path, monkeypatch):

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import imgclf
-from imgclf import features, frozen
-from imgclf.data import index_folder
-from imgclf.features import FeatureCache, extract_features
+from imgclf.data.folders import index_folder
 from imgclf.models import BuildOptions, get_spec
 from imgclf.runs import load_tensors
+from imgclf.training import features, frozen
+from imgclf.training.features import FeatureCache, extract_features
 
 pytest.importorskip("openvino")  # installed by the dev extra; without it extraction is PyTorch's alone
 

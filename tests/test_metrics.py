@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from imgclf import metrics
-from imgclf.calibration import calibrated_probabilities, fit_temperature
+from imgclf.evaluation import metrics
+from imgclf.evaluation.calibration import calibrated_probabilities, fit_temperature
 
 # Six images of three classes, worked out by hand below.
 TRUE = np.array([0, 0, 1, 1, 2, 2])

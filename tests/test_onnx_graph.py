@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from imgclf import onnx_graph
-from imgclf.onnx_graph import OnnxExportError, to_onnx_bytes
+from imgclf.deploy import onnx_graph
+from imgclf.deploy.onnx_graph import OnnxExportError, to_onnx_bytes
 
 
 def small_cnn() -> nn.Module:

@@ -14,9 +14,9 @@ from tests.conftest import make_synthetic_classes
 
 import imgclf
 from imgclf.cli import main
-from imgclf.evaluate import Evaluation, evaluate_folder, write_evaluation
-from imgclf.report import build_report
-from imgclf.runs import Prediction
+from imgclf.deploy.predictor import Prediction
+from imgclf.evaluation.evaluate import Evaluation, evaluate_folder, write_evaluation
+from imgclf.evaluation.report import build_report
 
 REPO = Path(__file__).resolve().parents[1]
 

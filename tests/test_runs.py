@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 import imgclf
-from imgclf.evaluate import evaluate_folder, write_evaluation
-from imgclf.runs import atomic_write_text, interrupts_held, read_config, write_json
+from imgclf.evaluation.evaluate import evaluate_folder, write_evaluation
+from imgclf.files import atomic_write_text, interrupts_held, write_json
+from imgclf.runs import read_config
 
 
 class WritesAFileWhenUnpickled:

@@ -26,7 +26,7 @@ from tests.conftest import best_photo_per_class
 
 from imgclf.cli import main
 from imgclf.config import ConfigError
-from imgclf.runs import Run
+from imgclf.deploy.predictor import Run
 from imgclf.serve import ServeOptions, create_app
 
 PREDICTION_KEYS = {"label", "index", "probability", "probabilities", "model", "latency_ms"}

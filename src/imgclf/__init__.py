@@ -6,12 +6,13 @@ imgclf.load(run.run_dir).predict("plane.jpg")
 """
 
 from imgclf.config import AugmentConfig, ImgclfError, Preprocessing, TrainConfig
-from imgclf.data import DatasetError
-from imgclf.engine import TrainingInterrupted, train
-from imgclf.explain import explain_image
-from imgclf.images import ImageError, open_image
+from imgclf.data.folders import DatasetError
+from imgclf.data.images import ImageError, open_image
+from imgclf.deploy.predictor import Prediction, Run, load
+from imgclf.evaluation.explain import explain_image
 from imgclf.models import create_model, list_models, register_model
-from imgclf.runs import Prediction, Run, RunError, load
+from imgclf.runs import RunError
+from imgclf.training.loop import TrainingInterrupted, train
 
 __version__ = "0.1.0"
 

@@ -36,9 +36,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from imgclf.config import ImgclfError
-from imgclf.data import DatasetError, FolderIndex, check_same_classes, imbalance_warning, index_folder
-from imgclf.images import IMAGE_EXTENSIONS, ImageError, decode_image, file_thumbnail_uri
-from imgclf.runs import atomic_write_text, write_json
+from imgclf.data.folders import DatasetError, FolderIndex, check_same_classes, imbalance_warning, index_folder
+from imgclf.data.images import IMAGE_EXTENSIONS, ImageError, decode_image, file_thumbnail_uri
+from imgclf.files import atomic_write_text, write_json
 
 log = logging.getLogger(__name__)
 

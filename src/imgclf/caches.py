@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgclf.config import ImgclfError
-from imgclf.runs import cache_dir
+from imgclf.files import cache_dir
 
 CACHE_KINDS = ("features", "decoded", "onnx")
 ALL = "all"

@@ -13,10 +13,10 @@ from importlib.resources import files
 from pathlib import Path
 
 from imgclf.config import ImgclfError
-from imgclf.data import DatasetError, index_folder, list_images
-from imgclf.engine import ProgressCallback, train
+from imgclf.data.folders import DatasetError, index_folder, list_images
+from imgclf.deploy.predictor import Prediction, Run
 from imgclf.models.backbones import WeightsError
-from imgclf.runs import Prediction, Run
+from imgclf.training.loop import ProgressCallback, train
 
 # The tutorial's two experiments: the small CNN from scratch, then a frozen ImageNet VGG16 with a dropout head.
 EXPERIMENTS = {

@@ -27,8 +27,8 @@ from imgclf.cli.commands import COMMANDS
 from imgclf.cli.output import ConsoleLogHandler, stderr
 from imgclf.cli.parser import parse_args
 from imgclf.config import ImgclfError
-from imgclf.distributed import is_main_process
-from imgclf.engine import TrainingInterrupted
+from imgclf.training.distributed import is_main_process
+from imgclf.training.loop import TrainingInterrupted
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,15 +31,15 @@ from imgclf.cli.output import (
 )
 from imgclf.cli.parser import AUGMENT_OPTIONS
 from imgclf.config import AUGMENT_PRESETS, ConfigError, ImgclfError, TrainConfig, check_min_confidence
-from imgclf.distributed import check_batch_size, is_main_process, launch, torchrun_environment
-from imgclf.engine import check_before_training, make_train_config, resumed_config, train
-from imgclf.runs import atomic_write_text
+from imgclf.files import atomic_write_text
+from imgclf.training.distributed import check_batch_size, is_main_process, launch, torchrun_environment
+from imgclf.training.loop import check_before_training, make_train_config, resumed_config, train
 
 EXIT_AUDIT_PROBLEMS = 3
 
 
 def _load_run(args: argparse.Namespace):
-    from imgclf.runs import load
+    from imgclf.deploy.predictor import load
 
     check_min_confidence(args.min_confidence)  # before the load, which may export the model first
     run = load(args.run, engine=args.engine, device=args.device)
@@ -152,7 +152,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from imgclf.data import list_images
+    from imgclf.data.folders import list_images
 
     run = _load_run(args)
     files = list_images(args.paths)
@@ -178,8 +178,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from imgclf.evaluate import evaluate_folder, write_evaluation
-    from imgclf.report import REPORT_FILE, write_report
+    from imgclf.evaluation.evaluate import evaluate_folder, write_evaluation
+    from imgclf.evaluation.report import REPORT_FILE, write_report
 
     run = _load_run(args)
     evaluation = evaluate_folder(run, args.folder, args.batch_size, args.tta)
@@ -192,9 +192,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from imgclf.data import validation_index
-    from imgclf.evaluate import evaluate_folder, evaluate_index
-    from imgclf.report import REPORT_FILE, write_report
+    from imgclf.data.folders import validation_index
+    from imgclf.evaluation.evaluate import evaluate_folder, evaluate_index
+    from imgclf.evaluation.report import REPORT_FILE, write_report
 
     run = _load_run(args)
     if args.folder is not None:
@@ -208,8 +208,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from imgclf.export import export_onnx
-    from imgclf.runs import load
+    from imgclf.deploy.export import export_onnx
+    from imgclf.deploy.predictor import load
 
     result = export_onnx(load(args.run), args.out, args.parity_images)
     stdout.print(f"Parity: {result.parity.describe()}")
@@ -219,8 +219,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     from imgclf.config import Preprocessing
+    from imgclf.deploy.predictor import load
     from imgclf.models import create_model, get_spec, list_models, summarize
-    from imgclf.runs import load
 
     if args.list or args.target is None:
         stdout.print("\n".join(list_models()))
@@ -298,9 +298,9 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from imgclf.data import list_images
-    from imgclf.explain import explain_files
-    from imgclf.runs import load
+    from imgclf.data.folders import list_images
+    from imgclf.deploy.predictor import load
+    from imgclf.evaluation.explain import explain_files
 
     run = load(args.run)
     files = list_images(args.images)

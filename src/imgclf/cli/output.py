@@ -17,7 +17,7 @@ from rich.table import Table
 
 from imgclf.audit import AuditReport
 from imgclf.caches import CacheSize, format_size
-from imgclf.runs import Prediction
+from imgclf.deploy.predictor import Prediction
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from imgclf.audit import DEFAULT_MIN_SIZE, DEFAULT_NEAR_THRESHOLD, FAIL_ON_CHOICES
 from imgclf.caches import ALL, CACHE_KINDS
 from imgclf.config import AUGMENT_PRESETS, CLASS_WEIGHTS, DEVICES, HEADS, OPTIMIZERS, PRECISIONS, ImgclfError, load_toml
-from imgclf.engines import ENGINES
+from imgclf.deploy.engines import ENGINES
 
 AUGMENT_OPTIONS = [f.name for f in dataclasses.fields(AUGMENT_PRESETS["none"])]
 

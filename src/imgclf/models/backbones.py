@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from imgclf.config import ImgclfError, Preprocessing
-from imgclf.models import BuildOptions, register_model
 from imgclf.models.heads import create_head
+from imgclf.models.registry import BuildOptions, ModelSpec, register_family, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -306,3 +306,16 @@ def library_preprocessing(name: str) -> Preprocessing:
     return Preprocessing(
         config.input_size[-1], tuple(config.mean), tuple(config.std), config.interpolation or "bilinear"
     )
+
+
+def library_spec(name: str) -> ModelSpec:
+    """The registry entry for a `timm:<name>` or `torchvision:<name>` model."""
+
+    def build(outputs: int, size: int, options: BuildOptions) -> nn.Module:
+        return create_library_model(name, outputs, size, options)
+
+    return ModelSpec(name, build, library_preprocessing(name), backbone=True)
+
+
+register_family("timm:", library_spec)
+register_family("torchvision:", library_spec)

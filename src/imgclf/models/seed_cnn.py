@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from imgclf.config import Preprocessing
-from imgclf.models import BuildOptions, register_model
+from imgclf.models.registry import BuildOptions, register_model
 
 
 def _keras_init(module: nn.Module) -> None:

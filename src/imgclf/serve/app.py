@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -35,11 +36,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
-from imgclf import __version__
 from imgclf.config import ConfigError, ImgclfError
-from imgclf.explain import explain_image
-from imgclf.images import ImageError, UnsupportedImageError, image_to_tensor, open_image_bytes
-from imgclf.runs import Run, load
+from imgclf.data.images import ImageError, UnsupportedImageError, image_to_tensor, open_image_bytes
+from imgclf.deploy.predictor import Run, load
+from imgclf.evaluation.explain import explain_image
 from imgclf.serve.batching import MicroBatcher, QueueFull
 
 logger = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ def create_app(run: Run, options: ServeOptions | None = None) -> FastAPI:
     app = FastAPI(
         title="imgclf",
         summary=f"Image classifier {model_name} ({', '.join(run.class_names)})",
-        version=__version__,
+        version=version("imgclf"),
         lifespan=lifespan,
     )
 

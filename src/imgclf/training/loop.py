@@ -26,11 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgclf import data as datasets
-from imgclf import distributed, metrics
-from imgclf.augment import augment
-from imgclf.augment import describe as describe_augment
-from imgclf.calibration import calibrated_probabilities, fit_temperature
 from imgclf.config import (
     AUGMENT_PRESETS,
     AugmentConfig,
@@ -41,35 +36,27 @@ from imgclf.config import (
     TrainConfig,
     validate,
 )
-from imgclf.decoded_cache import DecodedCache
+from imgclf.data import folders, loading
+from imgclf.data.augment import augment
+from imgclf.data.augment import describe as describe_augment
+from imgclf.data.decoded_cache import DecodedCache
+from imgclf.data.images import normalize
+from imgclf.deploy.predictor import Run, load
 from imgclf.devices import gradient_scaler, pins_memory, resolve_device, resolve_precision
-from imgclf.distributed import SINGLE_PROCESS, Processes
-from imgclf.evaluate import evaluate_index, write_evaluation
-from imgclf.features import FeatureCache, FeatureSource, backbone_key, cache_root, file_digest
-from imgclf.frozen import Backbone, fastest_backbone
-from imgclf.images import normalize
+from imgclf.evaluation import metrics
+from imgclf.evaluation.calibration import calibrated_probabilities, fit_temperature
+from imgclf.evaluation.evaluate import evaluate_index, write_evaluation
+from imgclf.evaluation.plots import plot_metric
+from imgclf.evaluation.report import REPORT_FILE, write_report
+from imgclf.files import atomic_write_text, interrupts_held, save_figure, save_tensors, write_csv, write_json
 from imgclf.models import BuildOptions, create_model, get_spec, num_outputs, summarize, to_probabilities
 from imgclf.models.folding import check_batch
 from imgclf.models.heads import fixed_prefix_length
-from imgclf.plots import plot_metric
-from imgclf.report import REPORT_FILE, write_report
-from imgclf.runs import (
-    CALIBRATION_FILE,
-    CHECKPOINT_DIR,
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    Run,
-    RunError,
-    atomic_write_text,
-    interrupts_held,
-    load,
-    load_tensors,
-    read_config,
-    save_figure,
-    save_tensors,
-    write_csv,
-    write_json,
-)
+from imgclf.runs import CALIBRATION_FILE, CHECKPOINT_DIR, CONFIG_FILE, WEIGHTS_FILE, RunError, load_tensors, read_config
+from imgclf.training import distributed
+from imgclf.training.distributed import SINGLE_PROCESS, Processes
+from imgclf.training.features import FeatureCache, FeatureSource, backbone_key, cache_root, file_digest
+from imgclf.training.frozen import Backbone, fastest_backbone
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +94,12 @@ def make_train_config(data: str | Path | None, augment: str | AugmentConfig = "n
     return config
 
 
-def index_data(config: TrainConfig, warn: bool = True) -> tuple[datasets.FolderIndex, datasets.FolderIndex]:
+def index_data(config: TrainConfig, warn: bool = True) -> tuple[folders.FolderIndex, folders.FolderIndex]:
     """Index and split the run's folders, saying what was found (Keras's `Found N images ...`).
 
     `warn`: whether to warn of imbalanced classes (in several processes only the main one does).
     """
-    data_index = datasets.index_folder(config.data)
+    data_index = folders.index_folder(config.data)
     if data_index.skipped_hidden or data_index.skipped_not_image or data_index.loose_files:
         log.info(
             "Passed over in %s: %d hidden files, %d non-image files, %d files outside class folders.",
@@ -121,13 +108,13 @@ def index_data(config: TrainConfig, warn: bool = True) -> tuple[datasets.FolderI
             data_index.skipped_not_image,
             data_index.loose_files,
         )
-    train_index, val_index = datasets.split_folder(config, data_index)
-    log.info("Training: %s", datasets.describe(train_index))
-    log.info("Validation: %s", datasets.describe(val_index))
+    train_index, val_index = folders.split_folder(config, data_index)
+    log.info("Training: %s", folders.describe(train_index))
+    log.info("Validation: %s", folders.describe(val_index))
     if warn:
-        warnings = [datasets.imbalance_warning(train_index) if config.class_weight != "auto" else None]
+        warnings = [folders.imbalance_warning(train_index) if config.class_weight != "auto" else None]
         if config.val is not None:
-            warnings.append(datasets.overlap_warning(config.data, config.val))
+            warnings.append(folders.overlap_warning(config.data, config.val))
         for warning in filter(None, warnings):
             log.warning(warning)
     return train_index, val_index
@@ -136,15 +123,15 @@ def index_data(config: TrainConfig, warn: bool = True) -> tuple[datasets.FolderI
 def image_sources(
     config: TrainConfig,
     preprocessing,
-    train_index: datasets.FolderIndex,
-    val_index: datasets.FolderIndex,
+    train_index: folders.FolderIndex,
+    val_index: folders.FolderIndex,
     pin_memory: bool = False,
-) -> tuple[datasets.BatchSource, datasets.BatchSource]:
+) -> tuple[loading.BatchSource, loading.BatchSource]:
     """Decode the images into memory when they fit `--cache-mem`, else stream them; unreadable files are skipped.
 
     Both read decoded images from the on-disk `DecodedCache` and store the missing ones, unless `--no-decode-cache`.
     """
-    needed = datasets.memory_needed_mb(len(train_index.files) + len(val_index.files), preprocessing)
+    needed = loading.memory_needed_mb(len(train_index.files) + len(val_index.files), preprocessing)
     in_memory = needed <= config.cache_mem_mb
     log.info(
         "%s images (%.0f MB at %d×%d; --cache-mem %d MB).",
@@ -157,20 +144,20 @@ def image_sources(
     cache = DecodedCache(preprocessing) if config.decode_cache else None
     if config.strict and not in_memory:
         unreadable = [
-            *datasets.find_unreadable(train_index, preprocessing, config.workers, cache),
-            *datasets.find_unreadable(val_index, preprocessing, config.workers, cache),
+            *loading.find_unreadable(train_index, preprocessing, config.workers, cache),
+            *loading.find_unreadable(val_index, preprocessing, config.workers, cache),
         ]
         _fail_if_unreadable(unreadable)
-    train = datasets.BatchSource(train_index, preprocessing, in_memory, config.workers, cache, pin_memory)
-    val = datasets.BatchSource(val_index, preprocessing, in_memory, config.workers, cache, pin_memory)
+    train = loading.BatchSource(train_index, preprocessing, in_memory, config.workers, cache, pin_memory)
+    val = loading.BatchSource(val_index, preprocessing, in_memory, config.workers, cache, pin_memory)
     return train, val
 
 
-def _fail_if_unreadable(unreadable: list[datasets.SkippedFile]) -> None:
+def _fail_if_unreadable(unreadable: list[folders.SkippedFile]) -> None:
     if unreadable:
         listing = "; ".join(f"{item.path}: {item.reason}" for item in unreadable[:5])
         more = f" (and {len(unreadable) - 5} more)" if len(unreadable) > 5 else ""
-        raise datasets.DatasetError(
+        raise folders.DatasetError(
             f"--strict: {len(unreadable)} unreadable image(s): {listing}{more}. Fix or remove them, "
             "or drop --strict to skip them."
         )
@@ -265,7 +252,7 @@ def freeze_batchnorm(model: nn.Module) -> None:
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, source: datasets.BatchSource, step: Step, plan: list[list[int]]
+    model: nn.Module, source: loading.BatchSource, step: Step, plan: list[list[int]]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels of the images of `source` that `plan`'s batches list, in order (on the CPU)."""
     model.eval()
@@ -281,14 +268,14 @@ def predict_logits(
 
 
 def evaluate(
-    model: nn.Module, source: datasets.BatchSource, step: Step, batch_size: int, processes: Processes = SINGLE_PROCESS
+    model: nn.Module, source: loading.BatchSource, step: Step, batch_size: int, processes: Processes = SINGLE_PROCESS
 ) -> tuple[float, float]:
     """Mean loss and accuracy over every image of `source`, each seen once.
 
     In several processes each scores every `world_size`-th batch, and the sums of loss, hits and images are
     added up over the processes: all of them get the same numbers.
     """
-    plan = processes.take_turns(datasets.sequential_batches(len(source), batch_size))
+    plan = processes.take_turns(loading.sequential_batches(len(source), batch_size))
     logits, labels = predict_logits(model, source, step, plan)
     loss_sum = float(compute_loss(logits, labels, None)) * len(labels) if len(labels) else 0.0
     correct = int((predicted_labels(logits) == labels).sum())
@@ -296,9 +283,9 @@ def evaluate(
     return (loss_sum / count, correct / count) if count else (0.0, 0.0)
 
 
-def calibrate(model: nn.Module, source: datasets.BatchSource, step: Step, batch_size: int) -> dict:
+def calibrate(model: nn.Module, source: loading.BatchSource, step: Step, batch_size: int) -> dict:
     """Fit the temperature on the validation images; with the log-loss and ECE before and after."""
-    logits, labels = predict_logits(model, source, step, datasets.sequential_batches(len(source), batch_size))
+    logits, labels = predict_logits(model, source, step, loading.sequential_batches(len(source), batch_size))
     temperature = fit_temperature(logits, labels)
     before, after = to_probabilities(logits).numpy(), calibrated_probabilities(logits, temperature).numpy()
     return {
@@ -489,8 +476,8 @@ class PhaseSetup:
     """
 
     step: Step
-    train: datasets.BatchSource | FeatureSource
-    val: datasets.BatchSource | FeatureSource
+    train: loading.BatchSource | FeatureSource
+    val: loading.BatchSource | FeatureSource
     optimizer: torch.optim.Optimizer
     model: nn.Module
     train_model: nn.Module
@@ -506,7 +493,7 @@ def setup_phase(
     model: nn.Module,
     config: TrainConfig,
     preprocessing: Preprocessing,
-    indexes: tuple[datasets.FolderIndex, datasets.FolderIndex],
+    indexes: tuple[folders.FolderIndex, folders.FolderIndex],
     processes: Processes,
     images: dict,
 ) -> PhaseSetup:
@@ -584,7 +571,7 @@ def train_epoch(
     """
     torch.manual_seed(processes.seed(config.seed * 1_000_003 + epoch))
     augment_generator = torch.Generator().manual_seed(processes.seed(config.seed * 7_919 + epoch))
-    plan = datasets.epoch_batches(len(setup.train), config.batch_size, config.steps_per_epoch, config.seed, epoch)
+    plan = loading.epoch_batches(len(setup.train), config.batch_size, config.steps_per_epoch, config.seed, epoch)
     shards = processes.shard(plan)  # on one process: every batch, whole, with weight 1
     model.train()
     if phase.name == "head":
@@ -617,13 +604,13 @@ def train_epoch(
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
-def _check_sources(setup: PhaseSetup, strict: bool) -> list[datasets.SkippedFile]:
+def _check_sources(setup: PhaseSetup, strict: bool) -> list[folders.SkippedFile]:
     skipped = setup.train.skipped + setup.val.skipped
     if strict:
         _fail_if_unreadable(skipped)
     for name, source in (("training", setup.train), ("validation", setup.val)):
         if len(source) == 0:
-            raise datasets.DatasetError(f"No readable {name} images are left after skipping unreadable files.")
+            raise folders.DatasetError(f"No readable {name} images are left after skipping unreadable files.")
     return skipped
 
 
@@ -657,7 +644,7 @@ def check_before_training(config: TrainConfig) -> None:
     `imgclf train --nproc N` checks here once, rather than have N processes start and each say the same.
     """
     resolve_precision(config.precision, resolve_device(config.device))
-    datasets.split_folder(config, datasets.index_folder(config.data))
+    folders.split_folder(config, folders.index_folder(config.data))
 
 
 def train(
@@ -853,7 +840,7 @@ def _finish_run(
     run_dir: Path,
     model: nn.Module,
     setup: PhaseSetup,
-    val_index: datasets.FolderIndex,
+    val_index: folders.FolderIndex,
     batch_size: int,
     history: list[dict],
     best_val_loss: float,
@@ -877,7 +864,7 @@ def _finish_run(
     return run
 
 
-def _write_skipped(run_dir: Path, skipped: list[datasets.SkippedFile]) -> None:
+def _write_skipped(run_dir: Path, skipped: list[folders.SkippedFile]) -> None:
     """`skipped.csv`: each unreadable file once, with why; nothing when every file was read."""
     unique = {item.path: item.reason for item in skipped}
     if unique:

@@ -28,8 +28,8 @@ import torch
 from PIL import features
 
 from imgclf.config import Preprocessing
-from imgclf.images import DECODE_VERSION, decode_tensor, load_tensor
-from imgclf.runs import atomic_write_bytes, cache_dir
+from imgclf.data.images import DECODE_VERSION, decode_tensor, load_tensor
+from imgclf.files import atomic_write_bytes, cache_dir
 
 log = logging.getLogger(__name__)
 _write_failure = threading.Lock()  # threads that fail to write at once still warn only once

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from imgclf import metrics
-from imgclf.data import DatasetError, FolderIndex, find_classes, index_folder, list_images
-from imgclf.runs import Prediction, Run, write_csv, write_json
+from imgclf.data.folders import DatasetError, FolderIndex, find_classes, index_folder, list_images
+from imgclf.deploy.predictor import Prediction, Run
+from imgclf.evaluation import metrics
+from imgclf.files import write_csv, write_json
 
 TOP_K = 5
 

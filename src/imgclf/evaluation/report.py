@@ -16,13 +16,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from imgclf import metrics
 from imgclf.config import ImgclfError
-from imgclf.evaluate import Evaluation
-from imgclf.explain import explain_image
-from imgclf.images import file_thumbnail_uri, thumbnail_uri
-from imgclf.plots import plot_confusion, plot_metric, plot_reliability, plot_roc
-from imgclf.runs import Run, atomic_write_text
+from imgclf.data.images import file_thumbnail_uri, thumbnail_uri
+from imgclf.deploy.predictor import Run
+from imgclf.evaluation import metrics
+from imgclf.evaluation.evaluate import Evaluation
+from imgclf.evaluation.explain import explain_image
+from imgclf.evaluation.plots import plot_confusion, plot_metric, plot_reliability, plot_roc
+from imgclf.files import atomic_write_text
 
 REPORT_FILE = "report.html"
 THUMBNAIL_SIZE = 128

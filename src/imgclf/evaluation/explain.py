@@ -29,10 +29,11 @@ from PIL import Image
 from torch import nn
 
 from imgclf.config import ImgclfError
-from imgclf.images import ImageError, decode_image, image_to_tensor, load_tensor, normalize, open_image
+from imgclf.data.images import ImageError, decode_image, image_to_tensor, load_tensor, normalize, open_image
+from imgclf.deploy.predictor import Run
+from imgclf.files import atomic_write_bytes
 from imgclf.models import to_probabilities
 from imgclf.models.backbones import BackboneClassifier
-from imgclf.runs import Run, atomic_write_bytes
 
 OUTPUT_SUFFIX = "-gradcam.png"
 DEFAULT_COLORMAP = "jet"

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgclf.onnx_graph import to_onnx_bytes
-from imgclf.runs import atomic_write_bytes
+from imgclf.deploy.onnx_graph import to_onnx_bytes
+from imgclf.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

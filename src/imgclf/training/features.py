@@ -21,12 +21,13 @@ from safetensors.torch import load_file
 from torch import nn
 
 from imgclf.config import Preprocessing
-from imgclf.data import FolderIndex, SkippedFile, load_or_skip
+from imgclf.data.folders import FolderIndex, SkippedFile
+from imgclf.data.images import DECODE_VERSION, normalize
+from imgclf.data.loading import load_or_skip
 from imgclf.devices import CPU
-from imgclf.frozen import Backbone, fastest_backbone
-from imgclf.images import DECODE_VERSION, normalize
+from imgclf.files import cache_dir, save_tensors
 from imgclf.models.folding import check_batch, fold_if_exact
-from imgclf.runs import cache_dir, save_tensors
+from imgclf.training.frozen import Backbone, fastest_backbone
 
 log = logging.getLogger(__name__)
 

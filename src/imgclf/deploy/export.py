@@ -20,26 +20,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from imgclf.config import ImgclfError, Preprocessing, RunConfig
-from imgclf.data import DatasetError, decode_files, list_images, validation_index
-from imgclf.engines import OnnxRuntimeEngine, ProbabilityModel, TorchEngine, create_onnx_engine
-from imgclf.onnx_graph import OPSET, OnnxExportError, to_onnx_bytes
-from imgclf.runs import (
-    WEIGHTS_FILE,
-    Run,
-    RunError,
-    atomic_write_bytes,
-    cache_dir,
-    load_tensors,
-    read_temperature,
-    save_tensors,
-    write_json,
-)
+from imgclf.data.folders import DatasetError, list_images, validation_index
+from imgclf.data.loading import decode_files
+from imgclf.deploy.engines import OnnxRuntimeEngine, ProbabilityModel, TorchEngine, create_onnx_engine
+from imgclf.deploy.onnx_graph import OPSET, OnnxExportError, to_onnx_bytes
+from imgclf.files import atomic_write_bytes, cache_dir, save_tensors, write_json
+from imgclf.runs import WEIGHTS_FILE, RunError, load_model, load_tensors, read_temperature
+
+if TYPE_CHECKING:
+    from imgclf.deploy.predictor import Run  # the predictor loads engines from here
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +153,19 @@ def export_onnx(
     `images` are files or folders to check parity on (default: the run's validation images). Raises
     `ExportError`, with `export.json` still written, when onnxruntime disagrees with PyTorch.
     """
+    return _export(run.run_dir, run.config, run.model, run.temperature, out_dir, images)
+
+
+def _export(
+    run_dir: Path,
+    config: RunConfig,
+    model: nn.Module,
+    temperature: float,
+    out_dir: str | Path | None,
+    images: Sequence[str | Path] | None,
+) -> ExportResult:
     start = time.perf_counter()
-    out_dir = Path(out_dir) if out_dir is not None else run.run_dir
-    config = run.config
+    out_dir = Path(out_dir) if out_dir is not None else Path(run_dir)
     files = parity_files(config, images)
     pixels, kept, skipped, _ = decode_files(files, config.preprocessing, os.cpu_count() or 1)
     for item in skipped:
@@ -167,10 +173,10 @@ def export_onnx(
     names = [files[i] for i in kept]
     if not names:
         raise ExportError("None of the parity images could be read. Give readable images with --parity-images DIR.")
-    digest = weights_digest(run.run_dir)
-    metadata = onnx_metadata(config, digest, run.temperature)
-    onnx_bytes = to_onnx(run.model, config.preprocessing, run.temperature, metadata)
-    reference = TorchEngine(run.model, config.preprocessing, run.temperature)(pixels)
+    digest = weights_digest(run_dir)
+    metadata = onnx_metadata(config, digest, temperature)
+    onnx_bytes = to_onnx(model, config.preprocessing, temperature, metadata)
+    reference = TorchEngine(model.eval(), config.preprocessing, temperature)(pixels)
     candidate = OnnxRuntimeEngine(onnx_bytes)(pixels)
     parity = compare("onnx", reference, candidate, names, TOLERANCE)
     report = {
@@ -178,7 +184,7 @@ def export_onnx(
         "file": ONNX_FILE,
         "opset": OPSET,
         "weights_sha256": digest,
-        "temperature": run.temperature,
+        "temperature": temperature,
         "class_names": config.class_names,
         "preprocessing": asdict(config.preprocessing),
         "parity": {**asdict(parity), "passed": parity.passed},
@@ -238,7 +244,8 @@ def load_engine(name: str, run_dir: str | Path, config: RunConfig):
     if folder is None:
         folder = export_cache_dir(digest)
         log.info("Exporting the model to ONNX for the %s engine (once; kept in %s).", name, folder)
-        export_onnx(Run(run_dir, config), folder)
+        model = load_model(run_dir, config).eval()
+        _export(Path(run_dir), config, model, read_temperature(run_dir), folder, None)
     engine = create_onnx_engine(name, folder / ONNX_FILE)
     reference = load_tensors(folder / REFERENCE_FILE)
     names = json.loads(_metadata(folder / REFERENCE_FILE).get("files", "[]"))

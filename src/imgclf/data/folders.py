@@ -1,0 +1,268 @@
+"""Folder datasets with Keras `flow_from_directory` semantics: indexing, class checks and seeded splits.
+
+`DATA/<class>/**/<image>`: classes are the sorted sub-folder names; files and folders are walked in sorted
+order, hidden entries and `__MACOSX` skipped, link loops passed over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from imgclf.config import ImgclfError, TrainConfig
+from imgclf.data.images import IMAGE_EXTENSIONS, is_image_file
+
+log = logging.getLogger(__name__)
+
+IGNORED_FOLDERS = ("__MACOSX",)
+
+
+class DatasetError(ImgclfError):
+    """A data folder is missing, empty, laid out wrongly, or inconsistent with another split."""
+
+
+@dataclass
+class FolderIndex:
+    """The images of a labelled folder: parallel `files` and `labels`, and what was passed over."""
+
+    root: str
+    class_names: list[str]
+    files: list[str]
+    labels: list[int]
+    skipped_hidden: int = 0
+    skipped_not_image: int = 0
+    loose_files: int = 0
+    skipped_linked_folders: int = 0  # links not followed: loops, or folders already searched
+
+    def class_counts(self) -> list[int]:
+        counts = Counter(self.labels)
+        return [counts.get(index, 0) for index in range(len(self.class_names))]
+
+    def subset(self, indices: Sequence[int]) -> FolderIndex:
+        return FolderIndex(
+            self.root, self.class_names, [self.files[i] for i in indices], [self.labels[i] for i in indices]
+        )
+
+
+@dataclass
+class SkippedFile:
+    """A file left out of the run, and why."""
+
+    path: str
+    reason: str
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _folder_identity(path: Path) -> tuple[int, int]:
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
+
+
+def _walk_sorted(folder: Path, passed_over: list[Path]) -> Iterator[tuple[Path, list[str]]]:
+    """Yield (directory, sorted file names) depth-first in sorted order, never entering hidden folders.
+
+    Linked folders are followed, but each real folder is entered once: a link back to a folder that holds it
+    (a loop), or a second way into a folder already searched, is logged and appended to `passed_over` instead.
+    """
+    searched = {_folder_identity(folder)}
+    for directory, subfolders, file_names in os.walk(folder, followlinks=True):
+        entered = []
+        for name in sorted(d for d in subfolders if not _is_hidden(d) and d not in IGNORED_FOLDERS):
+            path = Path(directory, name)
+            identity = _folder_identity(path)
+            # A loop can lead above `folder`, to a folder this walk never enters, so ancestors are checked by path.
+            if path.is_symlink() and Path(directory).resolve().is_relative_to(path.resolve()):
+                log.info("Passed over %s: a link back to %s, which holds it (a loop).", path, path.resolve())
+                passed_over.append(path)
+            elif identity in searched:
+                log.info("Passed over %s: it is %s, already searched.", path, path.resolve())
+                passed_over.append(path)
+            else:
+                # Claimed before descending, so a link deeper down does not take a sibling's place.
+                searched.add(identity)
+                entered.append(name)
+        subfolders[:] = entered
+        yield Path(directory), sorted(file_names)
+
+
+def find_classes(root: str | Path) -> list[str]:
+    """The sorted class sub-folder names of `root`; hidden folders and `__MACOSX` are never classes."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"Data folder {root} does not exist or is not a folder.")
+    return sorted(
+        entry.name
+        for entry in root.iterdir()
+        if entry.is_dir() and not _is_hidden(entry.name) and entry.name not in IGNORED_FOLDERS
+    )
+
+
+def index_folder(root: str | Path) -> FolderIndex:
+    """Index `root/<class>/**/<image>`: sorted classes, sorted files, hidden and non-image files counted.
+
+    >>> index = index_folder("cars-planes/training_set")
+    >>> index.class_names, len(index.files)
+    (['cars', 'planes'], 160)
+    """
+    root = Path(root)
+    class_names = find_classes(root)
+    if not class_names:
+        raise DatasetError(
+            f"Data folder {root} has no class sub-folders. Expected {root}/<class>/<image>, "
+            f"for example {root}/cars/car1.jpg and {root}/planes/plane1.jpg."
+        )
+    index = FolderIndex(str(root), class_names, [], [])
+    index.loose_files = sum(1 for entry in root.iterdir() if entry.is_file() and not _is_hidden(entry.name))
+    passed_over: list[Path] = []
+    for label, class_name in enumerate(class_names):
+        for directory, file_names in _walk_sorted(root / class_name, passed_over):
+            for name in file_names:
+                if _is_hidden(name):
+                    index.skipped_hidden += 1
+                elif not is_image_file(name):
+                    index.skipped_not_image += 1
+                else:
+                    index.files.append(str(directory / name))
+                    index.labels.append(label)
+    index.skipped_linked_folders = len(passed_over)
+    if not index.files:
+        raise DatasetError(
+            f"Found no images in {root} (classes {class_names}). Allowed formats: {', '.join(IMAGE_EXTENSIONS)}."
+        )
+    return index
+
+
+def list_images(paths: Sequence[str | Path]) -> list[str]:
+    """Expand files and folders (searched recursively, flat folders allowed) into sorted image paths."""
+    found: list[str] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(
+                str(directory / name)
+                for directory, names in _walk_sorted(path, [])
+                for name in names
+                if not _is_hidden(name) and is_image_file(name)
+            )
+        elif path.exists():
+            found.append(str(path))
+        else:
+            raise DatasetError(f"{path} does not exist. Give image files or folders of images.")
+    if not found:
+        raise DatasetError(
+            f"Found no images in {[str(p) for p in paths]}. Allowed formats: {', '.join(IMAGE_EXTENSIONS)}."
+        )
+    return found
+
+
+def describe(index: FolderIndex) -> str:
+    """Keras's sentence, `Found 160 images belonging to 2 classes.`, then the count per class."""
+    counts = ", ".join(f"{name} {count}" for name, count in zip(index.class_names, index.class_counts()))
+    return f"Found {len(index.files)} images belonging to {len(index.class_names)} classes. Per class: {counts}."
+
+
+def check_same_classes(train: FolderIndex, val: FolderIndex) -> None:
+    """Raise `DatasetError` naming both class lists when the validation folder's classes differ."""
+    if train.class_names != val.class_names:
+        raise DatasetError(
+            f"{val.root} has classes {val.class_names} but {train.root} has {train.class_names}; "
+            "the folders must hold the same class sub-folders."
+        )
+
+
+def check_classes_have_images(index: FolderIndex) -> None:
+    """Raise `DatasetError` naming the class folders of `index` that hold no images: nothing to learn or check."""
+    counts = index.class_counts()
+    empty = [str(Path(index.root, name)) for name, count in zip(index.class_names, counts) if count == 0]
+    if empty:
+        per_class = ", ".join(f"{name} {count}" for name, count in zip(index.class_names, counts))
+        raise DatasetError(
+            f"Found no images in the class folder(s) {', '.join(empty)} (per class: {per_class}). Add images to "
+            f"them or remove them: every sub-folder of {index.root} is a class. "
+            f"Allowed formats: {', '.join(IMAGE_EXTENSIONS)}."
+        )
+
+
+def overlap_warning(data: str | Path, val: str | Path) -> str | None:
+    """A warning when the validation folder `val` is the training folder `data`, or one holds the other, else None."""
+    data_path, val_path = Path(data).resolve(), Path(val).resolve()
+    if data_path == val_path:
+        where = f"--val {val} is the training folder {data}"
+    elif val_path.is_relative_to(data_path):
+        where = f"--val {val} is inside the training folder {data}"
+    elif data_path.is_relative_to(val_path):
+        where = f"the training folder {data} is inside --val {val}"
+    else:
+        return None
+    return (
+        f"{where}, so the model trains on validation images and val_loss and val_accuracy measure nothing. "
+        "Give --val a folder of other images, or use --val-split to hold some out."
+    )
+
+
+def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split indices into (train, val) keeping each class's share; the same seed gives the same split.
+
+    Every class with at least two images keeps at least one in each part.
+    """
+    rng = np.random.default_rng(seed)
+    labels_array = np.asarray(labels)
+    train, val = [], []
+    for label in np.unique(labels_array):
+        members = np.flatnonzero(labels_array == label)
+        rng.shuffle(members)
+        n_val = int(round(len(members) * val_fraction))
+        if len(members) >= 2:
+            n_val = min(max(n_val, 1), len(members) - 1)
+        val.extend(members[:n_val].tolist())
+        train.extend(members[n_val:].tolist())
+    return sorted(train), sorted(val)
+
+
+def imbalance_warning(index: FolderIndex) -> str | None:
+    """A warning when the largest class has over 3× the images of the smallest, else None."""
+    counts = index.class_counts()
+    pairs = dict(zip(index.class_names, counts))
+    if min(counts) == 0:
+        empty = [name for name, count in pairs.items() if count == 0]
+        return (
+            f"Classes {empty} in {index.root} have no images ({pairs}); training refuses a class without images: "
+            "add images to those folders or remove them."
+        )
+    if max(counts) > 3 * min(counts):
+        return (
+            f"Classes in {index.root} are imbalanced ({pairs}); consider --class-weight auto "
+            "or adding images to the small classes."
+        )
+    return None
+
+
+def split_folder(config: TrainConfig, data_index: FolderIndex) -> tuple[FolderIndex, FolderIndex]:
+    """(train, val) for a run: DATA and the `--val` folder, or a stratified, seeded `--val-split` of DATA.
+
+    Raises `DatasetError` when the folders' classes differ or a class folder of either holds no images.
+    """
+    check_classes_have_images(data_index)
+    if config.val is not None:
+        val_index = index_folder(config.val)
+        check_same_classes(data_index, val_index)
+        check_classes_have_images(val_index)
+        return data_index, val_index
+    fraction = config.val_split if config.val_split is not None else 0.2
+    if config.val_split is None:
+        log.info("No --val folder given: holding out %g of %s for validation (--val-split).", fraction, config.data)
+    train_rows, val_rows = stratified_split(data_index.labels, fraction, config.seed)
+    return data_index.subset(train_rows), data_index.subset(val_rows)
+
+
+def validation_index(config: TrainConfig) -> FolderIndex:
+    """The validation images a run was trained with (its `--val` folder or its `--val-split` of DATA)."""
+    return split_folder(config, index_folder(config.data))[1]
