@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,48 @@ def test_clearing_never_follows_a_symbolic_link_out_of_the_cache(cache_tree, tmp
     assert kept_file.read_bytes() == b"x" * 700
     assert kept_folder_file.read_bytes() == b"x" * 800
     assert list(decoded.iterdir()) == [], "the links themselves are deleted"
+
+
+def swap_once_listed(monkeypatch, victim: Path, swap: Callable[[Path], None]) -> None:
+    """Run `swap(victim)` right after the folder holding `victim` is listed, before clearing reaches the entry:
+    what another process could do while `imgclf cache --clear` runs."""
+    real_scandir = os.scandir
+    swapped = []
+
+    def listing_then_swap(folder):
+        entries = list(real_scandir(folder))
+        if not swapped and any(entry.name == victim.name for entry in entries):
+            swap(victim)
+            swapped.append(victim)
+        return entries
+
+    monkeypatch.setattr(os, "scandir", listing_then_swap)
+
+
+def folder_for_link(folder: Path, target: Path) -> None:
+    folder.rename(folder.with_name("moved-away"))
+    folder.symlink_to(target, target_is_directory=True)
+
+
+def file_for_folder(file: Path, _: Path) -> None:
+    file.unlink()
+    write_entry(file / "inner.pixels", 10)
+
+
+@pytest.mark.parametrize("swap", [folder_for_link, file_for_folder])
+def test_an_entry_swapped_while_clearing_is_skipped_and_nothing_outside_is_deleted(
+    cache_tree, tmp_path, monkeypatch, swap
+):
+    outside = tmp_path / "photos"
+    kept = write_entry(outside / "holiday.jpg", 700)
+    decode = cache_tree / "decoded" / "fedcba9876543210"
+    victim = decode / "cd" if swap is folder_for_link else decode / "ef" / f"ef{'4' * 62}.pixels"
+    swap_once_listed(monkeypatch, victim, lambda path: swap(path, outside))
+
+    clear_caches("decoded")
+
+    assert kept.read_bytes() == b"x" * 700, "nothing outside the cache is deleted"
+    assert victim.is_symlink() or victim.is_dir(), "the swapped entry is left as it is"
 
 
 def test_a_kind_folder_that_is_a_symbolic_link_is_refused(feature_cache_in_tmp, tmp_path):

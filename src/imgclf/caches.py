@@ -13,6 +13,7 @@ are deleted as links, never followed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import time
@@ -48,7 +49,7 @@ def cache_sizes(kinds: Sequence[str] = CACHE_KINDS) -> list[CacheSize]:
     sizes = []
     for kind in _check_kinds(kinds):
         folder = cache_dir(kind)
-        stats = [stat for _, stat in _files_under(folder)]
+        stats = list(_file_stats(folder))
         sizes.append(CacheSize(kind, folder, len(stats), sum(stat.st_size for stat in stats)))
     return sizes
 
@@ -127,47 +128,77 @@ def _own_folder(root: Path, kind: str) -> Path:
     return folder
 
 
-def _entries(folder: Path | str) -> list[os.DirEntry]:
-    """What `folder` holds; nothing when it does not exist."""
+def _open_folder(name: str | Path, parent_fd: int | None = None, follow_link: bool = False) -> int | None:
+    """A descriptor of the folder `name` (relative to `parent_fd` when given), or None when it is gone or is not
+    a folder. Unless `follow_link`, a symbolic link is not a folder: an entry swapped for a link after it was
+    listed is never entered."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | (0 if follow_link else os.O_NOFOLLOW)
     try:
-        return list(os.scandir(folder))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+        return os.open(name, flags, dir_fd=parent_fd)
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise
 
 
-def _files_under(folder: Path | str) -> Iterator[tuple[str, os.stat_result]]:
-    """(path, lstat) of every file and symbolic link under `folder`; symbolic links are never followed."""
-    for entry in _entries(folder):
+def _walk(folder_fd: int) -> Iterator[tuple[int, os.DirEntry]]:
+    """(descriptor of its folder, entry) for everything under the open folder, each sub-folder after what it
+    holds; symbolic links are never followed."""
+    for entry in list(os.scandir(folder_fd)):
         if entry.is_dir(follow_symlinks=False):
-            yield from _files_under(entry.path)
+            sub_fd = _open_folder(entry.name, folder_fd)
+            if sub_fd is None:  # deleted, or swapped for a link or a file, since it was listed
+                continue
+            try:
+                yield from _walk(sub_fd)
+            finally:
+                os.close(sub_fd)
+        yield folder_fd, entry
+
+
+def _walk_folder(folder: Path, follow_link: bool) -> Iterator[tuple[int, os.DirEntry]]:
+    """`_walk` of `folder`; nothing when it does not exist."""
+    folder_fd = _open_folder(folder, follow_link=follow_link)
+    if folder_fd is None:
+        return
+    try:
+        yield from _walk(folder_fd)
+    finally:
+        os.close(folder_fd)
+
+
+def _file_stats(folder: Path) -> Iterator[os.stat_result]:
+    """The lstat of every file and symbolic link under `folder` (itself may be a link; links under it are not
+    followed)."""
+    for _, entry in _walk_folder(folder, follow_link=True):
+        if entry.is_dir(follow_symlinks=False):
             continue
         try:
-            yield entry.path, entry.stat(follow_symlinks=False)
+            yield entry.stat(follow_symlinks=False)
         except FileNotFoundError:  # deleted meanwhile, e.g. by another `imgclf cache --clear`
             continue
 
 
 def _clear_folder(kind: str, folder: Path, cutoff: float | None) -> CacheSize:
-    """Delete the files under `folder` written before `cutoff` (all when None), then the folders left empty."""
+    """Delete the files under `folder` written before `cutoff` (all when None), and the folders left empty.
+
+    Deleting goes through descriptors of the folders walked (never their paths), so a folder swapped for a link
+    while this runs is skipped rather than followed out of the cache.
+    """
     files = size_bytes = 0
-    for path, stat in _files_under(folder):
-        if cutoff is not None and stat.st_mtime >= cutoff:
+    for folder_fd, entry in _walk_folder(folder, follow_link=False):
+        if entry.is_dir(follow_symlinks=False):
+            # Not empty: it holds entries --older-than kept, or one a training run has just written.
+            with contextlib.suppress(OSError):
+                os.rmdir(entry.name, dir_fd=folder_fd)
             continue
         try:
-            os.unlink(path)
-        except FileNotFoundError:
+            stat = entry.stat(follow_symlinks=False)
+            if cutoff is not None and stat.st_mtime >= cutoff:
+                continue
+            os.unlink(entry.name, dir_fd=folder_fd)
+        except (FileNotFoundError, IsADirectoryError):  # deleted, or swapped for a folder, since it was listed
             continue
         files += 1
         size_bytes += stat.st_size
-    _remove_empty_folders(folder)
     return CacheSize(kind, folder, files, size_bytes)
-
-
-def _remove_empty_folders(folder: Path | str) -> None:
-    """Remove the empty sub-folders of `folder`, deepest first; `folder` itself stays."""
-    for entry in _entries(folder):
-        if entry.is_dir(follow_symlinks=False):
-            _remove_empty_folders(entry.path)
-            # Not empty: it holds entries --older-than kept, or one a training run has just written.
-            with contextlib.suppress(OSError):
-                os.rmdir(entry.path)
