@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import imgclf
+from imgclf.cli import main
 from imgclf.evaluation.evaluate import evaluate_folder, write_evaluation
 from imgclf.files import atomic_write_text, interrupts_held, write_json
 from imgclf.runs import read_config
@@ -133,3 +134,67 @@ def test_json_files_hold_null_for_nan_so_any_reader_can_read_them(tmp_path):
     assert json.loads(text) == {"accuracy": None, "rows": [{"loss": None}, 0.5], "name": "x"}
     write_json(tmp_path / "state.json", values, nan_as_null=False)  # imgclf's own files keep them
     assert json.loads((tmp_path / "state.json").read_text())["rows"][0]["loss"] == float("inf")
+
+
+def tampered_run(trained_run, tmp_path: Path, file: str, key: str, value: object) -> Path:
+    """A copy of the trained run whose `file` holds `value` at the dotted `key`."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    values = json.loads((run_dir / file).read_text())
+    *parents, leaf = key.split(".")
+    target = values
+    for parent in parents:
+        target = target[parent]
+    target[leaf] = value
+    (run_dir / file).write_text(json.dumps(values))  # as Python's json writes it: inf is Infinity
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    ("file", "key", "value", "named"),
+    [
+        ("config.json", "preprocessing.image_size", float("inf"), "preprocessing.image_size=inf"),
+        ("config.json", "preprocessing.image_size", 0, "preprocessing.image_size=0"),
+        ("config.json", "preprocessing.image_size", 100000, "preprocessing.image_size=100000"),
+        ("config.json", "preprocessing.mean", [0.5, 0.5], "preprocessing.mean=[0.5, 0.5]"),
+        ("config.json", "preprocessing.mean", "0.5", "preprocessing.mean='0.5'"),
+        ("config.json", "preprocessing.std", [0.0, 1.0, 1.0], "preprocessing.std=[0.0, 1.0, 1.0]"),
+        ("config.json", "preprocessing.interpolation", "lanczos", "preprocessing.interpolation='lanczos'"),
+        ("config.json", "train.min_confidence", "0.8", "--min-confidence='0.8'"),
+        ("config.json", "train.min_confidence", 5, "--min-confidence=5"),
+        ("config.json", "train.lr", float("inf"), "--lr=inf"),
+        ("config.json", "class_names", ["cars", "cars"], "class_names=['cars', 'cars']"),
+        ("calibration.json", "temperature", float("inf"), "temperature=inf"),
+        ("calibration.json", "temperature", 1e-320, "temperature=1e-320"),
+        ("calibration.json", "temperature", True, "temperature=True"),
+        ("calibration.json", "temperature", "1.5", "temperature='1.5'"),
+    ],
+)
+def test_a_tampered_run_file_is_one_line_naming_the_file_the_key_and_the_value(
+    trained_run, tmp_path, file, key, value, named
+):
+    run_dir = tampered_run(trained_run, tmp_path, file, key, value)
+    with pytest.raises(imgclf.RunError) as error:
+        imgclf.load(run_dir)
+    message = str(error.value)
+    assert str(run_dir / file) in message and f"Received: {named}." in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("file", ["config.json", "calibration.json"])
+def test_json_nested_too_deeply_is_a_run_error_not_a_recursion_error(trained_run, tmp_path, file):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    (run_dir / file).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(imgclf.RunError, match="nested too deeply"):
+        imgclf.load(run_dir)
+
+
+def test_the_cli_says_a_tampered_config_in_one_line_and_exits_with_1(trained_run, tmp_path, cars_planes, capsys):
+    run_dir = tampered_run(trained_run, tmp_path, "config.json", "preprocessing.image_size", 100000)
+    photo = next((cars_planes / "val_set" / "cars").glob("*.jpg"))
+    assert main(["predict", str(run_dir), str(photo)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {run_dir / 'config.json'} holds a value imgclf cannot use. Invalid preprocessing.image_size. "
+        "Received: preprocessing.image_size=100000. Use a whole number of pixels from 16 to 4096."
+    ]

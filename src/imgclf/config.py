@@ -7,7 +7,10 @@ and saved into the run's `config.json`, which is enough to rebuild the run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
+import typing
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +27,10 @@ class ConfigError(ImgclfError):
         self.option = option
 
 
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How an image becomes a model input: squashed to `image_size`², scaled to [0, 1], then normalised.
@@ -38,12 +45,39 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, values: dict) -> Preprocessing:
-        return cls(
-            image_size=int(values["image_size"]),
-            mean=tuple(values["mean"]),
-            std=tuple(values["std"]),
-            interpolation=values.get("interpolation", "bilinear"),
+        """The preprocessing a run's `config.json` saved; raises `ConfigError` naming the first key it cannot use."""
+        size, interpolation = values["image_size"], values.get("interpolation", "bilinear")
+        _require_saved(
+            type(size) is int and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE,
+            "preprocessing.image_size",
+            size,
+            f"Use a whole number of pixels from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}.",
         )
+        _require_saved(
+            interpolation in INTERPOLATIONS,
+            "preprocessing.interpolation",
+            interpolation,
+            f"Choose one of {list(INTERPOLATIONS)}.",
+        )
+        mean, std = _channel_values(values, "mean"), _channel_values(values, "std")
+        _require_saved(min(std) > 0, "preprocessing.std", list(std), "Every channel's std must be positive.")
+        return cls(image_size=size, mean=mean, std=std, interpolation=interpolation)
+
+
+def _channel_values(values: dict, key: str) -> tuple[float, float, float]:
+    """`values[key]` as one finite number per colour channel (red, green, blue)."""
+    channels = values[key]
+    _require_saved(
+        isinstance(channels, list) and len(channels) == 3 and all(_is_finite_number(value) for value in channels),
+        f"preprocessing.{key}",
+        channels,
+        "Give a list of 3 finite numbers, one per colour channel.",
+    )
+    return tuple(float(value) for value in channels)
+
+
+def _is_finite_number(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -148,6 +182,34 @@ def _require(condition: bool, option: str, value: object, what_to_do: str) -> No
         raise ConfigError(f"Invalid option {option}. Received: {option}={value!r}. {what_to_do}", option)
 
 
+def _require_saved(condition: bool, key: str, value: object, allowed: str) -> None:
+    """`_require` for a key of a run's `config.json`, named as the file writes it (`preprocessing.std`)."""
+    if not condition:
+        raise ConfigError(f"Invalid {key}. Received: {key}={value!r}. {allowed}", key)
+
+
+# Options whose name on the command line is not `--` and the field's name with dashes.
+OPTION_NAMES = {"data": "DATA", "cache_mem_mb": "--cache-mem", "decode_cache": "decode-cache"}
+KINDS = {
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    AugmentConfig: "an AugmentConfig",
+}
+
+
+def _check_types(options: TrainConfig | AugmentConfig) -> None:
+    """Each option holds a value of its field's type (a whole number may stand for a float), every number finite."""
+    for name, hint in typing.get_type_hints(type(options)).items():
+        value, allowed = getattr(options, name), typing.get_args(hint) or (hint,)
+        option = OPTION_NAMES.get(name, f"--{name.replace('_', '-')}")
+        kind = " or ".join(KINDS.get(t, t.__name__) for t in allowed if t is not type(None))
+        fits = type(value) in allowed or (type(value) is int and float in allowed)
+        _require(fits, option, value, f"Give {kind}.")
+        _require(type(value) is not float or math.isfinite(value), option, value, "Give a finite number.")
+
+
 def check_min_confidence(value: float | None) -> None:
     """`--min-confidence` is None (never unsure) or a probability in (0, 1]; raises `ConfigError` otherwise."""
     if value is not None:
@@ -161,6 +223,8 @@ def check_min_confidence(value: float | None) -> None:
 
 def validate(config: TrainConfig) -> TrainConfig:
     """Check every option before any file is touched; returns `config` unchanged or raises `ConfigError`."""
+    _check_types(config)
+    _check_types(config.augment)
     _require(
         config.val is None or config.val_split is None,
         "--val-split",
@@ -178,7 +242,12 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.patience is not None:
         _require(config.patience >= 1, "--patience", config.patience, "Use a positive number of epochs.")
     if config.image_size is not None:
-        _require(config.image_size >= 16, "--image-size", config.image_size, "Use at least 16 pixels.")
+        _require(
+            MIN_IMAGE_SIZE <= config.image_size <= MAX_IMAGE_SIZE,
+            "--image-size",
+            config.image_size,
+            f"Use {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels.",
+        )
     _require(config.head is None or config.head in HEADS, "--head", config.head, f"Choose one of {list(HEADS)}.")
     if config.fine_tune is not None:
         _require(
@@ -201,12 +270,6 @@ def validate(config: TrainConfig) -> TrainConfig:
     _require(config.device in DEVICES, "--device", config.device, f"Choose one of {list(DEVICES)}.")
     _require(config.cache_mem_mb >= 0, "--cache-mem", config.cache_mem_mb, "Give a budget in MB (0 streams).")
     _require(config.workers >= 0, "--workers", config.workers, "Use 0 or more DataLoader workers.")
-    _require(
-        isinstance(config.decode_cache, bool),
-        "decode-cache",
-        config.decode_cache,
-        "Use true or false (--no-decode-cache turns the cache of decoded images off).",
-    )
     augment = config.augment
     _require(
         augment.fill_mode in FILL_MODES,
@@ -234,6 +297,16 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"Config file {path} does not exist. Received: --config={path}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"Config file {path} is not valid TOML: {error}") from None
+    if "config" in values:
+        raise ConfigError(
+            f"Config file {path} sets config, but one config file cannot name another. "
+            f"Received: config = {values['config']!r}. Remove the key, or give that file with --config."
+        )
+    for key, value in values.items():
+        if type(value) is float and not math.isfinite(value):
+            raise ConfigError(
+                f"Config file {path} has a bad value for {key}. Received: {key} = {value!r}. Use a finite number."
+            )
     return {key.replace("-", "_"): value for key, value in values.items()}
 
 
@@ -263,11 +336,30 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> RunConfig:
+        """The run config `to_dict` saved, checked as strictly as options are on the command line.
+
+        Raises `ConfigError` naming the first key whose value imgclf cannot use; a missing key is a `KeyError`.
+        """
+        for key in ("train", "preprocessing"):
+            _require_saved(isinstance(values[key], dict), key, values[key], "Give a JSON object.")
         return cls(
-            train=TrainConfig.from_dict(values["train"]),
-            class_names=list(values["class_names"]),
+            train=validate(TrainConfig.from_dict(values["train"])),
+            class_names=_class_names(values["class_names"]),
             preprocessing=Preprocessing.from_dict(values["preprocessing"]),
             versions=dict(values.get("versions", {})),
             dataset=dict(values.get("dataset", {})),
             hardware=dict(values.get("hardware", {})),
         )
+
+
+def _class_names(names: object) -> list[str]:
+    """A run's class names: 2 or more distinct, non-empty strings, in the model's output order."""
+    _require_saved(
+        isinstance(names, list) and len(names) >= 2 and all(isinstance(name, str) and name for name in names),
+        "class_names",
+        names,
+        "Give a list of 2 or more class names.",
+    )
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+    _require_saved(not repeated, "class_names", names, f"Each class is named once; {repeated} appear more than once.")
+    return list(names)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from imgclf.config import ImgclfError, RunConfig
+from imgclf.config import ConfigError, ImgclfError, RunConfig
 from imgclf.models import BuildOptions, create_model
 
 CONFIG_FILE = "config.json"
@@ -22,6 +22,8 @@ CALIBRATION_FILE = "calibration.json"
 UNSURE = "unsure"
 CHECKPOINT_DIR = "checkpoint"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
+"""The calibration temperatures imgclf fits and loads: beyond them probabilities are all but certain or flat."""
 
 
 class RunError(ImgclfError):
@@ -51,10 +53,22 @@ def read_config(run_dir: str | Path) -> RunConfig:
             f" It holds pickled files {pickles}, which imgclf never loads (unpickling can run code)." if pickles else ""
         )
         raise RunError(f"{run_dir} is not an imgclf run: {CONFIG_FILE} is missing.{hint}")
+    values = _read_json(config_path, "Retrain, or restore the file.")
     try:
-        return RunConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+        return RunConfig.from_dict(values)
+    except ConfigError as error:
+        raise RunError(f"{config_path} holds a value imgclf cannot use. {error}") from None
     except (ValueError, KeyError, TypeError) as error:
         raise RunError(f"{config_path} is not a valid imgclf run configuration ({error!r}).") from None
+
+
+def _read_json(path: Path, what_to_do: str) -> object:
+    """The values of a run's JSON file; raises `RunError` when it is not JSON imgclf can read."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as error:  # RecursionError: arrays or objects nested thousands deep
+        reason = "it is nested too deeply" if isinstance(error, RecursionError) else error
+        raise RunError(f"{path} is not valid JSON ({reason}). {what_to_do}") from None
 
 
 def build_model(config: RunConfig) -> torch.nn.Module:
@@ -64,19 +78,23 @@ def build_model(config: RunConfig) -> torch.nn.Module:
 
 
 def read_temperature(run_dir: str | Path) -> float:
-    """The run's calibration temperature from `calibration.json` (1.0, no change, when there is none)."""
+    """The run's calibration temperature from `calibration.json` (1.0, no change, when there is none).
+
+    Raises `RunError` unless it is a number from `MIN_TEMPERATURE` to `MAX_TEMPERATURE`, the range fits keep to.
+    """
     path = Path(run_dir) / CALIBRATION_FILE
     if not path.is_file():
         return 1.0
-    try:
-        temperature = float(json.loads(path.read_text(encoding="utf-8"))["temperature"])
-    except (ValueError, KeyError, TypeError) as error:
+    values = _read_json(path, "Delete it to predict uncalibrated.")
+    if not isinstance(values, dict) or "temperature" not in values:
+        raise RunError(f"{path} holds no temperature. Delete it to predict uncalibrated.")
+    temperature = values["temperature"]
+    if type(temperature) not in (int, float) or not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
         raise RunError(
-            f"{path} is not a valid calibration file ({error!r}). Delete it to predict uncalibrated."
-        ) from None
-    if not temperature > 0:
-        raise RunError(f"{path} holds temperature {temperature}; it must be positive. Delete it or retrain.")
-    return temperature
+            f"Invalid temperature in {path}. Received: temperature={temperature!r}. Calibration fits a number "
+            f"from {MIN_TEMPERATURE} to {MAX_TEMPERATURE}; delete the file to predict uncalibrated, or retrain."
+        )
+    return float(temperature)
 
 
 def load_model(run_dir: str | Path, config: RunConfig, weights: str = WEIGHTS_FILE) -> torch.nn.Module:

@@ -11,8 +11,7 @@ import math
 import torch
 
 from imgclf.models import to_probabilities
-
-MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
+from imgclf.runs import MAX_TEMPERATURE, MIN_TEMPERATURE
 
 
 def _nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

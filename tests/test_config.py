@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+import pytest
+
+from imgclf.cli import main
+from imgclf.config import AugmentConfig, ConfigError, TrainConfig, load_toml, validate
+from imgclf.training.loop import make_train_config
+
+FLOAT_OPTIONS = [
+    (config_class, field.name)
+    for config_class in (TrainConfig, AugmentConfig)
+    for field in dataclasses.fields(config_class)
+    if "float" in field.type
+]
+
+
+def with_option(config_class: type, name: str, value: object) -> TrainConfig:
+    config = TrainConfig(data="photos")
+    if config_class is AugmentConfig:
+        return dataclasses.replace(config, augment=dataclasses.replace(config.augment, **{name: value}))
+    return dataclasses.replace(config, **{name: value})
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize(("config_class", "name"), FLOAT_OPTIONS)
+def test_every_float_option_refuses_a_value_that_is_not_finite(config_class, name, value):
+    option = f"--{name.replace('_', '-')}"
+    with pytest.raises(ConfigError, match=f"Invalid option {option}. Received: {option}={value!r}.") as error:
+        validate(with_option(config_class, name, value))
+    assert error.value.option == option
+
+
+def test_the_float_options_are_the_ones_the_command_line_takes_as_numbers():
+    names = {name for _, name in FLOAT_OPTIONS}
+    assert {"lr", "fine_tune_lr", "val_split", "min_confidence", "rotation", "zoom", "brightness"} <= names
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"min_confidence": "0.8"}, "Received: --min-confidence='0.8'. Give a number."),
+        ({"epochs": True}, "Received: --epochs=True. Give a whole number."),
+        ({"epochs": 2.5}, "Received: --epochs=2.5. Give a whole number."),
+        ({"fine_tune": 2}, "Received: --fine-tune=2. Give a string."),
+        ({"strict": "no"}, "Received: --strict='no'. Give true or false."),
+        ({"image_size": 100_000}, "Received: --image-size=100000. Use 16 to 4096 pixels."),
+    ],
+)
+def test_an_option_of_the_wrong_type_is_a_config_error_not_a_type_error(options, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_train_config("photos", **options)
+
+
+def test_a_whole_number_stands_for_a_float():
+    assert make_train_config("photos", lr=1, min_confidence=1).lr == 1
+
+
+def test_cli_refuses_an_infinite_learning_rate_in_one_line(tmp_path, capsys):
+    assert main(["train", str(tmp_path), "--lr", "inf", "--out", str(tmp_path / "run")]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: Invalid option --lr. Received: --lr=inf. Give a finite number."
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("line", "shown"), [("lr = inf", "inf"), ("val-split = nan", "nan"), ("zoom = -inf", "-inf")])
+def test_a_toml_value_that_is_not_finite_is_refused_naming_the_file(tmp_path, line, shown):
+    path = tmp_path / "options.toml"
+    path.write_text(line + "\n")
+    key = line.split(" = ")[0]
+    with pytest.raises(ConfigError) as error:
+        load_toml(path)
+    assert str(error.value) == (
+        f"Config file {path} has a bad value for {key}. Received: {key} = {shown}. Use a finite number."
+    )
+
+
+def test_a_config_key_inside_a_config_file_is_refused(tmp_path, capsys):
+    path = tmp_path / "options.toml"
+    path.write_text('config = "other.toml"\nepochs = 1\n')
+    with pytest.raises(ConfigError, match=f"Config file {path} sets config"):
+        load_toml(path)
+    assert main(["train", str(tmp_path), "--config", str(path), "--out", str(tmp_path / "run")]) == 1
+    assert "Received: config = 'other.toml'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
