@@ -55,7 +55,23 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
             f"with weights_only=True ({type(error).__name__}: {str(error).strip().splitlines()[0]}). "
             f"Received: --weights={path}"
         ) from None
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    weights = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(weights, dict) or not all(isinstance(value, torch.Tensor) for value in weights.values()):
+        held = _described(state) if weights is state else f"a dict whose 'state_dict' is {_described(weights)}"
+        raise WeightsError(
+            f"Weights file {path} holds {held}, not a state dict (tensors by parameter name). "
+            f"Save model.state_dict(), or give a safetensors file. Received: --weights={path}"
+        )
+    return weights
+
+
+def _described(value: object) -> str:
+    """What a loaded weights file holds, in a few words: `a list`, `a dict whose 'epoch' is an int`."""
+    if isinstance(value, dict):
+        odd = next(((name, item) for name, item in value.items() if not isinstance(item, torch.Tensor)), None)
+        return "a dict of tensors" if odd is None else f"a dict whose {odd[0]!r} is {_described(odd[1])}"
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
