@@ -159,12 +159,12 @@ def test_a_kind_folder_that_is_a_symbolic_link_is_refused(feature_cache_in_tmp, 
     assert entry.exists()
 
 
-@pytest.mark.parametrize("where", ["home", "above home", "filesystem root"])
+@pytest.mark.parametrize("where", ["home", "above home", "filesystem root", "~"])
 def test_a_dangerous_cache_root_is_refused(where, tmp_path, monkeypatch):
     home = tmp_path / "users" / "me"
     entry = write_entry(home / "decoded" / "notes.txt", 10, age_days=100)
     monkeypatch.setenv("HOME", str(home))
-    root = {"home": home, "above home": home.parent, "filesystem root": Path("/")}[where]
+    root = {"home": home, "above home": home.parent, "filesystem root": Path("/"), "~": "~"}[where]
     monkeypatch.setenv("IMGCLF_CACHE", str(root))
     with pytest.raises(CacheError, match="Refusing to clear caches") as error:
         clear_caches("decoded", older_than_days=30)

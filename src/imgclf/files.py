@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -32,8 +33,8 @@ _UMASK = _current_umask()
 
 
 def cache_dir(name: str) -> Path:
-    """imgclf's cache folder `name`: under `$IMGCLF_CACHE` if set, else `~/.cache/imgclf`."""
-    return Path(os.environ.get("IMGCLF_CACHE") or Path.home() / ".cache" / "imgclf") / name
+    """imgclf's cache folder `name`: under `$IMGCLF_CACHE` if set (`~` is the home folder), else `~/.cache/imgclf`."""
+    return Path(os.environ.get("IMGCLF_CACHE") or Path.home() / ".cache" / "imgclf").expanduser() / name
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> None:
@@ -89,9 +90,14 @@ def write_json(path: str | Path, values: object, nan_as_null: bool = True) -> No
     NaN and infinities become `null`, so that every JSON reader can read the file (they are not JSON); with
     `nan_as_null=False` they are written as Python's `json` writes and reads them back.
     """
+    atomic_write_text(path, json_text(values, nan_as_null))
+
+
+def json_text(values: object, nan_as_null: bool = True) -> str:
+    """`values` as indented JSON text, NaN and infinities as `null` unless `nan_as_null=False` (see `write_json`)."""
     if nan_as_null:
         values = _finite_or_none(values)
-    atomic_write_text(path, json.dumps(values, indent=2, allow_nan=not nan_as_null) + "\n")
+    return json.dumps(values, indent=2, allow_nan=not nan_as_null) + "\n"
 
 
 def _finite_or_none(value: object) -> object:
@@ -105,12 +111,37 @@ def _finite_or_none(value: object) -> object:
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Write a CSV file with `header`, atomically."""
+    """Write a CSV file with `header`, atomically; cells a spreadsheet would run as formulas are made inert."""
+    atomic_write_text(path, csv_text(header, rows))
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection)."""
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+"""A number written as text, such as a formatted `-0.500000`: a spreadsheet reads it as that number."""
+
+
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """CSV text with `header`, every string cell that starts with `FORMULA_STARTS` prefixed with `'`.
+
+    Class and file names come from the user's folders: a file named `=HYPERLINK(...)` must not become a live
+    formula when predictions.csv is opened in a spreadsheet. Numbers, and numbers written as text, stay as they are
+    (-0.5 stays -0.5).
+    """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    plain = csv.writer(buffer, lineterminator="\n")
+    # csv leaves a carriage return unquoted when the lines end in \n, and readers end the row there.
+    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in [header, *rows]:
+        cells = [_inert(cell) for cell in row]
+        (quoted if any(isinstance(cell, str) and "\r" in cell for cell in cells) else plain).writerow(cells)
+    return buffer.getvalue()
+
+
+def _inert(cell: object) -> object:
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) and not _DECIMAL.fullmatch(cell):
+        return "'" + cell
+    return cell
 
 
 def save_figure(path: str | Path, figure) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import io
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +16,7 @@ from rich.table import Table
 from imgclf.audit import AuditReport
 from imgclf.caches import CacheSize, format_size
 from imgclf.deploy.predictor import Prediction
+from imgclf.files import csv_text, json_text
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
@@ -121,22 +120,20 @@ def table_text(table: Table) -> str:
 def format_predictions(predictions: Sequence[Prediction], class_names: list[str], fmt: str) -> str:
     """CSV or JSON text: file, label, index, probability of the label, and one probability per class."""
     if fmt == "json":
-        return json.dumps([dataclasses.asdict(p) for p in predictions], indent=2) + "\n"
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "label", "index", "probability", *[f"p_{name}" for name in class_names], "error"])
-    for p in predictions:
-        writer.writerow(
-            [
-                p.file,
-                p.label or "",
-                "" if p.index is None else p.index,
-                "" if p.probability is None else f"{p.probability:.6f}",
-                *[f"{p.probabilities[c]:.6f}" if p.probabilities else "" for c in class_names],
-                p.error or "",
-            ]
-        )
-    return buffer.getvalue()
+        return json_text([dataclasses.asdict(p) for p in predictions])
+    header = ["file", "label", "index", "probability", *[f"p_{name}" for name in class_names], "error"]
+    rows = [
+        [
+            p.file,
+            p.label or "",
+            "" if p.index is None else p.index,
+            "" if p.probability is None else f"{p.probability:.6f}",
+            *[f"{p.probabilities[c]:.6f}" if p.probabilities else "" for c in class_names],
+            p.error or "",
+        ]
+        for p in predictions
+    ]
+    return csv_text(header, rows)
 
 
 def warn_unreadable(failed: int, total: int, where: str) -> None:
