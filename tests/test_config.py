@@ -79,11 +79,13 @@ def test_a_toml_value_that_is_not_finite_is_refused_naming_the_file(tmp_path, li
     )
 
 
-def test_a_config_key_inside_a_config_file_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("line", ['config = "other.toml"', 'command = "predict"'])
+def test_a_config_or_command_key_inside_a_config_file_is_refused(tmp_path, capsys, line):
     path = tmp_path / "options.toml"
-    path.write_text('config = "other.toml"\nepochs = 1\n')
-    with pytest.raises(ConfigError, match=f"Config file {path} sets config"):
+    path.write_text(f"{line}\nepochs = 1\n")
+    key, value = line.split(" = ")
+    with pytest.raises(ConfigError, match=f"Config file {path} sets {key}, which only the command line gives."):
         load_toml(path)
     assert main(["train", str(tmp_path), "--config", str(path), "--out", str(tmp_path / "run")]) == 1
-    assert "Received: config = 'other.toml'" in capsys.readouterr().err
+    assert f"Received: {key} = {value.replace(chr(34), chr(39))}. Remove the key." in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

@@ -200,7 +200,8 @@ KINDS = {
 
 
 def _check_types(options: TrainConfig | AugmentConfig) -> None:
-    """Each option holds a value of its field's type (a whole number may stand for a float), every number finite."""
+    """Each option (the augmentation's too) holds a value of its field's type (a whole number may stand for a
+    float), every number finite."""
     for name, hint in typing.get_type_hints(type(options)).items():
         value, allowed = getattr(options, name), typing.get_args(hint) or (hint,)
         option = OPTION_NAMES.get(name, f"--{name.replace('_', '-')}")
@@ -208,6 +209,8 @@ def _check_types(options: TrainConfig | AugmentConfig) -> None:
         fits = type(value) in allowed or (type(value) is int and float in allowed)
         _require(fits, option, value, f"Give {kind}.")
         _require(type(value) is not float or math.isfinite(value), option, value, "Give a finite number.")
+        if isinstance(value, AugmentConfig):
+            _check_types(value)
 
 
 def check_min_confidence(value: float | None) -> None:
@@ -224,7 +227,6 @@ def check_min_confidence(value: float | None) -> None:
 def validate(config: TrainConfig) -> TrainConfig:
     """Check every option before any file is touched; returns `config` unchanged or raises `ConfigError`."""
     _check_types(config)
-    _check_types(config.augment)
     _require(
         config.val is None or config.val_split is None,
         "--val-split",
@@ -242,12 +244,8 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.patience is not None:
         _require(config.patience >= 1, "--patience", config.patience, "Use a positive number of epochs.")
     if config.image_size is not None:
-        _require(
-            MIN_IMAGE_SIZE <= config.image_size <= MAX_IMAGE_SIZE,
-            "--image-size",
-            config.image_size,
-            f"Use {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels.",
-        )
+        size_fits = MIN_IMAGE_SIZE <= config.image_size <= MAX_IMAGE_SIZE
+        _require(size_fits, "--image-size", config.image_size, f"Use {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels.")
     _require(config.head is None or config.head in HEADS, "--head", config.head, f"Choose one of {list(HEADS)}.")
     if config.fine_tune is not None:
         _require(
@@ -297,11 +295,12 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"Config file {path} does not exist. Received: --config={path}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"Config file {path} is not valid TOML: {error}") from None
-    if "config" in values:
-        raise ConfigError(
-            f"Config file {path} sets config, but one config file cannot name another. "
-            f"Received: config = {values['config']!r}. Remove the key, or give that file with --config."
-        )
+    for key in ("config", "command"):  # one config file cannot name another, nor choose the command
+        if key in values:
+            raise ConfigError(
+                f"Config file {path} sets {key}, which only the command line gives. "
+                f"Received: {key} = {values[key]!r}. Remove the key."
+            )
     for key, value in values.items():
         if type(value) is float and not math.isfinite(value):
             raise ConfigError(
