@@ -7,6 +7,7 @@ and saved into the run's `config.json`, which is enough to rebuild the run.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,8 +160,39 @@ def check_min_confidence(value: float | None) -> None:
         )
 
 
+PATH_OPTIONS = ("data", "val", "weights", "out")
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+_KIND_ADVICE = {
+    "int": "Give a whole number.",
+    "float": "Give a number.",
+    "str": "Give a string.",
+    "bool": "Give True or False.",
+}
+
+
+def _with_checked_types(config: TrainConfig) -> TrainConfig:
+    """`config` with paths (str or os.PathLike) as strings; raises `ConfigError` for a value of the wrong type."""
+    paths: dict[str, object] = {}
+    if isinstance(config.fine_tune, int) and not isinstance(config.fine_tune, bool):
+        paths["fine_tune"] = str(config.fine_tune)  # `fine_tune=2` from Python means `--fine-tune 2`
+    for item in dataclasses.fields(TrainConfig):
+        value = getattr(config, item.name)
+        option = f"--{item.name.replace('_', '-')}"
+        if item.name in PATH_OPTIONS:
+            _require(value is None or isinstance(value, str | os.PathLike), option, value, "Give a path (str or Path).")
+            paths[item.name] = None if value is None else os.fspath(value)
+            continue
+        kind = str(item.type).removesuffix(" | None")
+        value = paths.get(item.name, value)
+        if kind in _KINDS and not (value is None and str(item.type).endswith("None")):
+            wrong_bool = isinstance(value, bool) and kind != "bool"
+            _require(isinstance(value, _KINDS[kind]) and not wrong_bool, option, value, _KIND_ADVICE[kind])
+    return dataclasses.replace(config, **paths)
+
+
 def validate(config: TrainConfig) -> TrainConfig:
-    """Check every option before any file is touched; returns `config` unchanged or raises `ConfigError`."""
+    """Check every option before any file is touched; returns `config` (paths as strings) or raises `ConfigError`."""
+    config = _with_checked_types(config)
     _require(
         config.val is None or config.val_split is None,
         "--val-split",
