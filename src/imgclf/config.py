@@ -193,6 +193,13 @@ def _with_checked_types(config: TrainConfig) -> TrainConfig:
 def validate(config: TrainConfig) -> TrainConfig:
     """Check every option before any file is touched; returns `config` (paths as strings) or raises `ConfigError`."""
     config = _with_checked_types(config)
+    _validate_training(config)
+    _validate_resources(config)
+    _validate_augment(config.augment)
+    return config
+
+
+def _validate_training(config: TrainConfig) -> None:
     _require(
         config.val is None or config.val_split is None,
         "--val-split",
@@ -229,6 +236,9 @@ def validate(config: TrainConfig) -> TrainConfig:
         f"Choose one of {list(CLASS_WEIGHTS)}.",
     )
     check_min_confidence(config.min_confidence)
+
+
+def _validate_resources(config: TrainConfig) -> None:
     _require(config.precision in PRECISIONS, "--precision", config.precision, f"Choose one of {list(PRECISIONS)}.")
     _require(config.device in DEVICES, "--device", config.device, f"Choose one of {list(DEVICES)}.")
     _require(config.cache_mem_mb >= 0, "--cache-mem", config.cache_mem_mb, "Give a budget in MB (0 streams).")
@@ -239,7 +249,9 @@ def validate(config: TrainConfig) -> TrainConfig:
         config.decode_cache,
         "Use true or false (--no-decode-cache turns the cache of decoded images off).",
     )
-    augment = config.augment
+
+
+def _validate_augment(augment: AugmentConfig) -> None:
     _require(
         augment.fill_mode in FILL_MODES,
         "--fill-mode",
@@ -253,7 +265,6 @@ def validate(config: TrainConfig) -> TrainConfig:
     for name in ("rotation", "shear"):
         value = getattr(augment, name)
         _require(0 <= value <= 180, f"--{name}", value, "Use an angle in degrees between 0 and 180.")
-    return config
 
 
 def load_toml(path: str | Path) -> dict:
