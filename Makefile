@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test docs lint bench clean
 
 # `make bench BENCH_ARGS=--compare-keras` also runs the tutorial's Keras code (installs .venv-keras once).
 
@@ -19,8 +19,11 @@ test: $(BIN)/.installed
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/python -m pytest
 
+docs: $(BIN)/.installed
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-keras runs .pytest_cache
+	rm -rf $(VENV) .venv-keras runs .pytest_cache site
