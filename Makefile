@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test browser lint bench clean
+.PHONY: demo test browser docs lint bench clean
 
 # `make bench BENCH_ARGS=--compare-keras` also runs the tutorial's Keras code (installs .venv-keras once).
 
@@ -23,8 +23,12 @@ test: $(BIN)/.installed browser
 browser:
 	@scripts/install_chromium.sh
 
+# The documentation site on http://127.0.0.1:8000/, rebuilt as the docs and docstrings change.
+docs: $(BIN)/.installed
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-keras runs .pytest_cache
+	rm -rf $(VENV) .venv-keras runs .pytest_cache site
