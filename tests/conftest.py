@@ -39,6 +39,13 @@ def copy_photos(source: Path, destination: Path, per_class: int) -> Path:
     return destination
 
 
+def write_image(path: Path, colour: tuple[int, int, int] = (200, 30, 30), size: int = 12) -> Path:
+    """Write a one-colour image of `size` pixels to `path` (format from its extension), making its folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), colour).save(path)
+    return path
+
+
 @pytest.fixture
 def small_photos(tmp_path: Path, cars_planes: Path) -> Path:
     """A writable copy of a few real photos: train/ (8 per class) and val/ (3 per class)."""

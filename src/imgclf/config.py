@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
-import typing
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,31 +188,6 @@ def _require_saved(condition: bool, key: str, value: object, allowed: str) -> No
         raise ConfigError(f"Invalid {key}. Received: {key}={value!r}. {allowed}", key)
 
 
-# Options whose name on the command line is not `--` and the field's name with dashes.
-OPTION_NAMES = {"data": "DATA", "cache_mem_mb": "--cache-mem", "decode_cache": "decode-cache"}
-KINDS = {
-    int: "a whole number",
-    float: "a number",
-    str: "a string",
-    bool: "true or false",
-    AugmentConfig: "an AugmentConfig",
-}
-
-
-def _check_types(options: TrainConfig | AugmentConfig) -> None:
-    """Each option (the augmentation's too) holds a value of its field's type (a whole number may stand for a
-    float), every number finite."""
-    for name, hint in typing.get_type_hints(type(options)).items():
-        value, allowed = getattr(options, name), typing.get_args(hint) or (hint,)
-        option = OPTION_NAMES.get(name, f"--{name.replace('_', '-')}")
-        kind = " or ".join(KINDS.get(t, t.__name__) for t in allowed if t is not type(None))
-        fits = type(value) in allowed or (type(value) is int and float in allowed)
-        _require(fits, option, value, f"Give {kind}.")
-        _require(type(value) is not float or math.isfinite(value), option, value, "Give a finite number.")
-        if isinstance(value, AugmentConfig):
-            _check_types(value)
-
-
 def check_min_confidence(value: float | None) -> None:
     """`--min-confidence` is None (never unsure) or a probability in (0, 1]; raises `ConfigError` otherwise."""
     if value is not None:
@@ -224,9 +199,47 @@ def check_min_confidence(value: float | None) -> None:
         )
 
 
+PATH_OPTIONS = ("data", "val", "weights", "out")
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+_KIND_ADVICE = {
+    "int": "Give a whole number.",
+    "float": "Give a number.",
+    "str": "Give a string.",
+    "bool": "Give True or False.",
+}
+
+
+def _with_checked_types(config: TrainConfig) -> TrainConfig:
+    """`config` with paths (str or os.PathLike) as strings; raises `ConfigError` for a value of the wrong type."""
+    paths: dict[str, object] = {}
+    if isinstance(config.fine_tune, int) and not isinstance(config.fine_tune, bool):
+        paths["fine_tune"] = str(config.fine_tune)  # `fine_tune=2` from Python means `--fine-tune 2`
+    for item in dataclasses.fields(TrainConfig):
+        value = getattr(config, item.name)
+        option = f"--{item.name.replace('_', '-')}"
+        if item.name in PATH_OPTIONS:
+            _require(value is None or isinstance(value, str | os.PathLike), option, value, "Give a path (str or Path).")
+            paths[item.name] = None if value is None else os.fspath(value)
+            continue
+        kind = str(item.type).removesuffix(" | None")
+        value = paths.get(item.name, value)
+        if kind in _KINDS and not (value is None and str(item.type).endswith("None")):
+            wrong_bool = isinstance(value, bool) and kind != "bool"
+            _require(isinstance(value, _KINDS[kind]) and not wrong_bool, option, value, _KIND_ADVICE[kind])
+            _require(not isinstance(value, float) or math.isfinite(value), option, value, "Give a finite number.")
+    return dataclasses.replace(config, **paths)
+
+
 def validate(config: TrainConfig) -> TrainConfig:
-    """Check every option before any file is touched; returns `config` unchanged or raises `ConfigError`."""
-    _check_types(config)
+    """Check every option before any file is touched; returns `config` (paths as strings) or raises `ConfigError`."""
+    config = _with_checked_types(config)
+    _validate_training(config)
+    _validate_resources(config)
+    _validate_augment(config.augment)
+    return config
+
+
+def _validate_training(config: TrainConfig) -> None:
     _require(
         config.val is None or config.val_split is None,
         "--val-split",
@@ -264,11 +277,22 @@ def validate(config: TrainConfig) -> TrainConfig:
         f"Choose one of {list(CLASS_WEIGHTS)}.",
     )
     check_min_confidence(config.min_confidence)
+
+
+def _validate_resources(config: TrainConfig) -> None:
     _require(config.precision in PRECISIONS, "--precision", config.precision, f"Choose one of {list(PRECISIONS)}.")
     _require(config.device in DEVICES, "--device", config.device, f"Choose one of {list(DEVICES)}.")
     _require(config.cache_mem_mb >= 0, "--cache-mem", config.cache_mem_mb, "Give a budget in MB (0 streams).")
     _require(config.workers >= 0, "--workers", config.workers, "Use 0 or more DataLoader workers.")
-    augment = config.augment
+    _require(
+        isinstance(config.decode_cache, bool),
+        "decode-cache",
+        config.decode_cache,
+        "Use true or false (--no-decode-cache turns the cache of decoded images off).",
+    )
+
+
+def _validate_augment(augment: AugmentConfig) -> None:
     _require(
         augment.fill_mode in FILL_MODES,
         "--fill-mode",
@@ -282,7 +306,6 @@ def validate(config: TrainConfig) -> TrainConfig:
     for name in ("rotation", "shear"):
         value = getattr(augment, name)
         _require(0 <= value <= 180, f"--{name}", value, "Use an angle in degrees between 0 and 180.")
-    return config
 
 
 def load_toml(path: str | Path) -> dict:

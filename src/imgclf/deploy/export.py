@@ -255,7 +255,7 @@ def load_engine(name: str, run_dir: str | Path, config: RunConfig):
         raise ExportError(
             f"The {name} engine does not answer as PyTorch does: {parity.describe()}. Use another --engine."
         )
-    log.info("Engine %s (%s) checked against PyTorch: %s.", name, engine.precision, parity.describe())
+    log.debug("Engine %s (%s) checked against PyTorch: %s.", name, engine.precision, parity.describe())
     return engine
 
 

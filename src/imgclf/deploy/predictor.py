@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -10,13 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
-from imgclf.config import RunConfig
+from imgclf.config import ImgclfError, RunConfig
+from imgclf.data.folders import list_images
 from imgclf.data.images import ImageError, decode_image, image_to_tensor, load_tensor
 from imgclf.deploy.engines import TorchEngine, installed_engines, pick_engine
-from imgclf.deploy.export import ExportError, load_engine
+from imgclf.deploy.export import ExportError, export_onnx, load_engine
+from imgclf.deploy.notebook import run_html, run_summary
 from imgclf.devices import CPU, resolve_device
 from imgclf.runs import UNSURE, WEIGHTS_FILE, RunError, load_model, read_config, read_temperature
 
@@ -39,7 +43,69 @@ class Prediction:
     error: str | None = None
 
 
-ImageInput = str | Path | Image.Image
+ImageInput = str | os.PathLike | Image.Image | np.ndarray
+"""An image to predict: a file's path, a PIL image, or an H×W×3 uint8 array (RGB)."""
+
+
+class InputError(ImgclfError, TypeError):
+    """A value passed to the Python API is of a type or shape it does not take."""
+
+
+def _is_one_image(images: object) -> bool:
+    if isinstance(images, Image.Image | np.ndarray):
+        return True
+    return isinstance(images, str | os.PathLike) and not Path(images).is_dir()
+
+
+def expand_images(images: object) -> list[str | Image.Image | np.ndarray]:
+    """The images to predict, in order: files, each folder's images (recursively, sorted), PIL images and arrays.
+
+    Raises `InputError` for anything else, and `DatasetError` for a folder without images.
+    """
+    if isinstance(images, str | os.PathLike | Image.Image | np.ndarray):
+        images = [images]
+    if not isinstance(images, Sequence | Iterator):
+        raise InputError(_wrong_input(images))
+    expanded: list[str | Image.Image | np.ndarray] = []
+    for item in images:
+        if isinstance(item, str | os.PathLike):
+            path = Path(item)
+            expanded.extend(list_images([path]) if path.is_dir() else [str(path)])
+        elif isinstance(item, Image.Image):
+            expanded.append(item)
+        elif isinstance(item, np.ndarray):
+            expanded.append(_check_array(item))
+        else:
+            raise InputError(_wrong_input(item))
+    return expanded
+
+
+def _wrong_input(item: object) -> str:
+    shown = repr(item) if len(repr(item)) <= 60 else repr(item)[:57] + "..."
+    return (
+        f"Cannot predict a {type(item).__name__}. Received: images={shown}. Give an image file or folder (str or "
+        "Path), a PIL image, an H×W×3 uint8 numpy array, or a list of them."
+    )
+
+
+def _check_array(array: np.ndarray) -> np.ndarray:
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise InputError(
+            f"A numpy image must be H×W×3 uint8 (RGB). Received: an array of shape {array.shape} and dtype "
+            f"{array.dtype}. Convert it, e.g. np.asarray(pil_image.convert('RGB'))."
+        )
+    return array
+
+
+def _input_name(item: str | Image.Image | np.ndarray) -> str:
+    if isinstance(item, Image.Image):
+        return "<PIL image>"
+    return "<array>" if isinstance(item, np.ndarray) else str(item)
+
+
+def _check_batch_size(batch_size: object) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"Invalid batch size. Received: batch_size={batch_size!r}. Give a whole number of 1 or more.")
 
 
 class Run:
@@ -85,19 +151,52 @@ class Run:
         if not path.is_file():
             return []
         with path.open(newline="") as file:
-            return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+            return [
+                {key: int(value) if key == "epoch" else float(value) for key, value in row.items()}
+                for row in csv.DictReader(file)
+            ]
+
+    @property
+    def metrics(self) -> dict:
+        """The scores on the validation images when training ended (`metrics.json`; empty when there is none)."""
+        path = self.run_dir / "metrics.json"
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as error:
+            raise RunError(
+                f"{path} is not valid JSON ({error}); `imgclf report {self.run_dir}` writes it again."
+            ) from None
 
     @property
     def class_names(self) -> list[str]:
+        """The class names, in the order of the model's outputs."""
         return self.config.class_names
 
     @property
     def preprocessing(self):
+        """The `Preprocessing` (input size, mean, std, interpolation) every input goes through."""
         return self.config.preprocessing
 
-    def _decode(self, item: ImageInput) -> torch.Tensor | ImageError:
+    def __repr__(self) -> str:
+        return run_summary(self)
+
+    def _repr_html_(self) -> str:
+        return run_html(self)
+
+    def export(self, out_dir: str | os.PathLike | None = None, images: Sequence[str | os.PathLike] | None = None):
+        """Export to ONNX in `out_dir` (default: the run directory) after checking parity: see `imgclf export`.
+
+        Returns an `ExportResult` (the ONNX file, `export.json`, the parity check).
+        """
+        return export_onnx(self, out_dir, images)
+
+    def _decode(self, item: str | Image.Image | np.ndarray) -> torch.Tensor | ImageError:
         prep = self.preprocessing
         try:
+            if isinstance(item, np.ndarray):
+                item = Image.fromarray(item, "RGB")
             if isinstance(item, Image.Image):
                 return image_to_tensor(decode_image(item, prep.image_size, prep.interpolation))
             return load_tensor(item, prep)
@@ -114,12 +213,20 @@ class Run:
             probabilities = (probabilities + self.engine(images.flip(-1))) / 2
         return torch.from_numpy(probabilities)
 
-    def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 32, tta: bool = False):
-        """Predict one image (path or PIL image) → `Prediction`, or a list of them → list of `Prediction`.
+    def predict(
+        self, images: ImageInput | Sequence[ImageInput], batch_size: int = 32, tta: bool = False
+    ) -> Prediction | list[Prediction]:
+        """Predict one image → `Prediction`; a folder (its images, recursively, sorted) or a list → list of them.
 
-        A single unreadable image raises `ImageError`; in a list it gets a `Prediction` with `error` set.
+        An image is a file path (str or Path), a PIL image or an H×W×3 uint8 numpy array; a list may mix them
+        with folders. A single unreadable image raises `ImageError`; in a list it gets a `Prediction` with `error`
+        set. `tta` averages with the horizontally flipped image.
+
+        >>> run.predict("photos/plane.jpg").label
+        'planes'
+        >>> [p.label for p in run.predict(["car.jpg", np.asarray(pil_image), "more_photos/"])]
         """
-        if isinstance(images, str | Path | Image.Image):
+        if _is_one_image(images):
             prediction = self.predict([images], batch_size, tta)[0]
             if prediction.error is not None:
                 raise ImageError(prediction.file, prediction.error)
@@ -127,13 +234,15 @@ class Run:
         return list(self.predict_iter(images, batch_size, tta))
 
     def predict_iter(
-        self, images: Sequence[ImageInput], batch_size: int = 32, tta: bool = False
+        self, images: ImageInput | Sequence[ImageInput], batch_size: int = 32, tta: bool = False
     ) -> Iterator[Prediction]:
-        """`predict` one batch at a time, in order.
+        """`predict` one batch at a time, in order (inputs as `predict` takes them).
 
         Decoding and the engine take turns, each with every core (side by side on 2 cores they slowed each other:
         Lite0 on OpenVINO 190–215 against 172–198 img/s); the next batch decodes while the caller handles this one.
         """
+        _check_batch_size(batch_size)
+        images = expand_images(images)
         batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             pending = [pool.submit(self._decode, item) for item in batches[0]] if batches else []
@@ -152,7 +261,7 @@ class Run:
         rows = {i: probabilities[row] for row, i in enumerate(good)}
         predictions = []
         for i, item in enumerate(items):
-            name = "<PIL image>" if isinstance(item, Image.Image) else str(item)
+            name = _input_name(item)
             if i not in rows:
                 predictions.append(Prediction(name, None, None, None, {}, error=decoded[i].reason))
                 continue

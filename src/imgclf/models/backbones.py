@@ -14,15 +14,12 @@ import torch
 from torch import nn
 
 from imgclf.config import ImgclfError, Preprocessing
+from imgclf.models.downloads import WeightsError, check_timm_weights
 from imgclf.models.heads import create_head
 from imgclf.models.registry import BuildOptions, ModelSpec, register_family, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class WeightsError(ImgclfError):
-    """Pretrained weights cannot be found or loaded; the message names the file and the ways out."""
 
 
 class BackboneClassifier(nn.Module):
@@ -286,6 +283,8 @@ def create_library_model(name: str, num_outputs: int, image_size: int, options: 
 
     if not timm.is_model(model_name):
         raise ImgclfError(f"timm has no model {model_name!r}. Received: --model={name}. See timm.list_models().")
+    if options.pretrained and options.weights is None:
+        check_timm_weights(model_name)
     try:
         network = timm.create_model(
             model_name,

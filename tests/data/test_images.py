@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps, JpegImagePlugin
+from tests.conftest import CARS_PLANES
 
 from imgclf.config import Preprocessing
 from imgclf.data.images import ImageError, decode_image, image_to_tensor, load_tensor, normalize, open_image
 
-CARS_PLANES = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cars-planes"
 A_REAL_JPEG = CARS_PLANES / "training_set" / "cars" / "audi-1151768__340.jpg"
 ORIENTATION = 0x0112
 

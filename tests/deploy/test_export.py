@@ -180,3 +180,12 @@ def test_export_and_predict_from_the_command_line(tmp_path, trained_run, cars_pl
         assert main(["predict", str(run_dir), photos, "--engine", engine, "--format", "json"]) == 0
         outputs[engine] = json.loads(capsys.readouterr().out)
     assert [p["label"] for p in outputs["onnx"]] == [p["label"] for p in outputs["torch"]]
+
+
+def test_predicting_with_an_exported_engine_prints_only_the_answer(exported_run, cars_planes, capsys):
+    """The parity check runs on every load, but its line is a diagnostic: it goes to the debug log."""
+    photo = str(val_photos(cars_planes)[0])
+    assert main(["predict", str(exported_run), photo, "--engine", "onnx"]) == 0
+    captured = capsys.readouterr()
+    assert "checked against PyTorch" not in captured.out + captured.err
+    assert Path(photo).name in captured.out

@@ -1,0 +1,113 @@
+"""Duplicate pictures: exact groups by content hash, near groups by perceptual hashes within a Hamming distance."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from imgclf.audit.inspection import AuditedFile
+
+
+@dataclass
+class DuplicateGroup:
+    """Files holding the same picture: `exact` (identical bytes) or `near` (perceptual hashes within the threshold).
+
+    A near group joins at least two different contents and lists each once in `files`, by its first file, so no
+    two of its files are identical. The other files with the same bytes as one of them (an exact group of their
+    own) are its `copies`: they count in its splits and classes, since a near-duplicate of a copy that sits in
+    another split leaks too. `distance` is the largest Hamming distance between two of its perceptual hashes (0
+    for an exact group).
+    """
+
+    kind: str
+    files: list[AuditedFile]
+    distance: int = 0
+    copies: list[AuditedFile] = field(default_factory=list)
+
+    @property
+    def splits(self) -> list[str]:
+        """The sorted names of the splits the group's files and copies sit in."""
+        return sorted({file.split for file in self.files + self.copies})
+
+    @property
+    def class_names(self) -> list[str]:
+        """The sorted names of the classes the group's files and copies sit in."""
+        return sorted({file.class_name for file in self.files + self.copies})
+
+    @property
+    def leakage(self) -> bool:
+        """The picture sits in more than one split, so a model is scored on what it trained on."""
+        return len(self.splits) > 1
+
+    @property
+    def label_conflict(self) -> bool:
+        """The picture sits in more than one class."""
+        return len(self.class_names) > 1
+
+    def names(self) -> list[str]:
+        """Each file as `split: class/file`, then the copies as `copy_names` gives them."""
+        return [file.display_name() for file in self.files] + self.copy_names()
+
+    def copy_names(self) -> list[str]:
+        """Each copy as `split: class/file (identical to split: class/file)`, naming the file it repeats."""
+        by_content = {file.facts.content_hash: file for file in self.files}
+        return [
+            f"{copy.display_name()} (identical to {by_content[copy.facts.content_hash].display_name()})"
+            for copy in self.copies
+        ]
+
+
+def hamming_pairs(hashes: np.ndarray, threshold: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays (i, j), i < j, of the pairs of 64-bit hashes that differ in at most `threshold` bits.
+
+    Every pair is compared with numpy's popcount, `chunk` rows at a time so memory stays at chunk × N.
+    """
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    firsts, seconds = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
+    for start in range(0, len(hashes), chunk):
+        block = hashes[start : start + chunk]
+        rows, columns = np.nonzero(np.bitwise_count(block[:, None] ^ hashes[None, start:]) <= threshold)
+        keep = columns > rows  # both offsets are `start`, so this keeps j > i: each pair once, no self-pairs
+        firsts.append(rows[keep] + start)
+        seconds.append(columns[keep] + start)
+    return np.concatenate(firsts), np.concatenate(seconds)
+
+
+def _components(count: int, firsts: np.ndarray, seconds: np.ndarray) -> list[np.ndarray]:
+    """The connected components of `count` items joined by the pairs (firsts[k], seconds[k]); singletons left out."""
+    # Imported here: scipy.sparse takes half a second to import, which every `imgclf` command would pay.
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(firsts), dtype=np.int8), (firsts, seconds)), shape=(count, count))
+    _, component_of = connected_components(graph, directed=False)
+    order = np.argsort(component_of, kind="stable")
+    starts = np.flatnonzero(np.diff(component_of[order], prepend=-1))
+    return [members for members in np.split(order, starts[1:]) if len(members) > 1]
+
+
+def find_duplicates(files: Sequence[AuditedFile], near_threshold: int) -> list[DuplicateGroup]:
+    """Exact groups (same content hash) and near groups (pHash within `near_threshold` bits) of readable images.
+
+    Identical copies count once when looking for near-duplicates: a near group lists the first file of each
+    content and keeps the others as its `copies`, so an exact pair is never also a near pair.
+    Groups come leakage first, then label conflicts, then larger groups.
+    """
+    by_content: dict[str, list[AuditedFile]] = defaultdict(list)
+    for file in files:
+        if file.readable:
+            by_content[file.facts.content_hash].append(file)
+    contents = list(by_content.values())
+    groups = [DuplicateGroup("exact", copies) for copies in contents if len(copies) > 1]
+    hashes = np.array([copies[0].facts.perceptual_hash for copies in contents], dtype=np.uint64)
+    for members in _components(len(contents), *hamming_pairs(hashes, near_threshold)):
+        member_hashes = hashes[members]
+        distance = int(np.bitwise_count(member_hashes[:, None] ^ member_hashes[None, :]).max())
+        firsts = [contents[member][0] for member in members]
+        copies = [file for member in members for file in contents[member][1:]]
+        groups.append(DuplicateGroup("near", firsts, distance, copies))
+    groups.sort(key=lambda g: (not g.leakage, not g.label_conflict, -len(g.files), g.kind, g.files[0].path))
+    return groups

@@ -1,0 +1,169 @@
+"""Reading image files once each: content hash, format, upright size and perceptual hash, in worker processes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import multiprocessing
+import signal
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import imagehash
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from imgclf.data.images import ImageError, decode_image
+
+# pHash looks at a 32×32 grey version; decoding to 64×64 (JPEG draft mode gets most of the way for free)
+# keeps enough detail for its resize while costing a fraction of a full decode.
+DECODE_SIZE = 64
+
+# The formats Pillow reports for each extension; MPO is how Pillow names camera JPEGs with extra frames.
+EXTENSION_FORMATS = {
+    ".jpg": ("JPEG", "MPO"),
+    ".jpeg": ("JPEG", "MPO"),
+    ".png": ("PNG",),
+    ".bmp": ("BMP",),
+    ".gif": ("GIF",),
+    ".webp": ("WEBP",),
+    ".tif": ("TIFF",),
+    ".tiff": ("TIFF",),
+}
+_ROTATED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass
+class FileFacts:
+    """What one read of a file tells: size, content hash, and for a readable image its format and looks."""
+
+    path: str
+    size_bytes: int
+    content_hash: str
+    format: str | None = None
+    mode: str | None = None
+    width: int | None = None
+    height: int | None = None
+    perceptual_hash: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class AuditedFile:
+    """One image file of a split: where it sits (`name` is relative to the split's folder) and its facts."""
+
+    split: str
+    class_name: str
+    name: str
+    facts: FileFacts
+
+    @property
+    def path(self) -> str:
+        """The path as found under the split's folder."""
+        return self.facts.path
+
+    @property
+    def readable(self) -> bool:
+        """True when the file decoded as an image."""
+        return self.facts.error is None
+
+    def display_name(self) -> str:
+        """`split: class/file` as shown to the user."""
+        return f"{self.split}: {self.name}"
+
+
+def extension_matches(path: str | Path, image_format: str) -> bool:
+    """True when the file's extension is one of the names of `image_format` (.jpg or .jpeg for JPEG, ...)."""
+    return image_format in EXTENSION_FORMATS.get(Path(path).suffix.lower(), ())
+
+
+def inspect_file(path: str | Path) -> FileFacts:
+    """Read `path` once: content hash, format, mode, upright width and height, and perceptual hash.
+
+    An unreadable, empty, corrupt or truncated file gets `error` set to the reason instead of raising.
+    A truncated JPEG is caught by decoding it to the end; a PNG's chunk checksums are verified as well.
+    """
+    path = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        return FileFacts(path, 0, "", error=f"cannot read the file ({error.strerror or error})")
+    facts = FileFacts(path, len(data), hashlib.blake2b(data, digest_size=16).hexdigest())
+    if not data:
+        facts.error = "empty file (0 bytes)"
+        return facts
+    try:
+        image = Image.open(io.BytesIO(data))
+        facts.format, facts.mode = image.format, image.mode
+        facts.width, facts.height = image.size
+        if image.getexif().get(_EXIF_ORIENTATION) in _ROTATED_ORIENTATIONS:
+            facts.width, facts.height = facts.height, facts.width
+        if image.format == "PNG":
+            Image.open(io.BytesIO(data)).verify()
+        picture = decode_image(image, DECODE_SIZE)
+    except ImageError as error:
+        facts.error = error.reason
+        return facts
+    except UnidentifiedImageError:
+        facts.error = "not an image Pillow can identify (corrupt, or another kind of file)"
+        return facts
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        facts.error = f"refused as a possible decompression bomb ({error}); resize it if it is a real photo"
+        return facts
+    except (OSError, ValueError, SyntaxError) as error:
+        facts.error = f"corrupt or truncated ({error})"
+        return facts
+    facts.perceptual_hash = _perceptual_hash(picture)
+    return facts
+
+
+def _perceptual_hash(picture: Image.Image) -> int:
+    bits = imagehash.phash(picture).hash.ravel()
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def inspect_files(
+    paths: Sequence[str], workers: int, progress: Callable[[int, int], None] | None = None
+) -> list[FileFacts]:
+    """`inspect_file` for each of `paths`, in order, with `workers` processes; `progress(done, total)` after each."""
+    results = []
+    # Set once, before any worker starts and until all have ended (forked workers inherit it): changing
+    # warning filters from several threads at once is not safe. It makes Pillow's bomb warning an error.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for facts in _inspect_in_parallel(paths, workers):
+            results.append(facts)
+            if progress is not None:
+                progress(len(results), len(paths))
+    return results
+
+
+def _inspect_in_parallel(paths: Sequence[str], workers: int) -> Iterator[FileFacts]:
+    """`inspect_file` over `paths`, in order, in forked worker processes where the platform has fork.
+
+    Processes, not threads: only Pillow's decode and resize (about 30% of the time on small images) release
+    the GIL; the perceptual hash and Pillow's per-file Python work hold it. With both cores of a 2-core machine
+    free, two processes audited 1,860-2,270 images/s against 1,020-1,230 for two threads; while other jobs
+    kept the cores busy, the two were equal within the noise.
+    """
+    if workers == 1 or len(paths) < 2:
+        yield from map(inspect_file, paths)
+        return
+    if "fork" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("fork")
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts)
+    else:
+        pool = ThreadPoolExecutor(workers)
+    try:
+        yield from pool.map(inspect_file, paths, chunksize=16)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _ignore_interrupts() -> None:
+    """Leave Ctrl-C to the parent process, which stops the pool; workers would only print tracebacks."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,0 +1,58 @@
+"""The predictor behind `imgclf.load`: calibrated probabilities, `unsure` below --min-confidence, flip TTA."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import imgclf
+
+
+def test_the_temperature_changes_probabilities_not_labels(trained_run, cars_planes, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    photos = sorted((cars_planes / "val_set").rglob("*.jpg"))[:8]
+    calibrated = imgclf.load(run_dir, engine="torch").predict(photos)
+    (run_dir / "calibration.json").unlink()
+    raw = imgclf.load(run_dir, engine="torch").predict(photos)
+    assert [p.label for p in calibrated] == [p.label for p in raw]
+    assert any(abs(a.probability - b.probability) > 1e-3 for a, b in zip(calibrated, raw))
+
+
+def test_min_confidence_labels_unsure(trained_run, cars_planes):
+    run = imgclf.load(trained_run.run_dir, engine="torch")
+    photos = sorted((cars_planes / "val_set").rglob("*.jpg"))
+    confidences = [p.probability for p in run.predict(photos)]
+    threshold = float(np.median(confidences))
+    run.min_confidence = threshold
+    predictions = run.predict(photos)
+    unsure = [p for p in predictions if p.label == "unsure"]
+    assert len(unsure) == sum(c < threshold for c in confidences) > 0
+    assert all(p.index is None and p.probability < threshold for p in unsure)
+    assert all(p.probability >= threshold and p.label in run.class_names for p in predictions if p not in unsure)
+
+
+def test_min_confidence_saved_with_the_run_and_checked(small_photos, tmp_path):
+    run = imgclf.train(
+        small_photos / "train",
+        model="seed-cnn",
+        val=str(small_photos / "val"),
+        epochs=1,
+        min_confidence=0.99,
+        out=str(tmp_path / "run"),
+    )
+    assert imgclf.load(run.run_dir).min_confidence == 0.99
+    assert all(p.label == "unsure" for p in run.predict(sorted((small_photos / "val").rglob("*.jpg"))))
+    with pytest.raises(imgclf.ImgclfError, match="--min-confidence"):
+        imgclf.train(small_photos / "train", model="seed-cnn", min_confidence=1.5, out=str(tmp_path / "bad"))
+
+
+def test_tta_averages_the_flipped_image(trained_run, cars_planes):
+    run = imgclf.load(trained_run.run_dir, engine="torch")
+    photo = next((cars_planes / "val_set" / "planes").glob("*.jpg"))
+    flipped = Image.open(photo).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    expected = (run.predict(photo).probabilities["planes"] + run.predict(flipped).probabilities["planes"]) / 2
+    assert run.predict(photo, tta=True).probabilities["planes"] == pytest.approx(expected, abs=1e-4)
