@@ -35,16 +35,13 @@ import imagehash
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from imgclf.config import ImgclfError
+from imgclf.config import DEFAULT_MIN_SIZE, DEFAULT_NEAR_THRESHOLD, ImgclfError
 from imgclf.data.folders import DatasetError, FolderIndex, check_same_classes, imbalance_warning, index_folder
 from imgclf.data.images import IMAGE_EXTENSIONS, ImageError, decode_image, file_thumbnail_uri
 from imgclf.files import atomic_write_text, write_json
 
 log = logging.getLogger(__name__)
 
-FAIL_ON_CHOICES = ("leakage", "corrupt", "duplicates", "mismatch", "tiny", "imbalance")
-DEFAULT_NEAR_THRESHOLD = 6
-DEFAULT_MIN_SIZE = 32
 HASH_BITS = 64
 # pHash looks at a 32×32 grey version; decoding to 64×64 (JPEG draft mode gets most of the way for free)
 # keeps enough detail for its resize while costing a fraction of a full decode.

@@ -13,7 +13,9 @@ from pathlib import Path
 
 
 class ImgclfError(Exception):
-    """Base of every error caused by the user's input; the CLI prints its one line and exits with 1."""
+    """Base of every error caused by the user's input; the CLI prints its one line and exits with `exit_code`."""
+
+    exit_code = 1
 
 
 class ConfigError(ImgclfError):
@@ -98,6 +100,12 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 CLASS_WEIGHTS = ("none", "auto")
 HEADS = ("linear", "mlp", "seed")
+ENGINES = ("auto", "torch", "onnx", "openvino")
+
+# The dataset audit's options: the problems `--fail-on` can name, and the defaults of its two thresholds.
+FAIL_ON_CHOICES = ("leakage", "corrupt", "duplicates", "mismatch", "tiny", "imbalance")
+DEFAULT_NEAR_THRESHOLD = 6
+DEFAULT_MIN_SIZE = 32
 
 
 @dataclass(frozen=True)
