@@ -69,6 +69,8 @@ HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "sec
 class TrainingInterrupted(ImgclfError):
     """Training stopped on Ctrl-C; the last complete epoch is saved and `--resume` continues from it."""
 
+    exit_code = 130  # as a shell reports a command stopped by Ctrl-C (128 + SIGINT)
+
 
 def make_train_config(data: str | Path | None, augment: str | AugmentConfig = "none", **options) -> TrainConfig:
     """Build and validate a `TrainConfig` from keyword options; `augment` is a preset name or a config."""
