@@ -13,8 +13,10 @@ from tests.conftest import make_synthetic_classes
 import imgclf
 from imgclf.data.folders import DatasetError
 from imgclf.runs import load_tensors
-from imgclf.training import loop
-from imgclf.training.loop import class_weights, compute_loss, make_train_config
+from imgclf.training import checkpoints
+from imgclf.training.options import make_train_config
+from imgclf.training.steps import class_weights, compute_loss
+from imgclf.training.writer import claim_run_dir
 
 QUICK = {"epochs": 2, "batch_size": 8, "seed": 0}
 train_cnn = functools.partial(imgclf.train, model="seed-cnn")
@@ -157,18 +159,18 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(small_photos, 
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = make_train_config(tmp_path, model="seed-cnn")
-    folders = [loop._new_run_dir(config)[0] for _ in range(3)]
+    folders = [claim_run_dir(config)[0] for _ in range(3)]
     assert len(set(folders)) == 3 and all(folder.is_dir() for folder in folders)
 
 
 def test_ctrl_c_while_an_epoch_is_saved_waits_for_its_files(small_photos, tmp_path, monkeypatch):
-    original = loop._save_checkpoint
+    original = checkpoints.save_checkpoint
 
     def interrupted_save(*args, **kwargs):
         signal.raise_signal(signal.SIGINT)  # Ctrl-C just as the checkpoint starts
         original(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "_save_checkpoint", interrupted_save)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", interrupted_save)
     with pytest.raises(imgclf.TrainingInterrupted, match="epoch 1 is saved"):
         train_cnn(small_photos / "train", val=str(small_photos / "val"), out=str(tmp_path / "run"), epochs=3)
     state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())

@@ -33,7 +33,8 @@ from imgclf.cli.parser import AUGMENT_OPTIONS
 from imgclf.config import AUGMENT_PRESETS, ConfigError, ImgclfError, TrainConfig, check_min_confidence
 from imgclf.files import atomic_write_text
 from imgclf.training.distributed import check_batch_size, is_main_process, launch, torchrun_environment
-from imgclf.training.loop import check_before_training, make_train_config, resumed_config, train
+from imgclf.training.loop import train
+from imgclf.training.options import check_before_training, make_train_config, resumed_config
 
 EXIT_AUDIT_PROBLEMS = 3
 
