@@ -35,7 +35,8 @@ from imgclf.cli.train_options import AUGMENT_OPTIONS
 from imgclf.config import AUGMENT_PRESETS, ConfigError, ImgclfError, TrainConfig, check_min_confidence
 from imgclf.files import atomic_write_text, is_main_process
 from imgclf.training.distributed import check_batch_size, launch, torchrun_environment
-from imgclf.training.loop import check_before_training, make_train_config, resumed_config, train
+from imgclf.training.loop import train
+from imgclf.training.options import check_before_training, make_train_config, resumed_config
 
 EXIT_AUDIT_PROBLEMS = 3
 
