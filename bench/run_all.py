@@ -10,8 +10,8 @@ augmented, 30 steps × 32), seed-vgg16 seconds per epoch with augmentation and t
 feature cache (extraction included, into an empty cache), EfficientNet-Lite0 prediction from JPEG files with
 PyTorch, onnxruntime and OpenVINO, Lite0 feature extraction as training runs it (a first run, and one with
 the backbone's OpenVINO export already made), training while streaming a generated folder from disk
-(`--cache-mem 0`), and indexing 100,000 generated files. VGG16 starts from random weights (the work per step
-does not depend on them).
+(`--cache-mem 0`), indexing 100,000 generated files, and how fast `imgclf --help` answers (bench/cli_start.py).
+VGG16 starts from random weights (the work per step does not depend on them).
 `--compare-keras` installs tensorflow-cpu into `.venv-keras` (once) and runs the tutorial's two experiments in
 the same run, for the same epochs; its ratios are Keras seconds over imgclf seconds.
 """
@@ -43,6 +43,7 @@ from imgclf.training.frozen import WORTH_EXPORTING, fastest_backbone
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
+from cli_start import help_seconds  # noqa: E402
 from common import add_data_option  # noqa: E402
 from predict import end_to_end, lite0_run  # noqa: E402  (bench/ scripts are not a package)
 from transfer import VGG_OPTIONS, lite0_extractor, random_vgg16_weights  # noqa: E402
@@ -181,6 +182,7 @@ MEASUREMENTS: dict[str, Callable[[argparse.Namespace, Path], dict]] = {
     "lite0 extraction, exported": lambda args, scratch: lite0_extraction(args.data, scratch, exported=True),
     "streaming": lambda args, scratch: streaming(scratch, 1_000 if args.quick else 5_000),
     "index 100k files": lambda args, scratch: index_files(scratch, 100_000),
+    "imgclf --help": lambda args, scratch: help_seconds(),
 }
 """Every measurement by name: a function of the options and a scratch folder, returning its figures."""
 
@@ -277,6 +279,8 @@ def table(results: dict[str, dict], keras: dict | None, args: argparse.Namespace
         workers = f"{rss(stream)} (+ ≤ {stream['worker_peak_rss_mb']:.0f} per worker)"
         rows.append([label, f"{stream['images'] / stream['seconds']:.0f}", workers, "RSS < 2048",
                      *[""] * (2 * bool(keras))])  # fmt: skip
+    rows.append(["`imgclf --help`, s (median of 5 fresh processes)", cell(results["imgclf --help"], "seconds", ".2f"),
+                 "", "< 0.5", *[""] * (2 * bool(keras))])  # fmt: skip
     header = ["measurement", "imgclf", "peak RSS MB", "target", *(["Keras", "Keras ÷ imgclf"] if keras else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
@@ -93,3 +94,9 @@ def best_photo_per_class(run: imgclf.Run, folder: Path) -> dict[str, Path]:
         assert right, f"{run.run_dir} classifies none of the {class_name} photos in {folder} right"
         best[class_name] = max(right)[1]
     return best
+
+
+def read_history(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of a run's `history.csv`, as strings."""
+    with (run_dir / "history.csv").open() as file:
+        return list(csv.DictReader(file))

@@ -39,7 +39,7 @@ def parse_command_line(argv: list[str]) -> None:
     printed = io.StringIO()
     try:
         with contextlib.redirect_stderr(printed), contextlib.redirect_stdout(printed):
-            build_parser().parse_args(argv)
+            build_parser()[0].parse_args(argv)
     except SystemExit as exit_info:
         if exit_info.code != 0:  # 0: --help or --version
             raise AssertionError(printed.getvalue().strip().splitlines()[-1]) from None

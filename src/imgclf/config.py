@@ -16,7 +16,9 @@ from pathlib import Path
 
 
 class ImgclfError(Exception):
-    """Base of every error caused by the user's input; the CLI prints its one line and exits with 1."""
+    """Base of every error caused by the user's input; the CLI prints its one line and exits with `exit_code`."""
+
+    exit_code = 1
 
 
 class ConfigError(ImgclfError):
@@ -132,6 +134,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 CLASS_WEIGHTS = ("none", "auto")
 HEADS = ("linear", "mlp", "seed")
+ENGINES = ("auto", "torch", "onnx", "openvino")
 
 
 @dataclass(frozen=True)

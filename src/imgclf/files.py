@@ -1,4 +1,5 @@
-"""File plumbing: atomic writes, JSON and CSV writers, safetensors, the cache folder, and holding Ctrl-C.
+"""File plumbing: atomic writes, JSON and CSV writers, safetensors, the cache folder, holding Ctrl-C, and
+whether this process is the one that writes (under torchrun, only the main process does).
 
 The ground floor of imgclf: it imports nothing of imgclf, so every other module may use it.
 """
@@ -30,6 +31,12 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+
+
+def is_main_process() -> bool:
+    """True unless torchrun started this process with a rank other than 0, which leaves the writing and the
+    terminal to the main process."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def cache_dir(name: str) -> Path:

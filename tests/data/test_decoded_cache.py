@@ -23,7 +23,7 @@ from imgclf.data.decoded_cache import DecodedCache, cache_root, decode_key
 from imgclf.data.folders import index_folder
 from imgclf.data.images import load_tensor
 from imgclf.data.loading import BatchSource, decode_files, decode_images, epoch_batches, sequential_batches
-from imgclf.training.loop import make_train_config
+from imgclf.training.options import make_train_config
 
 SMALL = Preprocessing(image_size=32)
 

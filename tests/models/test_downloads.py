@@ -9,6 +9,7 @@ from huggingface_hub import constants
 
 import imgclf
 from imgclf.cli import main
+from imgclf.models import BuildOptions
 from imgclf.models.downloads import WeightsError, reachable
 
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens there, so a connection is refused at once
@@ -31,7 +32,7 @@ def offline_hub(tmp_path, monkeypatch):
 
 def test_a_timm_model_offline_fails_at_once_naming_the_cache_and_the_ways_out(offline_hub, small_photos, capfd):
     with pytest.raises(WeightsError) as raised:
-        imgclf.create_model("timm:resnet18", 2, options=imgclf.models.BuildOptions(pretrained=True))
+        imgclf.create_model("timm:resnet18", 2, options=BuildOptions(pretrained=True))
     message = str(raised.value)
     assert f"not in the cache ({offline_hub} (repository timm/resnet18" in message
     assert "--weights FILE" in message and "--model efficientnet_lite0" in message

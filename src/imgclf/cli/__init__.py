@@ -1,6 +1,7 @@
 """The `imgclf` command line: parse, call the library, print, exit (0 ok, 1 user error, 2 usage error).
 
-`parser.py` holds the options, `commands.py` one function per command, `output.py` what is printed.
+`parser.py` holds the options (`train_options.py` those of `imgclf train`, `config_file.py` the values of its
+`--config FILE.toml`), `commands.py` one function per command, `output.py` what is printed.
 
 imgclf train DATA --val VAL [options] [--nproc N]   (N processes: torchrun --standalone --nproc-per-node N -m imgclf)
 imgclf predict RUN PATH... [--format table|csv|json] [--output FILE] [--engine auto|torch|onnx|openvino] [--device]
@@ -23,12 +24,12 @@ from collections.abc import Sequence
 
 from rich.markup import escape
 
-from imgclf.cli.commands import COMMANDS
 from imgclf.cli.output import ConsoleLogHandler, stderr
 from imgclf.cli.parser import parse_args
 from imgclf.config import ImgclfError
-from imgclf.training.distributed import is_main_process
-from imgclf.training.loop import TrainingInterrupted
+from imgclf.files import is_main_process
+
+INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C (128 + SIGINT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,15 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = list(sys.argv[1:] if argv is None else argv)
         args = parse_args(argv)
         args.argv = argv  # `train --nproc N` runs the same command again under torchrun
+        # Only now, with a command to run: `--help` and usage errors answer without PyTorch.
+        from imgclf.cli.commands import COMMANDS
+
         return COMMANDS[args.command](args)
-    except TrainingInterrupted as error:
-        if is_main_process():  # under torchrun every process stops; one says how to resume
-            stderr.print(f"[yellow]{escape(str(error))}[/yellow]")
-        return 130
     except ImgclfError as error:
         if is_main_process():  # under torchrun every process meets the same error; one says it
-            stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
-        return 1
+            _print_error(error)
+        return error.exit_code
     except OSError as error:  # a path the user gave that cannot be read or written: say which, and why
         if error.filename is None:
             raise
@@ -57,4 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         stderr.print("[yellow]Interrupted.[/yellow]")
-        return 130
+        return INTERRUPTED
+
+
+def _print_error(error: ImgclfError) -> None:
+    """The error's one line on stderr; an interruption is no mistake, and its line says how to resume."""
+    if error.exit_code == INTERRUPTED:
+        stderr.print(f"[yellow]{escape(str(error))}[/yellow]")
+    else:
+        stderr.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)

@@ -1,4 +1,7 @@
-"""One function per `imgclf` command: check what the library cannot, call it, print the result, return the exit code."""
+"""One function per `imgclf` command: check what the library cannot, call it, print the result, return the exit code.
+
+`imgclf` imports this module only once the command line is parsed: it imports PyTorch.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from imgclf.audit import audit_folders, write_audit
 from imgclf.caches import cache_sizes, clear_caches, format_size
 from imgclf.cli.output import (
     TrainingProgress,
@@ -29,11 +31,12 @@ from imgclf.cli.output import (
     table_text,
     warn_unreadable,
 )
-from imgclf.cli.parser import AUGMENT_OPTIONS
+from imgclf.cli.train_options import AUGMENT_OPTIONS
 from imgclf.config import AUGMENT_PRESETS, ConfigError, ImgclfError, TrainConfig, check_min_confidence
-from imgclf.files import atomic_write_text
-from imgclf.training.distributed import check_batch_size, is_main_process, launch, torchrun_environment
-from imgclf.training.loop import check_before_training, make_train_config, resumed_config, train
+from imgclf.files import atomic_write_text, is_main_process
+from imgclf.training.distributed import check_batch_size, launch, torchrun_environment
+from imgclf.training.loop import train
+from imgclf.training.options import check_before_training, make_train_config, resumed_config
 
 EXIT_AUDIT_PROBLEMS = 3
 
@@ -276,6 +279,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
+    from imgclf.audit import audit_folders, write_audit
+
     folders = {name: folder for name, folder in (("train", args.data), ("val", args.val), ("test", args.test))}
     with progress_bar("Auditing") as progress:
         task = progress.add_task("audit", total=None)

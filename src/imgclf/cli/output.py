@@ -7,16 +7,20 @@ import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from imgclf.audit import AuditReport
-from imgclf.caches import CacheSize, format_size
-from imgclf.deploy.predictor import Prediction
+from imgclf.caches import format_size
 from imgclf.files import csv_text, json_text
+
+if TYPE_CHECKING:  # the types only: the modules that define them import PyTorch
+    from imgclf.audit import AuditReport
+    from imgclf.caches import CacheSize
+    from imgclf.deploy.predictor import Prediction
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
@@ -238,6 +242,15 @@ def cache_table(title: str, sizes: Sequence[CacheSize], size_column: str) -> Tab
 
 def print_audit(report: AuditReport) -> None:
     """The audit's terminal summary: classes per split, image sizes, problem counts, then the first of each."""
+    _print_class_counts(report)
+    for message in [*report.warnings, *(split.imbalance for split in report.splits if split.imbalance)]:
+        stderr.print(f"[yellow]warning:[/yellow] {escape(message)}")
+    _print_image_sizes(report)
+    _print_problem_counts(report)
+    _print_problem_files(report)
+
+
+def _print_class_counts(report: AuditReport) -> None:
     classes = Table(title=f"Images per class ({report.seconds:.1f} s)")
     classes.add_column("class")
     for split in report.splits:
@@ -247,9 +260,9 @@ def print_audit(report: AuditReport) -> None:
         classes.add_row(escape(name), *["-" if count is None else str(count) for count in counts])
     classes.add_row("total", *[str(sum(split.class_counts)) for split in report.splits], style="bold")
     stdout.print(classes)
-    for message in [*report.warnings, *(split.imbalance for split in report.splits if split.imbalance)]:
-        stderr.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
+
+def _print_image_sizes(report: AuditReport) -> None:
     stats = report.statistics()
     sizes = Table(title=f"{stats['images']} readable images")
     for column in ("", "min", "median", "max"):
@@ -261,6 +274,8 @@ def print_audit(report: AuditReport) -> None:
     for name in ("modes", "formats"):
         stdout.print(f"{name}: " + ", ".join(f"{escape(str(key))} {count}" for key, count in stats[name].items()))
 
+
+def _print_problem_counts(report: AuditReport) -> None:
     groups = report.groups
     problems = Table(title="Problems")
     problems.add_column("problem")
@@ -283,6 +298,8 @@ def print_audit(report: AuditReport) -> None:
         problems.add_row(label, f"[red]{count}[/red]" if count else "0", name)
     stdout.print(problems)
 
+
+def _print_problem_files(report: AuditReport) -> None:
     _print_some("Unreadable files", ("file", "reason"), [(f.display_name(), f.facts.error) for f in report.unreadable])
     _print_some(
         "Extension does not match the format",
@@ -304,7 +321,7 @@ def print_audit(report: AuditReport) -> None:
                 + (" [red]and classes[/red]" if group.label_conflict else ""),
                 "\n".join(escape(name) for name in group.names()),
             )
-            for group in groups
+            for group in report.groups
         ],
         markup=True,
     )

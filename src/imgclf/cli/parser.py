@@ -1,128 +1,67 @@
-"""The command line's options: one sub-parser per command, and the `--config FILE.toml` defaults."""
+"""The command line's options: one sub-parser per command (`imgclf train`'s in `train_options.py`), parsed once;
+a `--config FILE.toml` fills the rest.
+
+Only torch-free modules are imported here, so `imgclf --help` and a usage error answer at once.
+"""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import Callable, Sequence
 
-from imgclf.audit import DEFAULT_MIN_SIZE, DEFAULT_NEAR_THRESHOLD, FAIL_ON_CHOICES
+from imgclf import __version__
+from imgclf.audit.options import DEFAULT_MIN_SIZE, DEFAULT_NEAR_THRESHOLD, FAIL_ON_CHOICES
 from imgclf.caches import ALL, CACHE_KINDS
-from imgclf.config import AUGMENT_PRESETS, CLASS_WEIGHTS, DEVICES, HEADS, OPTIMIZERS, PRECISIONS, ImgclfError, load_toml
-from imgclf.deploy.engines import ENGINES
+from imgclf.cli.config_file import apply_config_file
+from imgclf.cli.train_options import add_train_options
+from imgclf.config import DEVICES, ENGINES
 
-AUGMENT_OPTIONS = [f.name for f in dataclasses.fields(AUGMENT_PRESETS["none"])]
-
-
-def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    data = parser.add_argument_group("data")
-    data.add_argument("--val", metavar="DIR", help="validation folder with the same class sub-folders")
-    data.add_argument(
-        "--val-split",
-        type=float,
-        metavar="F",
-        help="hold out a stratified, seeded fraction of DATA instead of --val (default 0.2)",
-    )
-    data.add_argument(
-        "--strict",
-        action="store_true",
-        default=None,
-        help="fail before training if any image is unreadable (default: skip and list it)",
-    )
-    data.add_argument(
-        "--cache-mem",
-        type=int,
-        metavar="MB",
-        dest="cache_mem_mb",
-        help="decode into memory when the images fit in MB, else stream from disk (default 2048)",
-    )
-    data.add_argument(
-        "--no-decode-cache",
-        dest="decode_cache",
-        action="store_false",
-        default=None,
-        help="decode every image on every run instead of keeping the decoded, resized pixels on disk "
-        "($IMGCLF_CACHE/decoded, default ~/.cache/imgclf/decoded)",
-    )
-    data.add_argument("--workers", type=int, help="decoding threads / DataLoader workers (default 2)")
-
-    model = parser.add_argument_group("model and optimiser")
-    model.add_argument(
-        "--model",
-        help="a registered model (`imgclf summary --list`), timm:<name> or torchvision:<name> "
-        "(default efficientnet_lite0, whose ImageNet weights install with imgclf)",
-    )
-    model.add_argument("--image-size", type=int, metavar="PX", help="input size (default: the model's)")
-    model.add_argument("--head", choices=HEADS, help="head on a backbone (default linear; seed-vgg16: seed)")
-    model.add_argument("--weights", metavar="FILE", help="backbone weights from a local file (safetensors or .pth)")
-    model.add_argument("--fine-tune", metavar="N|all", help="after the head, unfreeze the last N backbone blocks")
-    model.add_argument("--fine-tune-epochs", type=int, metavar="N", help="epochs of fine-tuning (default 5)")
-    model.add_argument("--fine-tune-lr", type=float, metavar="LR", help="fine-tuning learning rate (default lr/10)")
-    model.add_argument(
-        "--no-feature-cache",
-        dest="feature_cache",
-        action="store_false",
-        default=None,
-        help="recompute a frozen backbone's features instead of caching them on disk",
-    )
-    model.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam")
-    model.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
-    model.add_argument("--epochs", type=int, help="default 30")
-    model.add_argument("--batch-size", type=int, help="default 32")
-    model.add_argument(
-        "--steps-per-epoch",
-        type=int,
-        metavar="N",
-        help="batches per epoch (default: one pass over DATA; the tutorial uses 30)",
-    )
-    model.add_argument("--seed", type=int, help="makes split, initialisation, augmentation and order repeatable")
-    model.add_argument("--patience", type=int, metavar="EPOCHS", help="stop when val_loss stalls this long")
-    model.add_argument("--class-weight", choices=CLASS_WEIGHTS, help="auto: inverse class frequency in the loss")
-    model.add_argument(
-        "--min-confidence",
-        type=float,
-        metavar="P",
-        help="the run labels an image `unsure` when its top probability is below P (default: never)",
-    )
-    model.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        help="auto: bf16 where the hardware is fast at it, fp16 on a GPU without bf16; fp16 needs CUDA",
-    )
-    model.add_argument("--device", choices=DEVICES, help="auto: CUDA when present")
-
-    augment = parser.add_argument_group("augmentation (a preset, then any single setting)")
-    augment.add_argument(
-        "--augment",
-        choices=sorted(AUGMENT_PRESETS),
-        help="seed: the tutorial's shear 0.2°, zoom 0.2, flip; default: mild geometry and colour; none (default: none)",
-    )
-    augment.add_argument("--rotation", type=float, metavar="DEG")
-    augment.add_argument("--width-shift", type=float, metavar="F")
-    augment.add_argument("--height-shift", type=float, metavar="F")
-    augment.add_argument("--shear", type=float, metavar="DEG", help="shear angle in degrees (as Keras)")
-    augment.add_argument("--zoom", type=float, metavar="F", help="zoom drawn per axis in [1-F, 1+F]")
-    augment.add_argument("--horizontal-flip", action=argparse.BooleanOptionalAction)
-    augment.add_argument("--vertical-flip", action=argparse.BooleanOptionalAction)
-    augment.add_argument("--brightness", type=float, metavar="F")
-    augment.add_argument("--contrast", type=float, metavar="F")
-    augment.add_argument("--saturation", type=float, metavar="F")
-    augment.add_argument("--fill-mode", choices=("nearest", "constant", "reflect"))
+AddCommand = Callable[..., argparse.ArgumentParser]
+"""`add_parser` of the sub-parsers: adds one command and returns its parser."""
 
 
-def _at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number no smaller than `minimum`."""
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse argv; with `train --config FILE.toml`, the file's values fill the options argv leaves unset."""
+    parser, train_options = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None) is not None:
+        apply_config_file(args, train_options)
+    return args
 
-    def whole_number(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, received {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"use {minimum} or more, received {value}")
-        return value
 
-    return whole_number
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Action]]:
+    """The `imgclf` parser and its sub-commands, and `imgclf train`'s options by destination (what a `--config`
+    file may set)."""
+    parser = argparse.ArgumentParser(
+        prog="imgclf",
+        description="Train, evaluate and use image classifiers made from folders of labelled photos.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train_options = _add_train(commands.add_parser)
+    for add in (
+        _add_predict,
+        _add_evaluate,
+        _add_report,
+        _add_summary,
+        _add_export,
+        _add_demo,
+        _add_serve,
+        _add_audit,
+        _add_explain,
+        _add_cache,
+    ):
+        add(commands.add_parser)
+    return parser, {action.dest: action for action in train_options}
+
+
+def _add_train(add_command: AddCommand) -> list[argparse.Action]:
+    train = add_command(
+        "train",
+        help="train a classifier on DATA/<class>/<image>",
+        description="Train a classifier on DATA/<class>/**/<image>.",
+    )
+    return add_train_options(train)
 
 
 def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
@@ -145,34 +84,8 @@ def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `imgclf` parser and its sub-commands."""
-    parser = argparse.ArgumentParser(
-        prog="imgclf",
-        description="Train, evaluate and use image classifiers made from folders of labelled photos.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    train_parser = commands.add_parser(
-        "train",
-        help="train a classifier on DATA/<class>/<image>",
-        description="Train a classifier on DATA/<class>/**/<image>.",
-    )
-    train_parser.add_argument("data", nargs="?", metavar="DATA", help="folder with one sub-folder per class")
-    train_parser.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<timestamp>)")
-    train_parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last saved epoch")
-    train_parser.add_argument("--config", metavar="FILE.toml", help="options file; command-line options win")
-    train_parser.add_argument(
-        "--nproc",
-        type=int,
-        metavar="N",
-        help="train in N processes on this machine (DistributedDataParallel through torchrun; --batch-size "
-        "stays the global batch and must divide by N; default 1)",
-    )
-    _add_training_options(train_parser)
-
-    predict = commands.add_parser(
+def _add_predict(add_command: AddCommand) -> None:
+    predict = add_command(
         "predict",
         help="predict the class of image files or folders",
         description="Predict the class of image files or folders (searched recursively).",
@@ -183,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", metavar="FILE", help="write the result to FILE instead of the terminal")
     _add_prediction_options(predict)
 
-    evaluate = commands.add_parser(
+
+def _add_evaluate(add_command: AddCommand) -> None:
+    evaluate = add_command(
         "evaluate",
         help="score a run on a labelled folder",
         description="Score a run on DIR/<class>/<image>: accuracy, per-class precision/recall/F1, confusion "
@@ -197,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prediction_options(evaluate)
     evaluate.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
 
-    report = commands.add_parser(
+
+def _add_report(add_command: AddCommand) -> None:
+    report = add_command(
         "report",
         help="write a run's report.html",
         description="Evaluate RUN on DIR (default: its validation images) and write one self-contained "
@@ -210,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prediction_options(report)
     report.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
 
-    summary = commands.add_parser(
+
+def _add_summary(add_command: AddCommand) -> None:
+    summary = add_command(
         "summary",
         help="layer table of a model or a run",
         description="Print the layer table (output shapes, parameters) of a registered model or a run directory.",
@@ -222,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--image-size", type=_at_least(16), metavar="PX", help="input size (default: the model's)")
     summary.add_argument("--list", action="store_true", help="list the registered model names")
 
-    export = commands.add_parser(
+
+def _add_export(add_command: AddCommand) -> None:
+    export = add_command(
         "export",
         help="the run's model as ONNX, checked against PyTorch",
         description="Write model.onnx (classes and preprocessing in its metadata) and export.json. Parity is "
@@ -239,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="image files or folders to check parity on (default: the run's validation images)",
     )
 
-    demo = commands.add_parser(
+
+def _add_demo(add_command: AddCommand) -> None:
+    demo = add_command(
         "demo",
         help="the tutorial's car/plane experiment, end to end",
         description="Train the tutorial's experiment 1 (seed-cnn, seed augmentation, Adam, "
@@ -261,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--vgg16-weights", metavar="FILE", help="a local VGG16 state dict for experiment vgg16")
 
-    serve = commands.add_parser(
+
+def _add_serve(add_command: AddCommand) -> None:
+    serve = add_command(
         "serve",
         help="a web service and page that classify uploaded photos",
         description="Serve RUN over HTTP: POST /predict and /predict/batch, GET /health and /model, a page at / "
@@ -279,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--timeout", type=float, metavar="S", help="most seconds one request may take (default 10)")
     serve.add_argument("--max-batch", type=int, metavar="N", help="most images per model call (default 8)")
 
-    audit = commands.add_parser(
+
+def _add_audit(add_command: AddCommand) -> None:
+    audit = add_command(
         "audit",
         help="check a dataset: counts, sizes, unreadable files, duplicates, leakage between splits",
         description="Audit DATA/<class>/<image> (and --val, --test): images per class, sizes, modes and formats, "
@@ -315,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--workers", type=int, help="processes decoding images (default: one per CPU core)")
 
-    explain = commands.add_parser(
+
+def _add_explain(add_command: AddCommand) -> None:
+    explain = add_command(
         "explain",
         help="Grad-CAM heatmaps: where in each image the model sees its class",
         description="Write IMAGE-gradcam.png for each image: the upright photo with a Grad-CAM heatmap over it "
@@ -330,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--alpha", type=float, default=0.5, help="weight of the heatmap over the photo, 0 to 1 (default 0.5)"
     )
 
-    cache = commands.add_parser(
+
+def _add_cache(add_command: AddCommand) -> None:
+    cache = add_command(
         "cache",
         help="show or clear imgclf's on-disk caches",
         description="List imgclf's caches under $IMGCLF_CACHE (default ~/.cache/imgclf): features (a frozen "
@@ -344,85 +275,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DAYS",
         help="with --clear: delete only the entries written more than DAYS days ago",
     )
-    return parser
 
 
-def _version() -> str:
-    from imgclf import __version__
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than `minimum`."""
 
-    return __version__
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, received {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"use {minimum} or more, received {value}")
+        return value
 
-
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    """Parse argv; when `--config FILE.toml` is given, its keys become defaults that argv overrides."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "config", None) is None:
-        return args
-    values = _config_file_values(args.config)
-    subparser = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001
-    actions = {action.dest: action for action in subparser._actions}  # noqa: SLF001
-    unknown = sorted(set(values) - set(vars(args)) - {"command", "config"})
-    if unknown:
-        raise ImgclfError(
-            f"Config file {args.config} has unknown options {unknown}. "
-            f"Use option names, e.g. epochs = 10 or batch-size = 16."
-        )
-    # The command line wins, also over the config file's other way of choosing the validation images.
-    for given, other in (("val", "val_split"), ("val_split", "val")):
-        if getattr(args, given) is not None:
-            values.pop(other, None)
-    subparser.set_defaults(**{key: _config_value(actions[key], value, args.config) for key, value in values.items()})
-    from_file = {actions[key].option_strings[-1] for key in values if actions[key].option_strings}
-    from_file -= {action.option_strings[-1] for action in actions.values() if _given(action, args)}
-    args = parser.parse_args(argv)
-    args.options_from_config = from_file
-    return args
-
-
-def _config_file_values(path: str) -> dict:
-    """The `--config` file's values by option destination: `cache-mem` is `cache_mem_mb`, and
-    `no-decode-cache = true` (as on the command line) is `decode_cache = false`."""
-    values = load_toml(path)
-    for negative in ("no_decode_cache", "no_feature_cache"):
-        if negative in values:
-            value = values.pop(negative)
-            if not isinstance(value, bool):
-                raise ImgclfError(_bad_value(path, negative.replace("_", "-"), value, "true or false"))
-            values[negative.removeprefix("no_")] = not value
-    return {("cache_mem_mb" if key == "cache_mem" else key): value for key, value in values.items()}
-
-
-def _given(action: argparse.Action, args: argparse.Namespace) -> bool:
-    """Whether the command line itself set `action`'s option (the config file's defaults not yet applied)."""
-    return bool(action.option_strings) and getattr(args, action.dest, None) is not None
-
-
-def _config_value(action: argparse.Action, value: object, path: str) -> object:
-    """A `--config` file's value for `action`, checked and converted as argparse does a command-line value."""
-    if action.nargs == 0:  # a flag: the value is what it sets, e.g. strict = true or decode-cache = false
-        expected = "true or false"
-        if isinstance(value, bool):
-            return value
-    else:
-        expected = f"one of {', '.join(map(str, action.choices))}" if action.choices else _kind(action.type)
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            try:
-                converted = action.type(str(value)) if action.type else str(value)
-            except (TypeError, ValueError, argparse.ArgumentTypeError):
-                converted = None
-            if converted is not None and (not action.choices or converted in action.choices):
-                return converted
-    key = action.option_strings[-1].removeprefix("--") if action.nargs != 0 else action.dest.replace("_", "-")
-    raise ImgclfError(_bad_value(path, key, value, expected))
-
-
-def _bad_value(path: str, key: str, value: object, expected: str) -> str:
-    return f"Config file {path} has a bad value for {key}. Received: {key} = {value!r}. Use {expected}."
-
-
-def _kind(convert: object) -> str:
-    return {int: "a whole number", float: "a number"}.get(convert, "a string")
+    return whole_number
 
 
 def _problem_names(text: str) -> list[str]:

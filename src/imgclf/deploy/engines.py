@@ -19,14 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from imgclf.config import ConfigError, Preprocessing
+from imgclf.config import ENGINES, ConfigError, Preprocessing
 from imgclf.devices import CPU
 from imgclf.models import to_probabilities
 from imgclf.models.folding import check_batch, fold_if_exact
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "torch", "onnx", "openvino")
 # Fastest first, as measured on 2 AVX2 cores with EfficientNet-Lite0 (README, "Prediction speed").
 _PREFERENCE = ("openvino", "onnx", "torch")
 _PACKAGES = {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino"}

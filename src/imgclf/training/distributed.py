@@ -45,11 +45,6 @@ def torchrun_environment() -> tuple[int, int, int] | None:
     return rank, world_size, int(os.environ.get("LOCAL_RANK", rank))
 
 
-def is_main_process() -> bool:
-    """True unless torchrun started this process with a rank other than 0 (the CLI asks, to draw one bar)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def check_batch_size(batch_size: int, world_size: int) -> None:
     """Raise `ConfigError` unless the global `batch_size` splits evenly over `world_size` processes."""
     if batch_size % world_size:

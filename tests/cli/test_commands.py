@@ -1,3 +1,5 @@
+"""The commands end to end: what they print and write, and their errors as one line (exit code 1)."""
+
 from __future__ import annotations
 
 import json
@@ -12,6 +14,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
+import imgclf
 from imgclf.cli import main
 from imgclf.data.folders import index_folder
 from imgclf.demo import shipped_data
@@ -21,21 +24,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "imgclf", *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("command", ["train", "predict", "evaluate", "summary", "demo", "cache"])
-def test_help_everywhere(command, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main([command, "--help"])
-    assert exit_info.value.code == 0
-    assert "usage: imgclf" in capsys.readouterr().out
-
-
-def test_usage_error_exits_2(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "data", "--epochs", "many"])
-    assert exit_info.value.code == 2
-    assert "--epochs" in capsys.readouterr().err
-
-
 def test_user_error_is_one_line_without_traceback(tmp_path):
     result = run_cli("train", str(tmp_path / "missing"))
     assert result.returncode == 1
@@ -43,6 +31,19 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: Data folder {tmp_path / 'missing'} does not exist or is not a folder."
     ]
+
+
+@pytest.mark.parametrize(("rank", "printed"), [("0", "Interrupted; epoch 1 is saved.\n"), ("1", "")])
+def test_an_interrupted_training_exits_130_and_only_the_main_process_says_so(
+    small_photos, monkeypatch, capsys, rank, printed
+):
+    def interrupted(**options):
+        raise imgclf.TrainingInterrupted("Interrupted; epoch 1 is saved.")
+
+    monkeypatch.setattr("imgclf.cli.commands.train", interrupted)
+    monkeypatch.setenv("RANK", rank)
+    assert main(["train", str(small_photos / "train")]) == 130
+    assert capsys.readouterr().err == printed
 
 
 def test_class_mismatch_names_both_lists(tmp_path, small_photos):
@@ -55,95 +56,6 @@ def test_class_mismatch_message(small_photos, capsys):
     main(["train", str(small_photos / "train"), "--val", str(small_photos / "val")])
     err = capsys.readouterr().err
     assert "['cars', 'trucks']" in err and "['cars', 'planes']" in err
-
-
-def test_train_with_a_config_file_that_the_command_line_overrides(small_photos, tmp_path, capsys):
-    config = tmp_path / "options.toml"
-    config.write_text('epochs = 3\nbatch-size = 4\naugment = "seed"\nzoom = 0.1\nseed = 5\n')
-    out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            str(small_photos / "train"),
-            "--val",
-            str(small_photos / "val"),
-            "--config",
-            str(config),
-            "--epochs",
-            "1",
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
-    saved = json.loads((out / "config.json").read_text())["train"]
-    assert saved["epochs"] == 1  # the command line wins
-    assert saved["batch_size"] == 4 and saved["seed"] == 5
-    assert saved["augment"]["shear"] == 0.2 and saved["augment"]["zoom"] == 0.1
-    captured = capsys.readouterr()
-    assert "Found 16 images belonging to 2 classes." in captured.err
-    assert "Epoch 1/1" in captured.err and "val_accuracy" in captured.err
-    assert str(out / "loss.png") in captured.out
-
-
-def test_config_file_with_an_unknown_key_is_a_user_error(tmp_path, capsys):
-    config = tmp_path / "options.toml"
-    config.write_text("epoch = 3\n")
-    assert main(["train", "data", "--config", str(config)]) == 1
-    assert "['epoch']" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    ("line", "message"),
-    [
-        ("epochs = 1.5", "bad value for epochs. Received: epochs = 1.5. Use a whole number."),
-        ('epochs = "two"', "Received: epochs = 'two'. Use a whole number."),
-        ('augment = "bogus"', "Use one of default, none, seed, seed-vgg16."),
-        ("min-confidence = [0.5]", "Received: min-confidence = [0.5]. Use a number."),
-        ('strict = "no"', "Received: strict = 'no'. Use true or false."),
-        ("cache-mem = 0.5", "bad value for cache-mem."),
-        ("no-decode-cache = 1", "Received: no-decode-cache = 1. Use true or false."),
-    ],
-)
-def test_config_file_values_are_checked_like_the_command_line(small_photos, tmp_path, capsys, line, message):
-    config = tmp_path / "options.toml"
-    config.write_text(line + "\n")
-    assert main(["train", str(small_photos / "train"), "--config", str(config), "--out", str(tmp_path / "r")]) == 1
-    error = capsys.readouterr().err
-    assert f"Config file {config} has a" in error and message in error, error
-    assert not (tmp_path / "r").exists()
-
-
-def test_an_out_of_range_value_from_the_config_file_names_the_file(small_photos, tmp_path, capsys):
-    config = tmp_path / "options.toml"
-    config.write_text("epochs = 0\n")
-    assert main(["train", str(small_photos / "train"), "--config", str(config)]) == 1
-    assert capsys.readouterr().err.strip().endswith(f"(--epochs is set in the config file {config}.)")
-    assert main(["train", str(small_photos / "train"), "--config", str(config), "--epochs", "-1"]) == 1
-    assert "config file" not in capsys.readouterr().err  # the command line's value is to blame
-
-
-def test_the_command_line_wins_over_the_config_files_validation_choice(small_photos, tmp_path):
-    config = tmp_path / "options.toml"
-    config.write_text("val-split = 0.25\nno-decode-cache = true\nepochs = 1\n")
-    out = tmp_path / "run"
-    arguments = ["train", str(small_photos / "train"), "--config", str(config), "--out", str(out)]
-    assert main([*arguments, "--val", str(small_photos / "val"), "--model", "seed-cnn"]) == 0
-    saved = json.loads((out / "config.json").read_text())["train"]
-    assert saved["val"] == str(small_photos / "val") and saved["val_split"] is None
-    assert saved["decode_cache"] is False
-
-
-@pytest.mark.parametrize(
-    "arguments",
-    [["predict", "RUN", "PHOTOS", "--batch-size", "0"], ["summary", "seed-cnn", "--image-size", "8"]],
-)
-def test_out_of_range_numbers_are_usage_errors(trained_run, cars_planes, arguments, capsys):
-    values = {"RUN": str(trained_run.run_dir), "PHOTOS": str(cars_planes / "val_set")}
-    with pytest.raises(SystemExit) as exit_info:
-        main([values.get(argument, argument) for argument in arguments])
-    assert exit_info.value.code == 2
-    assert "or more, received" in capsys.readouterr().err
 
 
 def test_an_output_path_that_cannot_be_written_is_one_line(trained_run, cars_planes, tmp_path, capsys):

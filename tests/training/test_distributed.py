@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tests.conftest import make_synthetic_classes
+from tests.conftest import make_synthetic_classes, read_history
 
 import imgclf
 from imgclf.cli import main
@@ -43,11 +42,6 @@ def run_processes(command: list[str], cwd: Path, cache: Path, timeout: float = 1
     result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
-
-
-def read_history(run_dir: Path) -> list[dict[str, str]]:
-    with (run_dir / "history.csv").open() as file:
-        return list(csv.DictReader(file))
 
 
 def max_difference(first: Path, second: Path) -> float:

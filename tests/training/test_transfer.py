@@ -12,7 +12,7 @@ from imgclf.data.images import normalize
 from imgclf.data.loading import decode_images
 from imgclf.runs import load_tensors
 from imgclf.training.features import FeatureCache
-from imgclf.training.loop import compute_loss
+from imgclf.training.steps import compute_loss
 
 # Lite0 at 96 px keeps these tests quick; the weights and the code path are the real ones.
 train_lite0 = functools.partial(imgclf.train, model="efficientnet_lite0", image_size=96, batch_size=8, seed=0)

@@ -1,0 +1,137 @@
+"""From the user's options to a run's config: check them, index the folders, read back a run to resume.
+
+Everything here runs before the first training step, so that a mistake is one line before any work is done.
+`run_config` describes the run for `config.json` once its data is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+
+from imgclf.config import AUGMENT_PRESETS, AugmentConfig, ConfigError, ImgclfError, RunConfig, TrainConfig, validate
+from imgclf.data import folders
+from imgclf.devices import resolve_device, resolve_precision
+from imgclf.models import get_spec
+from imgclf.runs import RunError, read_config
+from imgclf.training.checkpoints import read_state
+from imgclf.training.phases import PhaseSetup, plan_phases
+from imgclf.training.sources import TrainingInputs
+
+log = logging.getLogger(__name__)
+
+
+def make_train_config(data: str | Path | None, augment: str | AugmentConfig = "none", **options) -> TrainConfig:
+    """Build and validate a `TrainConfig` from keyword options; `augment` is a preset name or a config."""
+    if isinstance(augment, str):
+        if augment not in AUGMENT_PRESETS:
+            raise ImgclfError(
+                f"Unknown augmentation. Received: --augment={augment!r}. Choose one of {sorted(AUGMENT_PRESETS)}."
+            )
+        augment = AUGMENT_PRESETS[augment]
+    if data is None:
+        raise ImgclfError("No data folder given. Give DATA, a folder with one sub-folder per class.")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ImgclfError(f"Unknown training options {unknown}. Known options: {sorted(fields - {'augment'})}.")
+    config = validate(TrainConfig(data=str(data), augment=augment, **options))
+    if config.fine_tune is not None and not get_spec(config.model).backbone:
+        raise ConfigError(
+            f"{config.model} is trained from scratch, so every layer already trains: --fine-tune is for a "
+            f"pretrained backbone. Received: --fine-tune={config.fine_tune}. Drop it, or use a backbone such as "
+            "efficientnet_lite0."
+        )
+    return config
+
+
+def resumed_config(run_dir: str | Path, **options) -> tuple[RunConfig, TrainConfig, dict]:
+    """What `--resume run_dir` continues: the saved run config, its training options with `options` applied, and
+    the state of its last saved epoch. Raises `RunError` when there is no saved epoch or no epoch left to train."""
+    run_dir = Path(run_dir)
+    saved = read_config(run_dir)
+    config = validate(dataclasses.replace(saved.train, **options))
+    state = read_state(run_dir)
+    last_epoch = plan_phases(config, get_spec(config.model).backbone)[-1].last_epoch
+    if state["epoch"] >= last_epoch:
+        raise RunError(
+            f"{run_dir} has already trained {state['epoch']} epoch{'s' if state['epoch'] != 1 else ''}. "
+            f"Received: --epochs={config.epochs}"
+            + (f", --fine-tune-epochs={config.fine_tune_epochs}" if config.fine_tune is not None else "")
+            + ". Give more epochs in all to train on, or use the run as it is."
+        )
+    return saved, config, state
+
+
+def check_before_training(config: TrainConfig) -> None:
+    """Raise the errors that `train` would raise on `config` before its first step: device, precision, folders.
+
+    `imgclf train --nproc N` checks here once, rather than have N processes start and each say the same.
+    """
+    resolve_precision(config.precision, resolve_device(config.device))
+    folders.split_folder(config, folders.index_folder(config.data))
+
+
+def index_data(config: TrainConfig, warn: bool = True) -> tuple[folders.FolderIndex, folders.FolderIndex]:
+    """Index and split the run's folders, saying what was found (Keras's `Found N images ...`).
+
+    `warn`: whether to warn of imbalanced classes (in several processes only the main one does).
+    """
+    data_index = folders.index_folder(config.data)
+    if data_index.skipped_hidden or data_index.skipped_not_image or data_index.loose_files:
+        log.info(
+            "Passed over in %s: %d hidden files, %d non-image files, %d files outside class folders.",
+            config.data,
+            data_index.skipped_hidden,
+            data_index.skipped_not_image,
+            data_index.loose_files,
+        )
+    train_index, val_index = folders.split_folder(config, data_index)
+    log.info("Training: %s", folders.describe(train_index))
+    log.info("Validation: %s", folders.describe(val_index))
+    if warn:
+        warnings = [folders.imbalance_warning(train_index) if config.class_weight != "auto" else None]
+        if config.val is not None:
+            warnings.append(folders.overlap_warning(config.data, config.val))
+        for warning in filter(None, warnings):
+            log.warning(warning)
+    return train_index, val_index
+
+
+def run_config(inputs: TrainingInputs, setup: PhaseSetup, skipped: list[folders.SkippedFile]) -> RunConfig:
+    """What `config.json` says of a run: its options, classes and preprocessing, the data its first phase
+    found (`skipped`: the unreadable files), the library versions and the hardware."""
+    train_index, val_index = inputs.indexes
+    dataset = {
+        "train_root": train_index.root,
+        "val_root": val_index.root,
+        "train_count": len(setup.train),
+        "val_count": len(setup.val),
+        "train_class_counts": train_index.class_counts(),
+        "val_class_counts": val_index.class_counts(),
+        "skipped": len(skipped),
+        "in_memory": setup.train.holds_features or setup.train.decoded is not None,
+        "features_cached": setup.train.holds_features,
+    }
+    hardware = {
+        "device": inputs.processes.device.type,
+        "processes": inputs.processes.world_size,
+        "precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(inputs.precision, "fp32"),
+        "threads": torch.get_num_threads(),
+    }
+    return RunConfig(inputs.config, inputs.class_names, inputs.preprocessing, _library_versions(), dataset, hardware)
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("imgclf", "torch", "torchvision", "timm", "pillow", "numpy", "safetensors"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
