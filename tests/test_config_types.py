@@ -7,7 +7,7 @@ import json
 import pytest
 
 import imgclf
-from imgclf.config import ConfigError
+from imgclf.config import ConfigError, TrainConfig
 
 
 @pytest.mark.parametrize(
@@ -38,3 +38,9 @@ def test_paths_may_be_path_objects_and_are_saved_as_strings(small_photos, tmp_pa
 def test_fine_tune_may_be_a_number(tmp_path):
     with pytest.raises(imgclf.DatasetError):  # the options pass; the empty folder does not
         imgclf.train(tmp_path, fine_tune=2, lr=1)
+
+
+def test_a_config_object_is_checked_like_keyword_options(tmp_path):
+    config = TrainConfig(data=str(tmp_path), lr=float("inf"))
+    with pytest.raises(ConfigError, match="--lr"):
+        imgclf.train(config=config)

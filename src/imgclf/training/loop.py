@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imgclf.config import ImgclfError, RunConfig, TrainConfig
+from imgclf.config import ImgclfError, RunConfig, TrainConfig, validate
 from imgclf.data import loading
 from imgclf.data.augment import describe as describe_augment
 from imgclf.deploy.predictor import Run, load
@@ -76,7 +76,7 @@ def train(
     if resume is not None:
         saved, config, state = resumed_config(resume, **options)
     else:
-        config = config if config is not None else make_train_config(data, **options)
+        config = validate(config) if config is not None else make_train_config(data, **options)
         state, saved = None, None
     processes = distributed.connect(resolve_device(config.device))
     distributed.check_batch_size(config.batch_size, processes.world_size)
