@@ -391,7 +391,7 @@ def test_imgclf_serve_reports_a_port_in_use_before_loading_the_model(trained_run
     def load(*args, **kwargs):
         raise AssertionError("the model was loaded before the port was checked")
 
-    monkeypatch.setattr("imgclf.serve.app.load", load)
+    monkeypatch.setattr("imgclf.serve.server.load", load)
     with socket.create_server(("127.0.0.1", 0)) as other_server:
         port = other_server.getsockname()[1]
         assert main(["serve", str(trained_run.run_dir), "--port", str(port)]) == 1
