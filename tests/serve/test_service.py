@@ -72,6 +72,13 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
+def one_bit_png(side: int) -> bytes:
+    """A blank 1-bit PNG of `side`² pixels: a few KB that decode to side² × 3 bytes and more."""
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def icon() -> bytes:
     """A Windows icon: Pillow reads it, but it is not one of the formats the service accepts."""
     buffer = io.BytesIO()
@@ -180,6 +187,32 @@ def test_unreadable_uploads_get_a_json_error(client, body, status, message):
     response = client.post("/predict", content=body, headers={"content-type": "application/octet-stream"})
     assert response.status_code == status
     assert message in response.json()["error"]
+
+
+def test_an_image_over_the_pixel_limit_gets_413_before_it_is_decoded(client):
+    # Under Pillow's limit of 89.5 million pixels; decoding it took 3.4 s and 0.93 GB.
+    data = one_bit_png(9400)
+    assert len(data) < 11_000
+    response = client.post("/predict", content=data)
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert "9400x9400 pixels, over the limit of 40000000 pixels" in error and "--max-pixels" in error
+    # A header that promises the pixels, with none behind it: refused on the header alone, not found truncated.
+    response = client.post("/explain", content=png_header(9400, 9400))
+    assert response.status_code == 413 and "--max-pixels" in response.json()["error"]
+
+
+def test_a_batch_answers_an_image_over_the_pixel_limit_with_an_error_and_the_others_with_labels(trained_run, photos):
+    car = photos["cars"]
+    with Image.open(car) as photo:
+        pixels = photo.width * photo.height
+    files = [("files", ("big.png", png_header(1000, 1000))), ("files", (car.name, car.read_bytes()))]
+    with TestClient(create_app(trained_run, ServeOptions(max_pixels=pixels))) as client:
+        response = client.post("/predict/batch", files=files)
+    assert response.status_code == 200, response.text
+    refused, answered = response.json()["predictions"]
+    assert refused["label"] is None and f"over the limit of {pixels} pixels" in refused["error"]
+    assert (answered["file"], answered["label"], answered["error"]) == (car.name, "cars", None)
 
 
 def test_a_truncated_photo_gets_400(client, photos):
@@ -351,10 +384,12 @@ def test_options_are_checked():
 def test_imgclf_serve_passes_its_options_and_binds_to_localhost(trained_run, monkeypatch):
     calls = []
     monkeypatch.setattr("imgclf.serve.serve", lambda *args: calls.append(args))
-    assert main(["serve", str(trained_run.run_dir), "--max-upload-mb", "2", "--timeout", "3"]) == 0
+    given = ["--max-upload-mb", "2", "--timeout", "3", "--max-pixels", "1000000"]
+    assert main(["serve", str(trained_run.run_dir), *given]) == 0
     run_dir, host, port, engine, options = calls[0]
     assert (run_dir, host, port, engine) == (str(trained_run.run_dir), "127.0.0.1", 8000, "auto")
     assert (options.max_upload_bytes, options.timeout_s, options.max_batch_size) == (2 * 1024 * 1024, 3.0, 8)
+    assert options.max_pixels == 1_000_000
 
 
 def test_imgclf_serve_reports_a_missing_run(tmp_path, capsys):
@@ -370,6 +405,7 @@ def test_imgclf_serve_reports_a_missing_run(tmp_path, capsys):
         ("--max-batch", "0"),
         ("--max-batch", "100"),
         ("--timeout", "0"),
+        ("--max-pixels", "0"),
     ],
 )
 def test_imgclf_serve_names_the_option_and_the_value_typed(trained_run, option, value, capsys):

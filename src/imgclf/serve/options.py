@@ -15,6 +15,7 @@ COMMAND_LINE_OPTIONS = {
     "max_upload_bytes": ("--max-upload-mb", MB),
     "timeout_s": ("--timeout", 1),
     "max_batch_size": ("--max-batch", 1),
+    "max_pixels": ("--max-pixels", 1),
 }
 
 
@@ -36,9 +37,11 @@ class ServeOptions:
     max_batch_files: the most images one `/predict/batch` request may hold.
     max_queue: the most images waiting for the model; more are answered 503 (busy, retry).
     decode_threads: threads decoding uploads (also bounds the memory decoding can take); default half the cores.
+    max_pixels: the most pixels of one image, seen in its header before it is decoded (JPEGs count at the size
+        they are decoded to, about the model's); more are answered 413.
 
     A value it cannot use raises `ConfigError` naming the `imgclf serve` option that sets it, in that option's
-    unit (`--max-upload-mb`, `--timeout`, `--max-batch`), or the field for the others.
+    unit (`--max-upload-mb`, `--timeout`, `--max-batch`, `--max-pixels`), or the field for the others.
     """
 
     max_upload_bytes: int = 10 * MB
@@ -49,6 +52,9 @@ class ServeOptions:
     # Half the cores: the engine's own threads use them all, and on 2 cores one decoding thread gave 34 against
     # 24-27 requests/s for two (bench/serve_load.py, EfficientNet-Lite0 on OpenVINO).
     decode_threads: int = field(default_factory=lambda: max(1, len(os.sched_getaffinity(0)) // 2))
+    # A 40-megapixel camera's photo. Decoding to the model's size, a 1-bit PNG of 6,300 x 6,300 took 1.3 s and
+    # 0.42 GB; one of 9,400 x 9,400 (10.8 KB, under Pillow's own limit of 89.5 million) took 3.4 s and 0.93 GB.
+    max_pixels: int = 40_000_000
 
     def __post_init__(self) -> None:
         for option in dataclasses.fields(self):
@@ -69,6 +75,7 @@ class ServeOptions:
 
 
 SHRINK = "Send a smaller image, or start the server with a larger --max-upload-mb"
+FEWER_PIXELS = "Send a smaller image, or start the server with a larger --max-pixels"
 
 
 def upload_limit(options: ServeOptions) -> str:

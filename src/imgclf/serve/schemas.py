@@ -84,7 +84,7 @@ ERRORS = {
     for status, description in {
         400: "Empty, corrupt or truncated image, decompression bomb, or no file in the request",
         408: "The upload did not arrive within the timeout",
-        413: "Upload over the size limit",
+        413: "Upload over the size limit, or an image over the pixel limit",
         415: "Not an image format the service reads",
         500: "The model failed (see the server log)",
         501: "Grad-CAM cannot explain this model (it has no spatial feature map)",

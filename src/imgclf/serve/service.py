@@ -12,12 +12,12 @@ import torch
 from starlette.exceptions import HTTPException
 
 from imgclf.config import ImgclfError
-from imgclf.data.images import ImageError, open_image_bytes
+from imgclf.data.images import ImageError
 from imgclf.deploy.predictor import Run
 from imgclf.evaluation.explain import explain_image
 from imgclf.serve.batching import MicroBatcher, QueueFull
 from imgclf.serve.options import ServeOptions
-from imgclf.serve.uploads import Upload, decode_upload
+from imgclf.serve.uploads import Upload, decode_upload, open_upload
 
 STOPPED = "The inference thread has stopped (see the server log); restart the server."
 EXPLAIN_SIDE = 512
@@ -90,7 +90,8 @@ class Service:
 
     def _explain(self, name: str, data: bytes) -> bytes | ImgclfError:
         try:
-            overlay = explain_image(self.run, open_image_bytes(data, name=name), max_side=EXPLAIN_SIDE).overlay
+            image = open_upload(data, name, self.options)
+            overlay = explain_image(self.run, image, max_side=EXPLAIN_SIDE).overlay
         except ImgclfError as error:
             return error
         buffer = io.BytesIO()
