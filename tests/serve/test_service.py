@@ -374,6 +374,27 @@ def test_a_failing_model_gets_500_and_the_service_stays_up(trained_run, photos, 
     assert "Inference failed" in caplog.text
 
 
+def test_a_model_giving_probabilities_that_are_not_finite_gets_500(trained_run, photos, caplog):
+    broken = copy.copy(trained_run)
+
+    def predict_tensors(images):
+        probabilities = trained_run.predict_tensors(images)
+        if images.float().mean() > 0:  # the warm-up batch is black and passes; real photos get NaN
+            probabilities[:] = float("nan")
+        return probabilities
+
+    broken.predict_tensors = predict_tensors
+    with TestClient(create_app(broken)) as client:
+        single = client.post("/predict", content=photos["cars"].read_bytes())
+        batch = client.post("/predict/batch", files=[("files", ("car.jpg", photos["cars"].read_bytes()))])
+        health = client.get("/health")
+    for response in (single, batch):
+        assert response.status_code == 500
+        assert "not all finite numbers" in response.json()["error"]
+    assert health.status_code == 200
+    assert "not finite" in caplog.text
+
+
 def test_options_are_checked():
     with pytest.raises(ConfigError, match="--timeout=0"):
         ServeOptions(timeout_s=0)

@@ -15,7 +15,7 @@ from imgclf.config import ImgclfError
 from imgclf.data.images import ImageError
 from imgclf.deploy.predictor import Run
 from imgclf.evaluation.explain import explain_image
-from imgclf.serve.batching import MicroBatcher, QueueFull
+from imgclf.serve.batching import MicroBatcher, NotFinite, QueueFull
 from imgclf.serve.options import ServeOptions
 from imgclf.serve.uploads import Upload, decode_upload, open_upload
 
@@ -76,6 +76,8 @@ class Service:
             ) from None
         try:
             return await asyncio.gather(*map(asyncio.wrap_future, futures))
+        except NotFinite as error:
+            raise HTTPException(500, f"The model gave this image {error}; see the server log.") from None
         except Exception as error:  # the model's own failure, already logged by the inference thread
             raise HTTPException(500, f"The model failed on this image ({error!r}); see the server log.") from None
 
