@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import resource
 from dataclasses import dataclass, field
 
 from imgclf.config import ConfigError
@@ -17,6 +18,12 @@ COMMAND_LINE_OPTIONS = {
     "max_batch_size": ("--max-batch", 1),
     "max_pixels": ("--max-pixels", 1),
 }
+
+
+def descriptor_limit() -> int:
+    """How many files this process may hold open (`ulimit -n`); every connection is one."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 2**20
 
 
 def _as_given(field_name: str, value: float) -> tuple[str, str]:
@@ -39,6 +46,10 @@ class ServeOptions:
     decode_threads: threads decoding uploads (also bounds the memory decoding can take); default half the cores.
     max_pixels: the most pixels of one image, seen in its header before it is decoded (JPEGs count at the size
         they are decoded to, about the model's); more are answered 413.
+    max_connections: the most connections open at once; default half the open-files limit (`ulimit -n`). At
+        the limit a new connection closes the oldest that has not sent a request yet, or gets 503 if all are busy.
+    header_timeout_s: the most seconds a connection may take to send a request's headers, from its opening
+        or the previous answer; then it is closed.
 
     A value it cannot use raises `ConfigError` naming the `imgclf serve` option that sets it, in that option's
     unit (`--max-upload-mb`, `--timeout`, `--max-batch`, `--max-pixels`), or the field for the others.
@@ -55,6 +66,10 @@ class ServeOptions:
     # A 40-megapixel camera's photo. Decoding to the model's size, a 1-bit PNG of 6,300 x 6,300 took 1.3 s and
     # 0.42 GB; one of 9,400 x 9,400 (10.8 KB, under Pillow's own limit of 89.5 million) took 3.4 s and 0.93 GB.
     max_pixels: int = 40_000_000
+    # Half the descriptors: the rest is for the model's files, the threads, and the connections the event loop
+    # accepts in one go before any is checked (up to the listen backlog, a quarter of them; see `server.py`).
+    max_connections: int = field(default_factory=lambda: descriptor_limit() // 2)
+    header_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         for option in dataclasses.fields(self):
@@ -71,6 +86,12 @@ class ServeOptions:
             raise ConfigError(
                 "`max_queue` must hold a whole batch request: at least `max_batch_files`. "
                 f"Received: max_queue={self.max_queue}, max_batch_files={self.max_batch_files}."
+            )
+        if self.max_connections >= descriptor_limit():
+            raise ConfigError(
+                f"`max_connections` must be below this process's limit of {descriptor_limit()} open files "
+                f"(`ulimit -n`): each connection holds one. Received: max_connections={self.max_connections}. "
+                "Lower it, or raise the limit."
             )
 
 

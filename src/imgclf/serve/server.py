@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import socket
 from contextlib import suppress
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from imgclf.config import ConfigError
 from imgclf.deploy.predictor import load
 from imgclf.serve.app import create_app
-from imgclf.serve.options import ServeOptions
+from imgclf.serve.connections import ConnectionGuard, GuardedH11Protocol
+from imgclf.serve.options import ServeOptions, descriptor_limit
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +37,8 @@ def serve(
     engine: the runtime `imgclf.load` runs the model with ("auto" picks the fastest installed one).
     The address is taken before the model loads, so a port out of range or in use fails at once (`ConfigError`).
     """
-    sockets = listen(host, port)
+    options = options or ServeOptions()
+    sockets = listen(host, port, listen_backlog(options))
     try:
         if host not in LOCAL_HOSTS:
             logger.warning(
@@ -43,7 +47,7 @@ def serve(
         app = create_app(load(run_dir, engine=engine), options)
         for sock in sockets:
             logger.info("Listening on %s (Ctrl-C stops)", _url(sock))
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, backlog=BACKLOG, log_level="info"))
+        server = uvicorn.Server(server_config(app, options, host, port))
         # uvicorn shuts down on Ctrl-C, then raises it again; for a server that is the normal way to end.
         with suppress(KeyboardInterrupt):
             server.run(sockets=sockets)
@@ -52,7 +56,23 @@ def serve(
             sock.close()
 
 
-def listen(host: str, port: int) -> list[socket.socket]:
+def listen_backlog(options: ServeOptions) -> int:
+    """The listen backlog: uvicorn's, or half the open files `max_connections` leaves over if that is less.
+
+    The event loop accepts up to a backlog of connections in one go, before any is checked against the cap, so
+    these must fit in the open files too.
+    """
+    return max(1, min(BACKLOG, (descriptor_limit() - options.max_connections) // 2))
+
+
+def server_config(app: FastAPI, options: ServeOptions, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's settings for `app`, with the connection limits of `options` (see `imgclf.serve.connections`)."""
+    guard = ConnectionGuard(options.max_connections, options.header_timeout_s)
+    protocol = functools.partial(GuardedH11Protocol, guard=guard)
+    return uvicorn.Config(app, host=host, port=port, http=protocol, backlog=listen_backlog(options), log_level="info")
+
+
+def listen(host: str, port: int, backlog: int = BACKLOG) -> list[socket.socket]:
     """Sockets bound and listening on `port` of every address `host` names, set up as uvicorn's own would be.
 
     Raises `ConfigError` naming --host or --port when the port is out of range, already in use, or not ours to
@@ -81,7 +101,7 @@ def listen(host: str, port: int) -> list[socket.socket]:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
-            sock.listen(BACKLOG)
+            sock.listen(backlog)
     except OSError as error:
         for sock in sockets:
             sock.close()
