@@ -1,7 +1,8 @@
-"""A real server for the service's tests: uvicorn set up as `imgclf serve` sets it up, on localhost."""
+"""Helpers of the service's tests: a real server, set up as `imgclf serve` sets it up, and a model that waits."""
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from imgclf.deploy.predictor import Run
 from imgclf.serve import ServeOptions
 from imgclf.serve.server import server_config
 
@@ -32,3 +34,19 @@ def running(app: FastAPI, options: ServeOptions | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join()
+
+
+def held(run: Run) -> tuple[Run, threading.Event, threading.Event]:
+    """A copy of `run` whose model, given a real photo, sets `entered` and waits for `release` (at most 30 s);
+    the warm-up's black batch passes. Returns the copy, `entered` and `release`."""
+    entered, release = threading.Event(), threading.Event()
+    waiting = copy.copy(run)
+
+    def predict_tensors(images):
+        if images.float().mean() > 0:
+            entered.set()
+            release.wait(30)
+        return run.predict_tensors(images)
+
+    waiting.predict_tensors = predict_tensors
+    return waiting, entered, release

@@ -3,11 +3,9 @@ connections, and JSON for requests too malformed to reach the app."""
 
 from __future__ import annotations
 
-import copy
 import json
 import select
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -15,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from tests.conftest import best_photo_per_class
-from tests.serve.conftest import running
+from tests.serve.conftest import held, running
 
 from imgclf.config import ConfigError
 from imgclf.serve import ServeOptions, create_app
@@ -94,18 +92,9 @@ def test_a_connection_that_does_not_send_its_headers_in_time_is_closed(trained_r
 
 def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503_json(trained_run, cars_planes):
     photo = best_photo_per_class(trained_run, cars_planes / "val_set")["cars"]
-    entered, release = threading.Event(), threading.Event()
-    held = copy.copy(trained_run)
-
-    def predict_tensors(images):
-        if images.float().mean() > 0:  # the warm-up batch is black and passes; the photo waits for the test
-            entered.set()
-            release.wait(30)
-        return trained_run.predict_tensors(images)
-
-    held.predict_tensors = predict_tensors
+    run, entered, release = held(trained_run)
     options = ServeOptions(max_connections=1)
-    with running(create_app(held, options), options) as url, ThreadPoolExecutor(1) as client:
+    with running(create_app(run, options), options) as url, ThreadPoolExecutor(1) as client:
         busy = client.submit(httpx.post, url + "predict", content=photo.read_bytes(), timeout=60)
         assert entered.wait(30)
         refused = httpx.get(url + "health", timeout=30)

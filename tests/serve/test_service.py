@@ -6,6 +6,7 @@ import asyncio
 import copy
 import dataclasses
 import io
+import itertools
 import re
 import signal
 import socket
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from tests.conftest import best_photo_per_class
+from tests.serve.conftest import held
 
 from imgclf.cli import main
 from imgclf.config import ConfigError
@@ -345,16 +347,24 @@ def test_an_upload_slower_than_the_timeout_gets_408(trained_run, photos):
 
 
 def test_a_full_queue_answers_503_with_retry_after(trained_run, photos):
-    slow = slowed(trained_run, 1.0)
+    run, entered, release = held(trained_run)
     options = ServeOptions(max_batch_size=1, max_batch_files=1, max_queue=1)
-    with TestClient(create_app(slow, options)) as client, ThreadPoolExecutor(4) as clients:
-        responses = list(clients.map(lambda _: client.post("/predict", content=photos["cars"].read_bytes()), range(4)))
-    statuses = sorted(response.status_code for response in responses)
-    # One request runs, one waits in the queue of one, the others are told to come back.
+    with TestClient(create_app(run, options)) as client, ThreadPoolExecutor(4) as clients:
+
+        def post() -> httpx.Response:
+            return client.post("/predict", content=photos["cars"].read_bytes())
+
+        first = clients.submit(post)
+        assert entered.wait(30)
+        # The model holds one image; of three more, one waits in the queue of one, the others are told to come back.
+        others = [clients.submit(post) for _ in range(3)]
+        refused = [future.result() for future in itertools.islice(as_completed(others, timeout=30), 2)]
+        release.set()
+        statuses = sorted(future.result().status_code for future in [first, *others])
     assert statuses == [200, 200, 503, 503]
-    busy = next(response for response in responses if response.status_code == 503)
-    assert busy.headers["retry-after"] == "1"
-    assert "busy" in busy.json()["error"]
+    for busy in refused:
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert "busy" in busy.json()["error"]
 
 
 def test_a_failing_model_gets_500_and_the_service_stays_up(trained_run, photos, caplog):

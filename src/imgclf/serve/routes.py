@@ -40,8 +40,9 @@ PAGE_POLICY = (
 router = APIRouter()
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     """The `Service` that `create_app` put on the app's state."""
+    # async: FastAPI runs a plain function dependency on a worker thread, one more hop for every request.
     return request.app.state.service
 
 
