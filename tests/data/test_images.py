@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -12,7 +13,16 @@ from PIL import Image, ImageOps, JpegImagePlugin
 from tests.conftest import CARS_PLANES
 
 from imgclf.config import Preprocessing
-from imgclf.data.images import ImageError, decode_image, image_to_tensor, load_tensor, normalize, open_image
+from imgclf.data.images import (
+    ImageError,
+    TooManyPixelsError,
+    decode_image,
+    image_to_tensor,
+    load_tensor,
+    normalize,
+    open_image,
+    open_image_bytes,
+)
 
 A_REAL_JPEG = CARS_PLANES / "training_set" / "cars" / "audi-1151768__340.jpg"
 ORIENTATION = 0x0112
@@ -322,6 +332,25 @@ def test_a_bomb_is_refused_even_when_another_thread_reset_the_warnings_filter(tm
             open_image(path)
         with Image.open(path) as upload, pytest.raises(ImageError, match="decompression bomb"):
             decode_image(upload)
+
+
+def test_max_pixels_refuses_an_image_from_its_header_before_decoding_it():
+    buffer = io.BytesIO()
+    Image.new("L", (300, 200)).save(buffer, format="PNG")
+    header_only = buffer.getvalue()[:100]  # the size is in the first 33 bytes; the pixels are cut off
+    with pytest.raises(TooManyPixelsError, match="upload.png: 300x200 pixels, over the limit of 59999 pixels"):
+        open_image_bytes(header_only, name="upload.png", max_pixels=59_999)
+    with pytest.raises(ImageError, match="truncated"):
+        open_image_bytes(header_only, name="upload.png", max_pixels=60_000)
+    assert open_image_bytes(buffer.getvalue(), max_pixels=60_000).size == (300, 200)
+
+
+def test_max_pixels_counts_a_jpeg_at_the_size_it_is_drafted_to():
+    buffer = io.BytesIO()
+    smooth_photo(2000, 1500).save(buffer, format="JPEG", quality=90)
+    assert open_image_bytes(buffer.getvalue(), size=64, max_pixels=100_000).size == (64, 64)
+    with pytest.raises(TooManyPixelsError, match="2000x1500 pixels"):
+        open_image_bytes(buffer.getvalue(), max_pixels=100_000)
 
 
 def test_decode_image_raises_image_error_for_a_truncated_upload(tmp_path):

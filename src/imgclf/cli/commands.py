@@ -272,6 +272,7 @@ def _serve(args: argparse.Namespace) -> int:
         "max_upload_bytes": None if args.max_upload_mb is None else round(args.max_upload_mb * 1024 * 1024),
         "timeout_s": args.timeout,
         "max_batch_size": args.max_batch,
+        "max_pixels": args.max_pixels,
     }
     options = ServeOptions(**{name: value for name, value in given.items() if value is not None})
     serve(args.run, args.host, args.port, args.engine, options)

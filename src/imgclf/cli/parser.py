@@ -203,6 +203,9 @@ def _add_serve(add_command: AddCommand) -> None:
     serve.add_argument("--max-upload-mb", type=float, metavar="MB", help="largest image accepted (default 10)")
     serve.add_argument("--timeout", type=float, metavar="S", help="most seconds one request may take (default 10)")
     serve.add_argument("--max-batch", type=int, metavar="N", help="most images per model call (default 8)")
+    serve.add_argument(
+        "--max-pixels", type=int, metavar="N", help="most pixels of one image, read from its header (default 40000000)"
+    )
 
 
 def _add_audit(add_command: AddCommand) -> None:

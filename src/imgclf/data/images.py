@@ -42,6 +42,14 @@ class UnsupportedImageError(ImageError):
     """The bytes are in no image format imgclf reads, as opposed to a damaged image of a format it reads."""
 
 
+class TooManyPixelsError(ImageError):
+    """The image has more pixels than the `max_pixels` of `open_image_bytes` allow; told by its header."""
+
+
+class _OverPixelBudget(Exception):
+    """Raised by `_decode`; `_decoding` turns it into a `TooManyPixelsError` naming the image."""
+
+
 def is_image_file(path: str | Path) -> bool:
     """True when the file name has one of the image extensions imgclf reads (any case)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
@@ -91,19 +99,24 @@ def open_image_bytes(
     interpolation: str = "bilinear",
     formats: tuple[str, ...] | None = UPLOAD_FORMATS,
     name: str = "<upload>",
+    max_pixels: int | None = None,
 ) -> Image.Image:
     """`open_image` for an image held in memory (an upload), accepting only the Pillow `formats` given.
 
     Restricting the formats keeps Pillow's rarer decoders (EPS runs Ghostscript) away from untrusted bytes;
     None accepts every format, as `open_image` does.
-    Raises `UnsupportedImageError` when the bytes are none of `formats`, `ImageError` when they are empty,
-    damaged or a decompression bomb; `name` stands for the bytes in the message.
+    max_pixels: the most pixels decoding may produce, a tighter bound on its time and memory than Pillow's
+    decompression-bomb limit; the header tells the size, so an image over it is refused before any pixel is
+    decoded. A JPEG drafted to about `size` counts at its reduced size. None: Pillow's limit only.
+    Raises `UnsupportedImageError` when the bytes are none of `formats`, `TooManyPixelsError` over
+    `max_pixels`, `ImageError` when they are empty, damaged or a decompression bomb; `name` stands for the
+    bytes in the message.
     """
     with _decoding(name, formats):
         if not data:
             raise ImageError(name, "empty file (0 bytes)")
         with Image.open(io.BytesIO(data), formats=formats) as image:
-            return _decode(image, size, interpolation)
+            return _decode(image, size, interpolation, max_pixels)
 
 
 @contextmanager
@@ -115,6 +128,8 @@ def _decoding(name: str | Path, formats: tuple[str, ...] | None = None) -> Itera
             yield
     except ImageError:
         raise
+    except _OverPixelBudget as error:
+        raise TooManyPixelsError(name, str(error)) from None
     except UnidentifiedImageError:
         kinds = "an image Pillow can identify" if formats is None else f"a {', '.join(formats)} image"
         raise UnsupportedImageError(name, f"not {kinds} (corrupt, or another kind of file)") from None
@@ -134,7 +149,7 @@ def decode_image(image: Image.Image, size: int | None = None, interpolation: str
         return _decode(image, size, interpolation)
 
 
-def _decode(image: Image.Image, size: int | None, interpolation: str) -> Image.Image:
+def _decode(image: Image.Image, size: int | None, interpolation: str, max_pixels: int | None = None) -> Image.Image:
     # Checked here as well as by the warnings filter of `_decoding`, which is process-wide: another thread
     # leaving its own `catch_warnings` can reset the filter while this one decodes.
     limit = Image.MAX_IMAGE_PIXELS
@@ -143,6 +158,8 @@ def _decode(image: Image.Image, size: int | None, interpolation: str) -> Image.I
     if size is not None and image.format == "JPEG":
         # Draft keeps each side at least `size`, so the squash below still has enough pixels.
         image.draft("RGB", (size, size))
+    if max_pixels is not None and image.width * image.height > max_pixels:
+        raise _OverPixelBudget(f"{image.width}x{image.height} pixels, over the limit of {max_pixels} pixels")
     image.load()
     image = ImageOps.exif_transpose(image)
     image = _to_rgb(image)

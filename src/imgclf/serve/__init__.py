@@ -1,5 +1,7 @@
 """The web service and its page: `imgclf serve RUN` (see `imgclf.serve.app`)."""
 
-from imgclf.serve.app import ServeOptions, create_app, serve
+from imgclf.serve.app import create_app
+from imgclf.serve.options import ServeOptions
+from imgclf.serve.server import serve
 
 __all__ = ["ServeOptions", "create_app", "serve"]

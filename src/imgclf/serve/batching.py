@@ -21,11 +21,16 @@ class QueueFull(Exception):
     """More images are waiting than the queue holds; the caller should answer "busy, retry"."""
 
 
+class NotFinite(Exception):
+    """The model gave an image probabilities that are not numbers (NaN) or infinite."""
+
+
 class MicroBatcher:
     """Runs `predict` (uint8 batch (N, 3, S, S) → probabilities (N, classes)) on a thread of its own.
 
     `submit` queues images and returns one future per image, resolved with that image's probabilities as a list
-    of floats. A future cancelled before its batch starts is skipped, so a timed-out request costs no model time.
+    of floats, or failed with the model's exception (`NotFinite` for probabilities that are not finite numbers).
+    A future cancelled before its batch starts is skipped, so a timed-out request costs no model time.
 
     >>> batcher = MicroBatcher(run.predict_tensors, max_batch_size=8, max_queue=64)
     >>> batcher.start()
@@ -99,7 +104,7 @@ class MicroBatcher:
         if not batch:
             return
         try:
-            probabilities = self.predict(torch.stack([image for image, _ in batch])).tolist()
+            probabilities = self.predict(torch.stack([image for image, _ in batch]))
         except Exception as error:  # any model failure goes back to the requests that asked, not up this thread
             logger.exception("Inference failed on a batch of %d images", len(batch))
             for _, future in batch:
@@ -107,5 +112,13 @@ class MicroBatcher:
             return
         self.batches += 1
         self.images += len(batch)
-        for (_, future), row in zip(batch, probabilities):
-            future.set_result(row)
+        finite = torch.isfinite(probabilities).all(dim=1).tolist()
+        if not all(finite):
+            logger.error(
+                "The model gave probabilities that are not finite to %d of %d images", finite.count(False), len(batch)
+            )
+        for (_, future), row, ok in zip(batch, probabilities.tolist(), finite):
+            if ok:
+                future.set_result(row)
+            else:
+                future.set_exception(NotFinite("probabilities that are not all finite numbers (NaN or infinity)"))

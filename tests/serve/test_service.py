@@ -6,6 +6,7 @@ import asyncio
 import copy
 import dataclasses
 import io
+import itertools
 import re
 import signal
 import socket
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from tests.conftest import best_photo_per_class
+from tests.serve.conftest import held
 
 from imgclf.cli import main
 from imgclf.config import ConfigError
@@ -70,6 +72,13 @@ def png_header(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def one_bit_png(side: int) -> bytes:
+    """A blank 1-bit PNG of `side`² pixels: a few KB that decode to side² × 3 bytes and more."""
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def icon() -> bytes:
@@ -180,6 +189,32 @@ def test_unreadable_uploads_get_a_json_error(client, body, status, message):
     response = client.post("/predict", content=body, headers={"content-type": "application/octet-stream"})
     assert response.status_code == status
     assert message in response.json()["error"]
+
+
+def test_an_image_over_the_pixel_limit_gets_413_before_it_is_decoded(client):
+    # Under Pillow's limit of 89.5 million pixels; decoding it took 3.4 s and 0.93 GB.
+    data = one_bit_png(9400)
+    assert len(data) < 11_000
+    response = client.post("/predict", content=data)
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert "9400x9400 pixels, over the limit of 40000000 pixels" in error and "--max-pixels" in error
+    # A header that promises the pixels, with none behind it: refused on the header alone, not found truncated.
+    response = client.post("/explain", content=png_header(9400, 9400))
+    assert response.status_code == 413 and "--max-pixels" in response.json()["error"]
+
+
+def test_a_batch_answers_an_image_over_the_pixel_limit_with_an_error_and_the_others_with_labels(trained_run, photos):
+    car = photos["cars"]
+    with Image.open(car) as photo:
+        pixels = photo.width * photo.height
+    files = [("files", ("big.png", png_header(1000, 1000))), ("files", (car.name, car.read_bytes()))]
+    with TestClient(create_app(trained_run, ServeOptions(max_pixels=pixels))) as client:
+        response = client.post("/predict/batch", files=files)
+    assert response.status_code == 200, response.text
+    refused, answered = response.json()["predictions"]
+    assert refused["label"] is None and f"over the limit of {pixels} pixels" in refused["error"]
+    assert (answered["file"], answered["label"], answered["error"]) == (car.name, "cars", None)
 
 
 def test_a_truncated_photo_gets_400(client, photos):
@@ -312,16 +347,24 @@ def test_an_upload_slower_than_the_timeout_gets_408(trained_run, photos):
 
 
 def test_a_full_queue_answers_503_with_retry_after(trained_run, photos):
-    slow = slowed(trained_run, 1.0)
+    run, entered, release = held(trained_run)
     options = ServeOptions(max_batch_size=1, max_batch_files=1, max_queue=1)
-    with TestClient(create_app(slow, options)) as client, ThreadPoolExecutor(4) as clients:
-        responses = list(clients.map(lambda _: client.post("/predict", content=photos["cars"].read_bytes()), range(4)))
-    statuses = sorted(response.status_code for response in responses)
-    # One request runs, one waits in the queue of one, the others are told to come back.
+    with TestClient(create_app(run, options)) as client, ThreadPoolExecutor(4) as clients:
+
+        def post() -> httpx.Response:
+            return client.post("/predict", content=photos["cars"].read_bytes())
+
+        first = clients.submit(post)
+        assert entered.wait(30)
+        # The model holds one image; of three more, one waits in the queue of one, the others are told to come back.
+        others = [clients.submit(post) for _ in range(3)]
+        refused = [future.result() for future in itertools.islice(as_completed(others, timeout=30), 2)]
+        release.set()
+        statuses = sorted(future.result().status_code for future in [first, *others])
     assert statuses == [200, 200, 503, 503]
-    busy = next(response for response in responses if response.status_code == 503)
-    assert busy.headers["retry-after"] == "1"
-    assert "busy" in busy.json()["error"]
+    for busy in refused:
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert "busy" in busy.json()["error"]
 
 
 def test_a_failing_model_gets_500_and_the_service_stays_up(trained_run, photos, caplog):
@@ -341,6 +384,27 @@ def test_a_failing_model_gets_500_and_the_service_stays_up(trained_run, photos, 
     assert "Inference failed" in caplog.text
 
 
+def test_a_model_giving_probabilities_that_are_not_finite_gets_500(trained_run, photos, caplog):
+    broken = copy.copy(trained_run)
+
+    def predict_tensors(images):
+        probabilities = trained_run.predict_tensors(images)
+        if images.float().mean() > 0:  # the warm-up batch is black and passes; real photos get NaN
+            probabilities[:] = float("nan")
+        return probabilities
+
+    broken.predict_tensors = predict_tensors
+    with TestClient(create_app(broken)) as client:
+        single = client.post("/predict", content=photos["cars"].read_bytes())
+        batch = client.post("/predict/batch", files=[("files", ("car.jpg", photos["cars"].read_bytes()))])
+        health = client.get("/health")
+    for response in (single, batch):
+        assert response.status_code == 500
+        assert "not all finite numbers" in response.json()["error"]
+    assert health.status_code == 200
+    assert "not finite" in caplog.text
+
+
 def test_options_are_checked():
     with pytest.raises(ConfigError, match="--timeout=0"):
         ServeOptions(timeout_s=0)
@@ -351,10 +415,12 @@ def test_options_are_checked():
 def test_imgclf_serve_passes_its_options_and_binds_to_localhost(trained_run, monkeypatch):
     calls = []
     monkeypatch.setattr("imgclf.serve.serve", lambda *args: calls.append(args))
-    assert main(["serve", str(trained_run.run_dir), "--max-upload-mb", "2", "--timeout", "3"]) == 0
+    given = ["--max-upload-mb", "2", "--timeout", "3", "--max-pixels", "1000000"]
+    assert main(["serve", str(trained_run.run_dir), *given]) == 0
     run_dir, host, port, engine, options = calls[0]
     assert (run_dir, host, port, engine) == (str(trained_run.run_dir), "127.0.0.1", 8000, "auto")
     assert (options.max_upload_bytes, options.timeout_s, options.max_batch_size) == (2 * 1024 * 1024, 3.0, 8)
+    assert options.max_pixels == 1_000_000
 
 
 def test_imgclf_serve_reports_a_missing_run(tmp_path, capsys):
@@ -370,6 +436,7 @@ def test_imgclf_serve_reports_a_missing_run(tmp_path, capsys):
         ("--max-batch", "0"),
         ("--max-batch", "100"),
         ("--timeout", "0"),
+        ("--max-pixels", "0"),
     ],
 )
 def test_imgclf_serve_names_the_option_and_the_value_typed(trained_run, option, value, capsys):
@@ -391,7 +458,7 @@ def test_imgclf_serve_reports_a_port_in_use_before_loading_the_model(trained_run
     def load(*args, **kwargs):
         raise AssertionError("the model was loaded before the port was checked")
 
-    monkeypatch.setattr("imgclf.serve.app.load", load)
+    monkeypatch.setattr("imgclf.serve.server.load", load)
     with socket.create_server(("127.0.0.1", 0)) as other_server:
         port = other_server.getsockname()[1]
         assert main(["serve", str(trained_run.run_dir), "--port", str(port)]) == 1

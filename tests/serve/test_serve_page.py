@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import base64
 import shutil
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from playwright.sync_api import expect, sync_playwright
 from tests.conftest import best_photo_per_class
+from tests.serve.conftest import running
 
 from imgclf.serve import create_app
 
@@ -31,25 +26,6 @@ DROP = """([name, data]) => {
     const drop = document.getElementById("drop");
     drop.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
 }"""
-
-
-@contextmanager
-def running(app: FastAPI) -> Iterator[str]:
-    """Serve `app` with uvicorn on a free localhost port in a thread; yields the page's URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join()
 
 
 def test_the_page_shows_the_label_of_a_picked_and_a_dropped_photo(trained_run, cars_planes):
