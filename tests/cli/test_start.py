@@ -10,7 +10,7 @@ import pytest
 import imgclf
 
 HEAVY = ("torch", "torchvision", "timm", "onnxruntime", "openvino", "fastapi", "matplotlib", "sklearn")
-COMMANDS = ("train", "predict", "evaluate", "report", "export", "summary", "demo", "serve", "audit", "explain", "cache")
+COMMANDS = tuple("train predict evaluate report export summary demo serve audit fix explain cache".split())
 
 
 def imported_heavy(*argv: str) -> tuple[subprocess.CompletedProcess, list[str]]:
