@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -186,18 +187,27 @@ def many_rows(data: Path) -> list[tuple[str, ...]]:
     return cars + [(photo(data, "planes", n), "planes", "cars", "0.9", "remove") for n in range(3)]
 
 
+def break_move(monkeypatch: pytest.MonkeyPatch, number: int, failure: Callable[[Path, Path], None]) -> None:
+    """Make the `number`-th move of the next fix call `failure(source, destination)`, which raises, instead."""
+    real_move, calls = journal_module.move_without_overwrite, []
+
+    def move(source: Path, destination: Path) -> None:
+        calls.append(source)
+        if len(calls) == number:
+            failure(source, destination)
+        real_move(source, destination)
+
+    monkeypatch.setattr(journal_module, "move_without_overwrite", move)
+
+
 def test_a_fix_that_fails_midway_is_undone_cleanly(tmp_path, small_photos, data, monkeypatch):
     plan = plan_fixes(write_issues(tmp_path / "issues.csv", many_rows(data)), data)
     before = snapshot(small_photos)
-    real_move, calls = journal_module.move_without_overwrite, []
 
-    def failing_fourth(source: Path, destination: Path) -> None:
-        calls.append(source)
-        if len(calls) == 4:
-            raise OSError(errno.EIO, "Input/output error", str(source))
-        real_move(source, destination)
+    def disk_error(source: Path, destination: Path) -> None:
+        raise OSError(errno.EIO, "Input/output error", str(source))
 
-    monkeypatch.setattr(journal_module, "move_without_overwrite", failing_fourth)
+    break_move(monkeypatch, 4, disk_error)
     with pytest.raises(OSError, match="Input/output error"):
         apply_fixes(plan, tmp_path / "journal.jsonl")
     monkeypatch.undo()
@@ -210,16 +220,12 @@ def test_a_fix_that_fails_midway_is_undone_cleanly(tmp_path, small_photos, data,
 def test_a_fix_stopped_between_linking_and_unlinking_is_undone_cleanly(tmp_path, small_photos, data, monkeypatch):
     plan = plan_fixes(write_issues(tmp_path / "issues.csv", many_rows(data)), data)
     before = snapshot(small_photos)
-    real_move, calls = journal_module.move_without_overwrite, []
 
-    def stopped_in_the_fifth(source: Path, destination: Path) -> None:
-        calls.append(source)
-        if len(calls) == 5:
-            os.link(source, destination)  # the new name exists, the old one is not yet removed
-            raise KeyboardInterrupt
-        real_move(source, destination)
+    def stopped_after_the_link(source: Path, destination: Path) -> None:
+        os.link(source, destination)  # the new name exists, the old one is not yet removed
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(journal_module, "move_without_overwrite", stopped_in_the_fifth)
+    break_move(monkeypatch, 5, stopped_after_the_link)
     with pytest.raises(KeyboardInterrupt):
         apply_fixes(plan, tmp_path / "journal.jsonl")
     monkeypatch.undo()

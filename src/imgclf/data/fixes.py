@@ -85,7 +85,8 @@ def read_issues(path: str | Path) -> list[IssueRow]:
     for number, values in rows:
         if len(values) != len(ISSUE_COLUMNS):
             raise FixError(f"{path} row {number} has {len(values)} values; expected {len(ISSUE_COLUMNS)}.")
-    return [IssueRow(path, number, *(value.strip() for value in values)) for number, values in rows]
+    # Only the action is stripped: a spreadsheet may pad it, while a file or class name is taken as it is.
+    return [IssueRow(path, number, *values[:4], values[4].strip()) for number, values in rows]
 
 
 def _check_class_name(row: IssueRow, column: str) -> None:
@@ -156,6 +157,7 @@ def plan_fixes(issues: str | Path, data: str | Path, create_classes: bool = Fals
     classes = find_classes(data)
     plan = FixPlan(data, [])
     rows_of: dict[Path, int] = {}
+    destinations: set[Path] = set()
     for row in read_issues(issues):
         _check_action(row)
         source = _source_of(row, data, classes)
@@ -169,7 +171,8 @@ def plan_fixes(issues: str | Path, data: str | Path, create_classes: bool = Fals
             _check_relabel(row, plan, classes, create_classes)
         below_class = source.relative_to(data / row.given)
         folder = data / row.suggested if row.action == "relabel" else plan.quarantine / row.given
-        destination = free_name(folder / below_class, {move.destination for move in plan.moves})
+        destination = free_name(folder / below_class, destinations)
+        destinations.add(destination)
         plan.moves.append(Move(row.number, row.action, source, destination))
     return plan
 

@@ -38,7 +38,7 @@ _NO_LINKS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOT
 
 
 class FixError(ImgclfError):
-    """An issues file, a journal or a move that imgclf refuses to act on; nothing is moved when it is raised."""
+    """An issues file, a journal or a move that imgclf refuses to act on, said in one line."""
 
 
 @dataclass(frozen=True)
