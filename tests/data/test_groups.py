@@ -26,6 +26,25 @@ def test_hamming_pairs_match_a_direct_count():
     assert sorted(zip(firsts.tolist(), seconds.tolist())) == [(3, 7), (3, 200), (7, 200)]
 
 
+@pytest.mark.parametrize("threshold", [0, 3, 6, 7])
+def test_hamming_pairs_by_bands_are_the_pairs_of_a_direct_count(threshold):
+    rng = np.random.default_rng(threshold)
+    hashes = rng.integers(0, 2**64, size=6000, dtype=np.uint64)
+    # Near copies, flipping up to 9 bits, and a cluster that shares its low bits (one band's bucket holds 300).
+    flips = [
+        np.bitwise_or.reduce(np.uint64(1) << rng.choice(64, n, replace=False).astype(np.uint64)) for n in range(10)
+    ]
+    hashes[5000:5500] = hashes[:500] ^ np.array([flips[i % 10] for i in range(500)], dtype=np.uint64)
+    hashes[5500:5800] = (hashes[5500:5800] & ~np.uint64(0xFFFF)) | np.uint64(0x1234)
+    found = list(zip(*(pair.tolist() for pair in hamming_pairs(hashes, threshold))))
+    expected = [
+        (i, j)
+        for i in range(len(hashes))
+        for j in (i + 1 + np.flatnonzero(np.bitwise_count(hashes[i + 1 :] ^ hashes[i]) <= threshold)).tolist()
+    ]
+    assert found == expected and len(expected) >= 50  # at least the copies flipping no bit
+
+
 def test_duplicate_groups_join_identical_bytes_and_near_hashes_through_chains():
     contents = ["a", "b", "a", "c", "d", "e", "f", None]
     hashes = [0b0, 0b1, 0b0, 0b11, 0b111111111 << 40, None, None, 0b0]

@@ -18,14 +18,37 @@ HASH_BITS = 64
 NEAR_THRESHOLD = 6
 """The most pHash bits two near-identical pictures differ in: resized, recompressed, grey or contrast-changed
 copies differ by 0-2, brightened ones by up to 6; different photos of similar scenes start around 8."""
+_BANDED_FROM = 4096  # fewer hashes are compared pair by pair: 0.05 s for 2,500, faster than the bands
 
 
 def hamming_pairs(hashes: np.ndarray, threshold: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Index arrays (i, j), i < j, of the pairs of 64-bit hashes that differ in at most `threshold` bits.
+    """Index arrays (i, j), i < j, sorted, of the pairs of 64-bit hashes that differ in at most `threshold` bits.
 
-    Every pair is compared with numpy's popcount, `chunk` rows at a time so memory stays at chunk × N.
+    Many hashes are cut into `threshold + 1` bands: two hashes that close agree on at least one band whole
+    (pigeonhole), so only hashes sharing a band's value are compared. With random-looking hashes that finds the
+    pairs of 30,000 in 0.3 s where comparing every pair takes 5.5 s (on two busy cores); below
+    `_BANDED_FROM` hashes, or with bands under 8 bits, every pair is compared.
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
+    width = HASH_BITS // (threshold + 1)
+    if len(hashes) < _BANDED_FROM or width < 8:
+        return _all_pairs(hashes, threshold, chunk)
+    codes = [np.empty(0, dtype=np.int64)]  # i * count + j, so that a pair found in two bands counts once
+    for band in range(threshold + 1):
+        bits = width if band < threshold else HASH_BITS - band * width  # the last band takes the rest
+        keys = (hashes >> np.uint64(band * width)) & np.uint64((1 << bits) - 1)
+        order = np.argsort(keys, kind="stable")  # stable: each bucket lists its indices in increasing order
+        _, starts, counts = np.unique(keys[order], return_index=True, return_counts=True)
+        for start, count in zip(starts[counts > 1].tolist(), counts[counts > 1].tolist()):
+            members = order[start : start + count]
+            firsts, seconds = _all_pairs(hashes[members], threshold, chunk)
+            codes.append(members[firsts] * len(hashes) + members[seconds])
+    pairs = np.unique(np.concatenate(codes))
+    return pairs // len(hashes), pairs % len(hashes)
+
+
+def _all_pairs(hashes: np.ndarray, threshold: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """`hamming_pairs` by comparing every pair with numpy's popcount, `chunk` rows at a time (memory: chunk × N)."""
     firsts, seconds = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
     for start in range(0, len(hashes), chunk):
         block = hashes[start : start + chunk]
