@@ -9,12 +9,17 @@ import pytest
 from PIL import Image
 from tests.conftest import CARS_PLANES
 
-from imgclf.audit import inspect_file
+from imgclf.audit import DEFAULT_NEAR_THRESHOLD, HASH_BITS, inspect_file
 from imgclf.data import fingerprints as fingerprints_module
+from imgclf.data import groups
 from imgclf.data.fingerprints import cache_path, fingerprint, fingerprints, map_in_processes
 from imgclf.data.groups import NEAR_THRESHOLD, duplicate_groups, hamming_pairs
 
 PLANES = CARS_PLANES / "training_set" / "planes"
+
+
+def test_the_split_and_the_audit_call_the_same_pictures_near():
+    assert (NEAR_THRESHOLD, groups.HASH_BITS) == (DEFAULT_NEAR_THRESHOLD, HASH_BITS)
 
 
 def test_hamming_pairs_match_a_direct_count():

@@ -17,7 +17,9 @@ HASH_BITS = 64
 """The bits of a perceptual hash (pHash, 8 × 8)."""
 NEAR_THRESHOLD = 6
 """The most pHash bits two near-identical pictures differ in: resized, recompressed, grey or contrast-changed
-copies differ by 0-2, brightened ones by up to 6; different photos of similar scenes start around 8."""
+copies differ by 0-2, brightened ones by up to 6; different photos of similar scenes start around 8. The audit's
+default `--near-threshold` is the same number, kept in `audit/options.py` so that `imgclf --help` needs no numpy
+(`tests/data/test_groups.py` checks that the two agree)."""
 _BANDED_FROM = 4096  # fewer hashes are compared pair by pair: 0.05 s for 2,500, faster than the bands
 
 
