@@ -26,7 +26,20 @@ import imgclf
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
-COMMANDS = ("train", "predict", "evaluate", "report", "explain", "export", "serve", "audit", "summary", "cache", "demo")
+COMMANDS = (
+    "train",
+    "predict",
+    "evaluate",
+    "report",
+    "explain",
+    "export",
+    "serve",
+    "audit",
+    "fix",
+    "summary",
+    "cache",
+    "demo",
+)
 
 
 def parse_command_line(argv: list[str]) -> None:

@@ -18,7 +18,6 @@ from imgclf.audit import (
     DuplicateGroup,
     audit_folders,
     extension_matches,
-    hamming_pairs,
     inspect_file,
     write_audit,
 )
@@ -242,15 +241,6 @@ def test_decompression_bombs_are_refused(tmp_path, monkeypatch):
     report = audit_folders({"train": tmp_path / "train"}, workers=1)
     assert [Path(f.path).name for f in report.unreadable] == ["big.png"]
     assert "decompression bomb" in report.unreadable[0].facts.error
-
-
-def test_hamming_pairs_match_a_direct_count():
-    rng = np.random.default_rng(0)
-    hashes = rng.integers(0, 2**64, size=300, dtype=np.uint64)
-    hashes[7] = hashes[3] ^ np.uint64(1 << 63 | 1)  # two bits apart, the top bit among them
-    hashes[200] = hashes[3]
-    firsts, seconds = hamming_pairs(hashes, threshold=2, chunk=64)
-    assert sorted(zip(firsts.tolist(), seconds.tolist())) == [(3, 7), (3, 200), (7, 200)]
 
 
 def test_imbalance_class_mismatch_and_passed_over_files_are_reported(tmp_path):

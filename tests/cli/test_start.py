@@ -10,7 +10,20 @@ import pytest
 import imgclf
 
 HEAVY = ("torch", "torchvision", "timm", "onnxruntime", "openvino", "fastapi", "matplotlib", "sklearn")
-COMMANDS = ("train", "predict", "evaluate", "report", "export", "summary", "demo", "serve", "audit", "explain", "cache")
+COMMANDS = (
+    "train",
+    "predict",
+    "evaluate",
+    "report",
+    "export",
+    "summary",
+    "demo",
+    "serve",
+    "audit",
+    "fix",
+    "explain",
+    "cache",
+)
 
 
 def imported_heavy(*argv: str) -> tuple[subprocess.CompletedProcess, list[str]]:

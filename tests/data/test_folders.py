@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from imgclf.data.folders import (
     index_folder,
     list_images,
     overlap_warning,
+    photo_groups,
     split_folder,
     stratified_split,
     validation_index,
@@ -252,6 +254,83 @@ def test_stratified_split_keeps_a_tiny_class_in_both_parts():
     train, val = stratified_split(labels, 0.2, seed=0)
     assert Counter(labels[i] for i in val) == {0: 4, 1: 1}
     assert Counter(labels[i] for i in train) == {0: 16, 1: 1}
+
+
+@pytest.fixture(scope="module")
+def tutorial_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tutorial's 200 photos in one folder per class (training_set and val_set merged), read-only."""
+    root = tmp_path_factory.mktemp("tutorial") / "all"
+    for split in ("training_set", "val_set"):
+        for photo in sorted((CARS_PLANES / split).glob("*/*.jpg")):
+            (root / photo.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo, root / photo.parent.name / photo.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tutorial_groups(tutorial_photos: Path) -> tuple[FolderIndex, list[list[int]]]:
+    index = index_folder(tutorial_photos)
+    return index, photo_groups(index.files)
+
+
+def sides_of(groups: list[list[int]], val: list[int]) -> list[set[bool]]:
+    """For each group, the sides (True: validation) its photos sit on."""
+    in_val = set(val)
+    return [{member in in_val for member in group} for group in groups]
+
+
+def test_the_tutorial_photos_hold_the_same_airliner_twice(tutorial_groups):
+    index, groups = tutorial_groups
+    names = [sorted(Path(index.files[member]).name for member in group) for group in groups]
+    assert ["airplane-1554870_960_720.jpg", "airplane-1554870__340.jpg"] in names
+
+
+def test_a_val_split_keeps_every_copy_of_a_photo_on_one_side_for_any_seed(tutorial_groups):
+    index, groups = tutorial_groups
+    counts = Counter(index.labels)
+    leaked = 0
+    for seed in range(50):
+        train, val = stratified_split(index.labels, 0.2, seed, groups)
+        assert all(len(sides) == 1 for sides in sides_of(groups, val)), f"seed {seed}"
+        assert (train, val) == stratified_split(index.labels, 0.2, seed, groups)
+        assert sorted(train + val) == list(range(len(index.files)))
+        per_class = Counter(index.labels[i] for i in val)
+        largest_group = max(map(len, groups))
+        assert all(abs(per_class[label] - round(0.2 * count)) < largest_group for label, count in counts.items())
+        plain_val = stratified_split(index.labels, 0.2, seed)[1]
+        leaked += any(len(sides) == 2 for sides in sides_of(groups, plain_val))
+    assert leaked > 0  # a split at random puts copies on both sides for some of these seeds
+
+
+def test_different_seeds_give_different_group_aware_splits(tutorial_groups):
+    index, groups = tutorial_groups
+    assert stratified_split(index.labels, 0.2, 1, groups)[1] != stratified_split(index.labels, 0.2, 2, groups)[1]
+
+
+def test_a_group_goes_whole_to_one_side_even_across_classes():
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    for seed in range(20):
+        train, val = stratified_split(labels, 0.25, seed, groups=[[0, 1], [2, 3, 4]])
+        # Class 0 holds both groups (photo 4, a class-1 copy, goes with its group): its one validation image does
+        # not fit, so the smaller group goes; class 1 gives one of its three other photos.
+        assert {2, 3, 4} <= set(train) and {0, 1} <= set(val)
+        assert len(set(val) & {5, 6, 7}) == 1
+
+
+def test_a_class_of_copies_still_has_validation_images():
+    train, val = stratified_split([0, 0, 0, 0], 0.2, seed=0, groups=[[0, 1], [2, 3]])
+    assert sorted(map(len, (train, val))) == [2, 2]
+    assert stratified_split([0, 0], 0.5, seed=0, groups=[[0, 1]]) == ([0, 1], [])  # one photo: one side
+
+
+def test_split_folder_keeps_copies_together_says_so_and_validation_index_agrees(tutorial_photos, caplog):
+    config = TrainConfig(data=str(tutorial_photos), val_split=0.2, seed=7)
+    with caplog.at_level("INFO", logger="imgclf.data.folders"):
+        train, val = split_folder(config, index_folder(tutorial_photos))
+    assert "Kept 2 groups of identical or near-identical photos (4 images) on one side of the split." in caplog.text
+    airliner = {file for file in train.files + val.files if "airplane-1554870" in file}
+    assert len(airliner) == 2 and (airliner <= set(train.files) or airliner <= set(val.files))
+    assert validation_index(config).files == val.files  # what `report` and `export` re-derive
 
 
 def index_with_counts(counts: list[int]) -> FolderIndex:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from imgclf.audit.options import DEFAULT_MIN_SIZE, DEFAULT_NEAR_THRESHOLD, FAIL_ON_CHOICES, HASH_BITS
 
 if TYPE_CHECKING:
-    from imgclf.audit.duplicates import DuplicateGroup, find_duplicates, hamming_pairs
+    from imgclf.audit.duplicates import DuplicateGroup, find_duplicates
     from imgclf.audit.folders import audit_folders
     from imgclf.audit.inspection import AuditedFile, FileFacts, extension_matches, inspect_file
     from imgclf.audit.report import AuditReport, SplitSummary
@@ -39,7 +39,6 @@ _MODULE_OF = {
     "audit_folders": "folders",
     "extension_matches": "inspection",
     "find_duplicates": "duplicates",
-    "hamming_pairs": "duplicates",
     "inspect_file": "inspection",
     "render_html": "writing",
     "write_audit": "writing",
@@ -58,7 +57,6 @@ __all__ = [
     "audit_folders",
     "extension_matches",
     "find_duplicates",
-    "hamming_pairs",
     "inspect_file",
     "render_html",
     "write_audit",

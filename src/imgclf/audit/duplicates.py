@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from imgclf.audit.inspection import AuditedFile
+from imgclf.data.groups import connected_groups, hamming_pairs
 
 
 @dataclass
@@ -60,35 +61,6 @@ class DuplicateGroup:
         ]
 
 
-def hamming_pairs(hashes: np.ndarray, threshold: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Index arrays (i, j), i < j, of the pairs of 64-bit hashes that differ in at most `threshold` bits.
-
-    Every pair is compared with numpy's popcount, `chunk` rows at a time so memory stays at chunk × N.
-    """
-    hashes = np.asarray(hashes, dtype=np.uint64)
-    firsts, seconds = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
-    for start in range(0, len(hashes), chunk):
-        block = hashes[start : start + chunk]
-        rows, columns = np.nonzero(np.bitwise_count(block[:, None] ^ hashes[None, start:]) <= threshold)
-        keep = columns > rows  # both offsets are `start`, so this keeps j > i: each pair once, no self-pairs
-        firsts.append(rows[keep] + start)
-        seconds.append(columns[keep] + start)
-    return np.concatenate(firsts), np.concatenate(seconds)
-
-
-def _components(count: int, firsts: np.ndarray, seconds: np.ndarray) -> list[np.ndarray]:
-    """The connected components of `count` items joined by the pairs (firsts[k], seconds[k]); singletons left out."""
-    # Imported here: scipy.sparse takes half a second to import, which every `imgclf` command would pay.
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    graph = coo_matrix((np.ones(len(firsts), dtype=np.int8), (firsts, seconds)), shape=(count, count))
-    _, component_of = connected_components(graph, directed=False)
-    order = np.argsort(component_of, kind="stable")
-    starts = np.flatnonzero(np.diff(component_of[order], prepend=-1))
-    return [members for members in np.split(order, starts[1:]) if len(members) > 1]
-
-
 def find_duplicates(files: Sequence[AuditedFile], near_threshold: int) -> list[DuplicateGroup]:
     """Exact groups (same content hash) and near groups (pHash within `near_threshold` bits) of readable images.
 
@@ -103,7 +75,7 @@ def find_duplicates(files: Sequence[AuditedFile], near_threshold: int) -> list[D
     contents = list(by_content.values())
     groups = [DuplicateGroup("exact", copies) for copies in contents if len(copies) > 1]
     hashes = np.array([copies[0].facts.perceptual_hash for copies in contents], dtype=np.uint64)
-    for members in _components(len(contents), *hamming_pairs(hashes, near_threshold)):
+    for members in connected_groups(len(contents), *hamming_pairs(hashes, near_threshold)):
         member_hashes = hashes[members]
         distance = int(np.bitwise_count(member_hashes[:, None] ^ member_hashes[None, :]).max())
         firsts = [contents[member][0] for member in members]

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-import multiprocessing
-import signal
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import imagehash
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from imgclf.data.fingerprints import DECODE_SIZE, map_in_processes, perceptual_hash
 from imgclf.data.images import ImageError, decode_image
-
-# pHash looks at a 32×32 grey version; decoding to 64×64 (JPEG draft mode gets most of the way for free)
-# keeps enough detail for its resize while costing a fraction of a full decode.
-DECODE_SIZE = 64
 
 # The formats Pillow reports for each extension; MPO is how Pillow names camera JPEGs with extra frames.
 EXTENSION_FORMATS = {
@@ -117,13 +109,8 @@ def inspect_file(path: str | Path) -> FileFacts:
     except (OSError, ValueError, SyntaxError) as error:
         facts.error = f"corrupt or truncated ({error})"
         return facts
-    facts.perceptual_hash = _perceptual_hash(picture)
+    facts.perceptual_hash = perceptual_hash(picture)
     return facts
-
-
-def _perceptual_hash(picture: Image.Image) -> int:
-    bits = imagehash.phash(picture).hash.ravel()
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
 def inspect_files(
@@ -135,35 +122,8 @@ def inspect_files(
     # warning filters from several threads at once is not safe. It makes Pillow's bomb warning an error.
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        for facts in _inspect_in_parallel(paths, workers):
+        for facts in map_in_processes(inspect_file, paths, workers):
             results.append(facts)
             if progress is not None:
                 progress(len(results), len(paths))
     return results
-
-
-def _inspect_in_parallel(paths: Sequence[str], workers: int) -> Iterator[FileFacts]:
-    """`inspect_file` over `paths`, in order, in forked worker processes where the platform has fork.
-
-    Processes, not threads: only Pillow's decode and resize (about 30% of the time on small images) release
-    the GIL; the perceptual hash and Pillow's per-file Python work hold it. With both cores of a 2-core machine
-    free, two processes audited 1,860-2,270 images/s against 1,020-1,230 for two threads; while other jobs
-    kept the cores busy, the two were equal within the noise.
-    """
-    if workers == 1 or len(paths) < 2:
-        yield from map(inspect_file, paths)
-        return
-    if "fork" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("fork")
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts)
-    else:
-        pool = ThreadPoolExecutor(workers)
-    try:
-        yield from pool.map(inspect_file, paths, chunksize=16)
-    finally:
-        pool.shutdown(cancel_futures=True)
-
-
-def _ignore_interrupts() -> None:
-    """Leave Ctrl-C to the parent process, which stops the pool; workers would only print tracebacks."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -12,6 +12,7 @@ imgclf summary MODEL_OR_RUN
 imgclf demo [--data DIR]
 imgclf serve RUN [--host 127.0.0.1] [--port 8000] [--engine auto|torch|onnx|openvino]
 imgclf audit DATA [--val DIR] [--test DIR] [--out DIR] [--fail-on leakage,corrupt,...]   (exit 3: a --fail-on find)
+imgclf fix ISSUES.csv --data DATA [--dry-run] [--create-classes]   |   imgclf fix --undo JOURNAL
 imgclf explain RUN IMAGE... [--out DIR] [--class NAME] [--alpha 0.5]
 imgclf cache [--clear features|decoded|onnx|all] [--older-than DAYS]
 """

@@ -303,6 +303,35 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fix(args: argparse.Namespace) -> int:
+    from imgclf.data.fixes import apply_fixes, journal_path, plan_fixes
+    from imgclf.data.journal import plan_undo, read_journal, undo_moves
+
+    if args.undo is not None:
+        if args.issues is not None or args.data is not None or args.create_classes:
+            raise ImgclfError("--undo JOURNAL takes no ISSUES.csv, --data or --create-classes: the journal has all.")
+        steps = plan_undo(read_journal(args.undo)) if args.dry_run else undo_moves(args.undo)
+        for step in steps:
+            stdout.print(f"{step.kind:8} {step.destination} -> {step.source}", markup=False, highlight=False)
+        stdout.print(f"{'Would undo' if args.dry_run else 'Undid'} {len(steps)} moves of {args.undo}.")
+        return 0
+    if args.issues is None or args.data is None:
+        raise ImgclfError("Missing ISSUES.csv or --data DIR: use imgclf fix ISSUES.csv --data DIR (or --undo JOURNAL).")
+    plan = plan_fixes(args.issues, args.data, args.create_classes)
+    for move in plan.moves:
+        stdout.print(f"{move.action:8} {move.source} -> {move.destination}", markup=False, highlight=False)
+    removed = sum(move.action == "remove" for move in plan.moves)
+    summary = f"{len(plan.moves) - removed} to relabel, {removed} to remove into {plan.quarantine}, {plan.kept} kept"
+    if args.dry_run or not plan.moves:
+        stdout.print(f"{summary}; nothing moved{' (dry run)' if args.dry_run else ''}.", markup=False)
+        return 0
+    journal = journal_path(args.issues)
+    stdout.print(f"Journal: {journal} (undo: imgclf fix --undo {journal})", markup=False, highlight=False)
+    apply_fixes(plan, journal, args.issues)
+    stdout.print(f"Moved: {summary}.", markup=False, highlight=False)
+    return 0
+
+
 def _explain(args: argparse.Namespace) -> int:
     from imgclf.data.folders import list_images
     from imgclf.deploy.predictor import load
@@ -351,6 +380,7 @@ COMMANDS = {
     "demo": _demo,
     "serve": _serve,
     "audit": _audit,
+    "fix": _fix,
     "explain": _explain,
     "cache": _cache,
 }

@@ -48,6 +48,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Action]]
         _add_demo,
         _add_serve,
         _add_audit,
+        _add_fix,
         _add_explain,
         _add_cache,
     ):
@@ -244,6 +245,21 @@ def _add_audit(add_command: AddCommand) -> None:
         help=f"exit 3 when any of these comma-separated problems is found: {','.join(FAIL_ON_CHOICES)}",
     )
     audit.add_argument("--workers", type=int, help="processes decoding images (default: one per CPU core)")
+
+
+def _add_fix(add_command: AddCommand) -> None:
+    fix = add_command(
+        "fix",
+        help="apply the relabel/remove/keep actions of an audit's label-issues.csv; undo them",
+        description="Move each relabel row's file to its suggested class folder and each remove row's file to "
+        "DATA.quarantine beside DATA; keep rows stay. Every row is checked first, nothing is overwritten or "
+        "deleted, and a journal beside ISSUES.csv lets --undo put every file back.",
+    )
+    fix.add_argument("issues", nargs="?", metavar="ISSUES.csv", help="rows of file,given,suggested,score,action")
+    fix.add_argument("--data", metavar="DIR", help="the data folder the rows' files are in (required to fix)")
+    fix.add_argument("--undo", metavar="JOURNAL", help="put back every file the fix with this journal moved")
+    fix.add_argument("--dry-run", action="store_true", help="print the moves and make none")
+    fix.add_argument("--create-classes", action="store_true", help="create suggested classes that have no folder")
 
 
 def _add_explain(add_command: AddCommand) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from imgclf.config import ImgclfError, TrainConfig
+from imgclf.data.fingerprints import fingerprints
+from imgclf.data.groups import NEAR_THRESHOLD, duplicate_groups
 from imgclf.data.images import IMAGE_EXTENSIONS, is_image_file
 
 log = logging.getLogger(__name__)
@@ -208,23 +210,52 @@ def overlap_warning(data: str | Path, val: str | Path) -> str | None:
     )
 
 
-def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def stratified_split(
+    labels: Sequence[int], val_fraction: float, seed: int, groups: Sequence[Sequence[int]] = ()
+) -> tuple[list[int], list[int]]:
     """Split indices into (train, val) keeping each class's share; the same seed gives the same split.
 
-    Every class with at least two images keeps at least one in each part.
+    `groups` lists indices that must land on the same side (copies of one photo); each group counts in the
+    class of its first index. A class's groups and single images are shuffled, then taken into val while
+    they fit its share. Every class with at least two groups or single images keeps one in each part.
+    Without groups the split is the plain stratified one.
+
+    >>> stratified_split([0, 0, 0, 1, 1, 1], 0.34, seed=0, groups=[[0, 1]])
+    ([0, 1, 3, 4], [2, 5])
     """
     rng = np.random.default_rng(seed)
     labels_array = np.asarray(labels)
-    train, val = [], []
+    unit_of = np.arange(len(labels_array))  # the first index of the image's group, or its own index
+    for group in groups:
+        unit_of[list(group)] = min(group)
+    sizes = np.bincount(unit_of, minlength=len(labels_array))
+    leaders = np.flatnonzero(unit_of == np.arange(len(labels_array)))
+    in_val = np.zeros(len(labels_array), dtype=bool)
     for label in np.unique(labels_array):
-        members = np.flatnonzero(labels_array == label)
-        rng.shuffle(members)
-        n_val = int(round(len(members) * val_fraction))
-        if len(members) >= 2:
-            n_val = min(max(n_val, 1), len(members) - 1)
-        val.extend(members[:n_val].tolist())
-        train.extend(members[n_val:].tolist())
-    return sorted(train), sorted(val)
+        units = leaders[labels_array[leaders] == label]
+        rng.shuffle(units)
+        n_images = int(sizes[units].sum())
+        n_val = int(round(n_images * val_fraction))
+        if n_images >= 2:
+            n_val = min(max(n_val, 1), n_images - 1)
+        in_val[_units_for_val(units, sizes, n_val)] = True
+    val_mask = in_val[unit_of]
+    return np.flatnonzero(~val_mask).tolist(), np.flatnonzero(val_mask).tolist()
+
+
+def _units_for_val(units: np.ndarray, sizes: np.ndarray, n_val: int) -> list[int]:
+    """The shuffled `units` (groups by first index) taken into val, in order, while they fit in `n_val` images.
+
+    When none fits but there are two or more, the first smallest goes, so validation never lacks the class.
+    """
+    chosen, count = [], 0
+    for unit in units.tolist():
+        if count + sizes[unit] <= n_val:
+            chosen.append(unit)
+            count += sizes[unit]
+    if not chosen and n_val > 0 and len(units) >= 2:
+        chosen = [min(units.tolist(), key=lambda unit: sizes[unit])]
+    return chosen
 
 
 def imbalance_warning(index: FolderIndex) -> str | None:
@@ -248,6 +279,9 @@ def imbalance_warning(index: FolderIndex) -> str | None:
 def split_folder(config: TrainConfig, data_index: FolderIndex) -> tuple[FolderIndex, FolderIndex]:
     """(train, val) for a run: DATA and the `--val` folder, or a stratified, seeded `--val-split` of DATA.
 
+    The split keeps copies of one photo (`photo_groups`) on one side, so validation never scores a picture the
+    model trained on.
+
     Raises `DatasetError` when the folders' classes differ or a class folder of either holds no images.
     """
     check_classes_have_images(data_index)
@@ -259,8 +293,21 @@ def split_folder(config: TrainConfig, data_index: FolderIndex) -> tuple[FolderIn
     fraction = config.val_split if config.val_split is not None else 0.2
     if config.val_split is None:
         log.info("No --val folder given: holding out %g of %s for validation (--val-split).", fraction, config.data)
-    train_rows, val_rows = stratified_split(data_index.labels, fraction, config.seed)
+    groups = photo_groups(data_index.files)
+    train_rows, val_rows = stratified_split(data_index.labels, fraction, config.seed, groups)
+    if groups:
+        log.info(
+            "Kept %d groups of identical or near-identical photos (%d images) on one side of the split.",
+            len(groups),
+            sum(map(len, groups)),
+        )
     return data_index.subset(train_rows), data_index.subset(val_rows)
+
+
+def photo_groups(files: Sequence[str]) -> list[list[int]]:
+    """Indices of `files` holding the same photo (identical bytes or pHash within `NEAR_THRESHOLD` bits), 2 or more."""
+    found = fingerprints(files)
+    return duplicate_groups([digest for digest, _ in found], [phash for _, phash in found], NEAR_THRESHOLD)
 
 
 def validation_index(config: TrainConfig) -> FolderIndex:
