@@ -32,3 +32,18 @@ def test_out_of_range_numbers_are_usage_errors(trained_run, cars_planes, argumen
         main([values.get(argument, argument) for argument in arguments])
     assert exit_info.value.code == 2
     assert "or more, received" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "RUN", "--max-upload-mb", "inf"],
+        ["serve", "RUN", "--timeout", "nan"],
+        ["explain", "RUN", "a.jpg", "--alpha", "nan"],
+    ],
+)
+def test_number_options_refuse_infinity_and_nan(argv, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert "is not a finite number" in capsys.readouterr().err

@@ -7,6 +7,7 @@ Only torch-free modules are imported here, so `imgclf --help` and a usage error 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Sequence
 
 from imgclf import __version__
@@ -15,6 +16,16 @@ from imgclf.caches import ALL, CACHE_KINDS
 from imgclf.cli.config_file import apply_config_file
 from imgclf.cli.train_options import add_train_options
 from imgclf.config import DEVICES, ENGINES
+
+
+def finite_float(text: str) -> float:
+    """argparse's `type` for a number option: a float that is not NaN or infinite (`train` checks its own in
+    `config.validate`, as its --config file's values go there too)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
 
 AddCommand = Callable[..., argparse.ArgumentParser]
 """`add_parser` of the sub-parsers: adds one command and returns its parser."""
@@ -79,7 +90,7 @@ def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when present")
     parser.add_argument(
         "--min-confidence",
-        type=float,
+        type=finite_float,
         metavar="P",
         help="label an image `unsure` when its top probability is below P (default: the run's setting)",
     )
@@ -201,8 +212,10 @@ def _add_serve(add_command: AddCommand) -> None:
     serve.add_argument(
         "--engine", choices=ENGINES, default="auto", help="auto: the fastest installed (see `imgclf predict`)"
     )
-    serve.add_argument("--max-upload-mb", type=float, metavar="MB", help="largest image accepted (default 10)")
-    serve.add_argument("--timeout", type=float, metavar="S", help="most seconds one request may take (default 10)")
+    serve.add_argument("--max-upload-mb", type=finite_float, metavar="MB", help="largest image accepted (default 10)")
+    serve.add_argument(
+        "--timeout", type=finite_float, metavar="S", help="most seconds one request may take (default 10)"
+    )
     serve.add_argument("--max-batch", type=int, metavar="N", help="most images per model call (default 8)")
     serve.add_argument(
         "--max-pixels", type=int, metavar="N", help="most pixels of one image, read from its header (default 40000000)"
@@ -275,7 +288,7 @@ def _add_explain(add_command: AddCommand) -> None:
     explain.add_argument("--out", metavar="DIR", help="folder for the overlays (default RUN/gradcam)")
     explain.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class (default: predicted)")
     explain.add_argument(
-        "--alpha", type=float, default=0.5, help="weight of the heatmap over the photo, 0 to 1 (default 0.5)"
+        "--alpha", type=finite_float, default=0.5, help="weight of the heatmap over the photo, 0 to 1 (default 0.5)"
     )
 
 
@@ -290,7 +303,7 @@ def _add_cache(add_command: AddCommand) -> None:
     cache.add_argument("--clear", choices=(*CACHE_KINDS, ALL), help="delete the entries of one cache, or of all")
     cache.add_argument(
         "--older-than",
-        type=float,
+        type=finite_float,
         metavar="DAYS",
         help="with --clear: delete only the entries written more than DAYS days ago",
     )
