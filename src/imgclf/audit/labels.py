@@ -5,8 +5,8 @@ for a class with fewer pictures): a logistic regression on the unit-length featu
 neighbour vote. Confident learning (`cleanlab.filter.find_label_issues`, pruned both by class and by noise rate)
 picks the pictures whose given label the heads confidently disagree with; `cleanlab.rank.get_label_quality_scores`
 scores them (the out-of-fold probability of the given class: lower, more likely wrong) and the suggested label is
-the heads' most probable class. With 10% of the tutorial's training photos moved to the other class every moved
-photo is found, and only those (bench/label_issues.py).
+the heads' most probable class. With 10% of the tutorial's training photos moved to the other class, 15 or 16 of
+the 16 moved photos are flagged and no other (three draws, bench/label_issues.py).
 """
 
 from __future__ import annotations
