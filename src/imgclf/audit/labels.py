@@ -61,8 +61,9 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, seed: in
 def _head_probabilities(train: np.ndarray, labels: np.ndarray, held_out: np.ndarray) -> np.ndarray:
     """The mean of a logistic regression's and a nearest-neighbour vote's probabilities for `held_out`.
 
-    Together they rank flipped labels better than either alone (TrashNet, 5% flipped: 0.83 of the flipped
-    among as many lowest scores, against 0.79 and 0.75).
+    Together they rank flipped labels better than either alone: with 5% of TrashNet's labels flipped (three
+    draws), 80% of the lowest-scored photos, as many as were flipped, were flipped ones, against 78% for the
+    regression and 65% for the vote.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
