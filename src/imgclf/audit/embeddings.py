@@ -6,7 +6,7 @@ second audit, or training on the audited folders, does not run the backbone on t
 
 Embedding near-duplicates are pictures whose features point the same way (cosine similarity at least
 `--similarity`, 0.90 by default): mirrored or slightly cropped copies, or an edited one, which pHash misses.
-Lite0 puts a mirrored photo at 0.92 to 0.96 of its original, a photo cropped by 15% and mirrored at 0.91 to
+Lite0 puts a mirrored photo at 0.92 or more of its original, a photo cropped by 15% and mirrored at 0.91 to
 0.92, and different photos of the same car shoot at about 0.94; different airliners against the sky reach 0.90.
 Outliers are pictures far from all others, by cleanlab's `OutOfDistribution` on the features.
 """
