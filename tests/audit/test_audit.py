@@ -121,6 +121,10 @@ def test_finds_planted_duplicates_leakage_and_broken_files(planted):
         "mismatch": 1,
         "tiny": 1,
         "imbalance": 0,
+        "label-issues": 0,
+        "outliers": 0,
+        "near-duplicates": 0,
+        "quality": 0,
     }
     assert report.failures(["leakage", "imbalance"]) == {"leakage": 2}
 
@@ -155,7 +159,7 @@ def test_a_near_group_shows_identical_copies_once_and_counts_their_split(cars_pl
     with Image.open(original) as photo:
         photo.resize((photo.width // 2, photo.height // 2)).save(data / "train" / "cars" / "small.jpg")
     out = tmp_path / "out"
-    args = ["audit", str(data / "train"), "--val", str(data / "val"), "--out", str(out), "--workers", "1"]
+    args = ["audit", str(data / "train"), "--val", str(data / "val"), "--out", str(out), "--workers", "1", "--no-model"]
     assert main(args) == 0
 
     groups = json.loads((out / "audit.json").read_text())["duplicates"]
@@ -270,7 +274,7 @@ def test_the_same_folder_twice_is_a_user_error(tmp_path):
 
 def test_command_exits_3_on_a_fail_on_problem_and_writes_outputs(planted, tmp_path, capsys):
     root = planted["root"]
-    args = ["audit", str(root / "train"), "--val", str(root / "val"), "--test", str(root / "test")]
+    args = ["audit", str(root / "train"), "--val", str(root / "val"), "--test", str(root / "test"), "--no-model"]
     out = tmp_path / "out"
     assert main([*args, "--out", str(out), "--fail-on", "leakage,corrupt"]) == 3
     printed = capsys.readouterr()
@@ -283,7 +287,7 @@ def test_command_exits_3_on_a_fail_on_problem_and_writes_outputs(planted, tmp_pa
 def test_command_default_output_folder_is_named_after_data(tmp_path, monkeypatch):
     fill(tmp_path / "photos", {"a": 2, "b": 2}, first_seed=0)
     monkeypatch.chdir(tmp_path)
-    assert main(["audit", "photos", "--workers", "1"]) == 0
+    assert main(["audit", "photos", "--workers", "1", "--no-model"]) == 0
     assert (tmp_path / "audit-photos" / "audit.json").is_file()
 
 

@@ -14,19 +14,21 @@ from imgclf.data.groups import connected_groups, hamming_pairs
 
 @dataclass
 class DuplicateGroup:
-    """Files holding the same picture: `exact` (identical bytes) or `near` (perceptual hashes within the threshold).
+    """Files holding the same picture: `exact` (identical bytes), `near` (perceptual hashes within the threshold) or
+    `embedding` (backbone features whose cosine similarity reaches the threshold, joined where pHash did not).
 
-    A near group joins at least two different contents and lists each once in `files`, by its first file, so no
-    two of its files are identical. The other files with the same bytes as one of them (an exact group of their
-    own) are its `copies`: they count in its splits and classes, since a near-duplicate of a copy that sits in
-    another split leaks too. `distance` is the largest Hamming distance between two of its perceptual hashes (0
-    for an exact group).
+    A near or embedding group joins at least two different contents and lists each once in `files`, by its first
+    file, so no two of its files are identical. The other files with the same bytes as one of them (an exact group
+    of their own) are its `copies`: they count in its splits and classes, since a near-duplicate of a copy that
+    sits in another split leaks too. `distance` is the largest Hamming distance between two of its perceptual hashes (0
+    for an exact group); `similarity`, of an embedding group only, the lowest cosine similarity of two of its files.
     """
 
     kind: str
     files: list[AuditedFile]
     distance: int = 0
     copies: list[AuditedFile] = field(default_factory=list)
+    similarity: float | None = None
 
     @property
     def splits(self) -> list[str]:
@@ -81,5 +83,9 @@ def find_duplicates(files: Sequence[AuditedFile], near_threshold: int) -> list[D
         firsts = [contents[member][0] for member in members]
         copies = [file for member in members for file in contents[member][1:]]
         groups.append(DuplicateGroup("near", firsts, distance, copies))
-    groups.sort(key=lambda g: (not g.leakage, not g.label_conflict, -len(g.files), g.kind, g.files[0].path))
-    return groups
+    return sorted(groups, key=group_order)
+
+
+def group_order(group: DuplicateGroup) -> tuple:
+    """Sort key: leakage first, then label conflicts, then larger groups."""
+    return (not group.leakage, not group.label_conflict, -len(group.files), group.kind, group.files[0].path)

@@ -1,4 +1,4 @@
-"""Reading image files once each: content hash, format, upright size and perceptual hash, in worker processes."""
+"""Reading image files once each: content hash, format, upright size, perceptual hash and looks, in worker processes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from imgclf.audit.quality import Looks, measure_looks
 from imgclf.data.fingerprints import DECODE_SIZE, map_in_processes, perceptual_hash
 from imgclf.data.images import ImageError, decode_image
 
@@ -41,6 +42,7 @@ class FileFacts:
     width: int | None = None
     height: int | None = None
     perceptual_hash: int | None = None
+    looks: Looks | None = None
     error: str | None = None
 
 
@@ -74,7 +76,7 @@ def extension_matches(path: str | Path, image_format: str) -> bool:
 
 
 def inspect_file(path: str | Path) -> FileFacts:
-    """Read `path` once: content hash, format, mode, upright width and height, and perceptual hash.
+    """Read `path` once: content hash, format, mode, upright width and height, perceptual hash and looks.
 
     An unreadable, empty, corrupt or truncated file gets `error` set to the reason instead of raising.
     A truncated JPEG is caught by decoding it to the end; a PNG's chunk checksums are verified as well.
@@ -110,6 +112,7 @@ def inspect_file(path: str | Path) -> FileFacts:
         facts.error = f"corrupt or truncated ({error})"
         return facts
     facts.perceptual_hash = perceptual_hash(picture)
+    facts.looks = measure_looks(picture)
     return facts
 
 

@@ -9,8 +9,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from imgclf.audit.duplicates import DuplicateGroup
+from imgclf.audit.embeddings import Outlier
 from imgclf.audit.inspection import AuditedFile, extension_matches
-from imgclf.audit.options import HASH_BITS
+from imgclf.audit.labels import LabelIssue
+from imgclf.audit.options import DEFAULT_SIMILARITY, HASH_BITS
+from imgclf.audit.quality import QualityIssue, find_quality_issues
 
 
 @dataclass
@@ -29,7 +32,11 @@ class SplitSummary:
 
 @dataclass
 class AuditReport:
-    """Everything `audit_folders` found; `problems()` counts what `--fail-on` can name."""
+    """Everything `audit_folders` found; `problems()` counts what `--fail-on` can name.
+
+    `label_issues`, `outliers` and `embedding_groups` come from the backbone `model`'s features, and stay empty
+    when the audit ran without one (`model` None).
+    """
 
     splits: list[SplitSummary]
     files: list[AuditedFile]
@@ -38,6 +45,11 @@ class AuditReport:
     min_size: int
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    model: str | None = None
+    similarity: float = DEFAULT_SIMILARITY
+    label_issues: list[LabelIssue] = field(default_factory=list)
+    outliers: list[Outlier] = field(default_factory=list)
+    embedding_groups: list[DuplicateGroup] = field(default_factory=list)
 
     @property
     def unreadable(self) -> list[AuditedFile]:
@@ -58,8 +70,17 @@ class AuditReport:
             file for file in self.files if file.readable and min(file.facts.width, file.facts.height) < self.min_size
         ]
 
+    @property
+    def quality_issues(self) -> list[QualityIssue]:
+        """Readable images that are too dark, too bright, blurry, low in information, oddly shaped, or grey
+        among colour pictures."""
+        return find_quality_issues(self.files)
+
     def problems(self) -> dict[str, int]:
-        """How many of each problem `--fail-on` can name: groups, files or splits."""
+        """How many of each problem `--fail-on` can name: groups, files or splits.
+
+        `leakage` and `duplicates` count exact and pHash groups; `near-duplicates` the embedding groups.
+        """
         return {
             "leakage": sum(group.leakage for group in self.groups),
             "corrupt": len(self.unreadable),
@@ -67,6 +88,10 @@ class AuditReport:
             "mismatch": len(self.mismatched),
             "tiny": len(self.tiny),
             "imbalance": sum(split.imbalance is not None for split in self.splits),
+            "label-issues": len(self.label_issues),
+            "outliers": len(self.outliers),
+            "near-duplicates": len(self.embedding_groups),
+            "quality": len(self.quality_issues),
         }
 
     def failures(self, fail_on: Sequence[str]) -> dict[str, int]:
@@ -94,6 +119,8 @@ class AuditReport:
                 "min_size": self.min_size,
                 "content_hash": "blake2b-128",
                 "perceptual_hash": f"pHash {HASH_BITS} bits (imagehash), Hamming distance",
+                "model": self.model,
+                "similarity": self.similarity if self.model else None,
             },
             "seconds": round(self.seconds, 3),
             "problems": self.problems(),
@@ -108,20 +135,31 @@ class AuditReport:
                 for file in self.mismatched
             ],
             "tiny": [{**_where(file), "width": file.facts.width, "height": file.facts.height} for file in self.tiny],
-            "duplicates": [
-                {
-                    "kind": group.kind,
-                    "distance": group.distance,
-                    "leakage": group.leakage,
-                    "label_conflict": group.label_conflict,
-                    "splits": group.splits,
-                    "classes": group.class_names,
-                    "files": [_group_member(file) for file in group.files],
-                    "copies": [_group_member(file) for file in group.copies],
-                }
-                for group in self.groups
+            "duplicates": [_group_dict(group) for group in self.groups],
+            "embedding_duplicates": [_group_dict(group) for group in self.embedding_groups],
+            "label_issues": [
+                {**_where(issue.file), "given": issue.given, "suggested": issue.suggested, "score": issue.score}
+                for issue in self.label_issues
+            ],
+            "outliers": [{**_where(outlier.file), "score": outlier.score} for outlier in self.outliers],
+            "quality": [
+                {**_where(issue.file), "problems": issue.problems, **asdict(issue.file.facts.looks)}
+                for issue in self.quality_issues
             ],
         }
+
+
+def _group_dict(group: DuplicateGroup) -> dict[str, object]:
+    return {
+        "kind": group.kind,
+        **({"similarity": group.similarity} if group.kind == "embedding" else {"distance": group.distance}),
+        "leakage": group.leakage,
+        "label_conflict": group.label_conflict,
+        "splits": group.splits,
+        "classes": group.class_names,
+        "files": [_group_member(file) for file in group.files],
+        "copies": [_group_member(file) for file in group.copies],
+    }
 
 
 def _where(file: AuditedFile) -> dict[str, str]:

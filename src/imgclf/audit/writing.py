@@ -1,27 +1,51 @@
-"""Writing an audit: `audit.json`, and `audit.html`, one page with thumbnails of every duplicate group."""
+"""Writing an audit: `audit.json`; `audit.html`, one page with thumbnails of every finding; and, when a model
+looked for them, `label-issues.csv`, the suspected label errors for the user to mark and `imgclf fix` to apply."""
 
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from imgclf.audit.duplicates import DuplicateGroup
+from imgclf.audit.inspection import AuditedFile
+from imgclf.audit.labels import LabelIssue
 from imgclf.audit.report import AuditReport
 from imgclf.data.images import file_thumbnail_uri
-from imgclf.files import atomic_write_text, write_json
+from imgclf.files import atomic_write_text, write_csv, write_json
 
 THUMBNAILS_PER_GROUP = 12
+THUMBNAILS_PER_SECTION = 60
 THUMBNAIL_SIZE = 160
+LABEL_ISSUES_FILE = "label-issues.csv"
+LABEL_ISSUES_COLUMNS = ("file", "given", "suggested", "score", "action")
+"""The columns of `label-issues.csv`. `action` is `keep` as written; the user changes it to `relabel` (move the
+file to the suggested class) or `remove`, and `imgclf fix label-issues.csv` does it."""
 
 
 def write_audit(report: AuditReport, out_dir: str | Path) -> list[Path]:
-    """Write `audit.json` and the self-contained `audit.html` into `out_dir`, atomically; returns their paths."""
+    """Write `audit.json`, the self-contained `audit.html` and, when the report has a model, `label-issues.csv`
+    into `out_dir`, atomically; returns their paths."""
     out_dir = Path(out_dir)
     json_path, html_path = out_dir / "audit.json", out_dir / "audit.html"
     write_json(json_path, report.to_dict())
     atomic_write_text(html_path, render_html(report))
-    return [json_path, html_path]
+    if report.model is None:
+        return [json_path, html_path]
+    csv_path = out_dir / LABEL_ISSUES_FILE
+    write_label_issues(csv_path, report.label_issues)
+    return [json_path, html_path, csv_path]
+
+
+def write_label_issues(path: str | Path, issues: Sequence[LabelIssue]) -> None:
+    """Write `issues` as `LABEL_ISSUES_COLUMNS`, one row per file (its absolute path, so that `imgclf fix --data`
+    finds it from any folder), every action `keep`."""
+    rows = [
+        (os.path.abspath(issue.file.path), issue.given, issue.suggested, f"{issue.score:.4f}", "keep")
+        for issue in issues
+    ]
+    write_csv(path, LABEL_ISSUES_COLUMNS, rows)
 
 
 _STYLE = """
@@ -84,8 +108,47 @@ def render_html(report: AuditReport) -> str:
             parts.append(f"<h2>{e(title)}</h2>" + _html_table(header, rows))
     parts.append(f"<h2>Duplicate groups ({len(report.groups)})</h2>")
     parts += [_html_group(group) for group in report.groups]
+    parts += _html_model_findings(report)
+    parts.append(_html_files("Image quality", [(i.file, ", ".join(i.problems)) for i in report.quality_issues]))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _html_model_findings(report: AuditReport) -> list[str]:
+    """Label issues, outliers and embedding near-duplicate groups, or a line saying no model looked."""
+    if report.model is None:
+        return ["<p>Label issues, outliers and embedding near-duplicates were not looked for (no model).</p>"]
+    issues = [
+        (issue.file, f"{issue.given} → {issue.suggested} (score {issue.score:.3f})") for issue in report.label_issues
+    ]
+    groups = report.embedding_groups
+    return [
+        _html_files(f"Label issues (given → suggested, by {report.model})", issues),
+        _html_files(
+            "Outliers (far from every other picture)", [(o.file, f"score {o.score:.3f}") for o in report.outliers]
+        ),
+        f"<h2>Embedding near-duplicates (cosine similarity ≥ {report.similarity:.2f}) ({len(groups)})</h2>",
+        *[_html_group(group) for group in groups],
+    ]
+
+
+def _html_files(title: str, entries: Sequence[tuple[AuditedFile, str]]) -> str:
+    """A section of thumbnails, each captioned with its file and note; past `THUMBNAILS_PER_SECTION`, a list."""
+    figures = "".join(_html_figure(file, note) for file, note in entries[:THUMBNAILS_PER_SECTION])
+    rest = "".join(
+        f"<li>{html.escape(f'{file.display_name()}: {note}')}</li>" for file, note in entries[THUMBNAILS_PER_SECTION:]
+    )
+    more = f"<p>and without thumbnails:</p><ul>{rest}</ul>" if rest else ""
+    return f"<h2>{html.escape(title)} ({len(entries)})</h2><div>{figures}</div>{more}"
+
+
+def _html_figure(file: AuditedFile, note: str) -> str:
+    """The file's thumbnail captioned with its name and `note`, all escaped."""
+    caption = html.escape(f"{file.display_name()} ({file.facts.width}×{file.facts.height})")
+    uri = file_thumbnail_uri(file.path, THUMBNAIL_SIZE)
+    picture = f'<img src="{uri}" alt="{caption}">' if uri else '<div class="missing">unreadable now</div>'
+    note_line = f"<br><strong>{html.escape(note)}</strong>" if note else ""
+    return f"<figure>{picture}<figcaption>{caption}{note_line}</figcaption></figure>"
 
 
 def _html_table(header: Sequence[str], rows) -> str:
@@ -106,16 +169,13 @@ def _html_group(group: DuplicateGroup) -> str:
     tags = [f'<span class="tag">{group.kind}</span>']
     if group.kind == "near":
         tags.append(f'<span class="tag">distance {group.distance}</span>')
+    if group.kind == "embedding":
+        tags.append(f'<span class="tag">cosine ≥ {group.similarity:.3f}</span>')
     if group.leakage:
         tags.append(f'<span class="tag bad">leakage: {html.escape(", ".join(group.splits))}</span>')
     if group.label_conflict:
         tags.append(f'<span class="tag bad">label conflict: {html.escape(", ".join(group.class_names))}</span>')
-    figures = []
-    for file in group.files[:THUMBNAILS_PER_GROUP]:
-        caption = html.escape(f"{file.display_name()} ({file.facts.width}×{file.facts.height})")
-        uri = file_thumbnail_uri(file.path, THUMBNAIL_SIZE)
-        picture = f'<img src="{uri}" alt="{caption}">' if uri else '<div class="missing">unreadable now</div>'
-        figures.append(f"<figure>{picture}<figcaption>{caption}</figcaption></figure>")
+    figures = [_html_figure(file, "") for file in group.files[:THUMBNAILS_PER_GROUP]]
     rest = "".join(f"<li>{html.escape(file.display_name())}</li>" for file in group.files[THUMBNAILS_PER_GROUP:])
     more = f"<p>and without thumbnails:</p><ul>{rest}</ul>" if rest else ""
     if group.copies:

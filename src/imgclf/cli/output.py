@@ -294,6 +294,8 @@ def _print_problem_counts(report: AuditReport) -> None:
         ),
         ("duplicate groups across splits", sum(g.leakage for g in groups), "leakage"),
         ("duplicate groups across classes", sum(g.label_conflict for g in groups), ""),
+        ("image quality (dark, bright, blurry, ...)", len(report.quality_issues), "quality"),
+        *_model_problem_rows(report),
     ):
         problems.add_row(label, f"[red]{count}[/red]" if count else "0", name)
     stdout.print(problems)
@@ -324,6 +326,51 @@ def _print_problem_files(report: AuditReport) -> None:
             for group in report.groups
         ],
         markup=True,
+    )
+    _print_findings(report)
+
+
+def _model_problem_rows(report: AuditReport) -> list[tuple[str, int, str]]:
+    """The Problems table's rows for what the backbone's features found; none when no model looked."""
+    if report.model is None:
+        return []
+    return [
+        (f"suspected label errors ({report.model})", len(report.label_issues), "label-issues"),
+        ("outliers (far from every other picture)", len(report.outliers), "outliers"),
+        (
+            f"embedding near-duplicate groups (cosine ≥ {report.similarity:.2f})",
+            len(report.embedding_groups),
+            "near-duplicates",
+        ),
+    ]
+
+
+def _print_findings(report: AuditReport) -> None:
+    """The first label issues, outliers, embedding near-duplicate groups and quality flags."""
+    _print_some(
+        "Suspected label errors (given → suggested)",
+        ("file", "given", "suggested", "score"),
+        [(i.file.display_name(), i.given, i.suggested, f"{i.score:.3f}") for i in report.label_issues],
+    )
+    _print_some("Outliers", ("file", "score"), [(o.file.display_name(), f"{o.score:.3f}") for o in report.outliers])
+    _print_some(
+        "Embedding near-duplicate groups",
+        ("where", "cosine", "files"),
+        [
+            (
+                ("[red]across splits[/red]" if group.leakage else f"within {group.splits[0]}")
+                + (" [red]and classes[/red]" if group.label_conflict else ""),
+                f"≥ {group.similarity:.3f}",
+                "\n".join(escape(name) for name in group.names()),
+            )
+            for group in report.embedding_groups
+        ],
+        markup=True,
+    )
+    _print_some(
+        "Image quality",
+        ("file", "problems"),
+        [(issue.file.display_name(), ", ".join(issue.problems)) for issue in report.quality_issues],
     )
 
 

@@ -11,7 +11,13 @@ import math
 from collections.abc import Callable, Sequence
 
 from imgclf import __version__
-from imgclf.audit.options import DEFAULT_MIN_SIZE, DEFAULT_NEAR_THRESHOLD, FAIL_ON_CHOICES
+from imgclf.audit.options import (
+    DEFAULT_MIN_SIZE,
+    DEFAULT_MODEL,
+    DEFAULT_NEAR_THRESHOLD,
+    DEFAULT_SIMILARITY,
+    FAIL_ON_CHOICES,
+)
 from imgclf.caches import ALL, CACHE_KINDS
 from imgclf.cli.config_file import apply_config_file
 from imgclf.cli.train_options import add_train_options
@@ -227,8 +233,8 @@ def _add_audit(add_command: AddCommand) -> None:
         "audit",
         help="check a dataset: counts, sizes, unreadable files, duplicates, leakage between splits",
         description="Audit DATA/<class>/<image> (and --val, --test): images per class, sizes, modes and formats, "
-        "unreadable files, extensions that do not match the format, tiny images, and exact and near duplicates "
-        "within and across splits. Writes audit.json and audit.html (thumbnails of every duplicate group); the "
+        "unreadable, mismatched or tiny files, image quality, duplicates within and across splits, and by a backbone's "
+        "features label issues, outliers and near-duplicates. Writes audit.json, audit.html and label-issues.csv; the "
         "data folders are only read. Exit code 3 when a problem named by --fail-on is found.",
     )
     audit.add_argument("data", metavar="DATA", help="folder with one sub-folder per class (the training split)")
@@ -258,6 +264,24 @@ def _add_audit(add_command: AddCommand) -> None:
         help=f"exit 3 when any of these comma-separated problems is found: {','.join(FAIL_ON_CHOICES)}",
     )
     audit.add_argument("--workers", type=int, help="processes decoding images (default: one per CPU core)")
+    _add_audit_model_options(audit)
+
+
+def _add_audit_model_options(audit: argparse.ArgumentParser) -> None:
+    backbone = audit.add_mutually_exclusive_group()
+    backbone.add_argument(
+        "--model",
+        metavar="NAME",
+        help=f"backbone for label issues, outliers, near-duplicates (default {DEFAULT_MODEL})",
+    )
+    backbone.add_argument("--no-model", action="store_true", help="run no backbone: skip those three checks")
+    audit.add_argument(
+        "--similarity",
+        type=finite_float,
+        default=DEFAULT_SIMILARITY,
+        metavar="COS",
+        help=f"lowest cosine similarity of two pictures' features for near-duplicates (default {DEFAULT_SIMILARITY})",
+    )
 
 
 def _add_fix(add_command: AddCommand) -> None:
