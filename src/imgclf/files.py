@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     import torch
@@ -48,13 +48,23 @@ def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> N
 
     `durable` also waits for the disk (fsync) before the rename; a cache, cheap to recompute, can skip that.
     """
+    with atomic_writer(path, durable) as file:
+        file.write(data)
+
+
+@contextmanager
+def atomic_writer(path: str | Path, durable: bool = True) -> Iterator[BinaryIO]:
+    """A binary file to write in steps that replaces `path` when the block ends, and vanishes if it fails.
+
+    What `atomic_write_bytes` does, for contents too large to hold in memory at once.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the permissions a plain open() would
         with os.fdopen(handle, "wb") as file:
-            file.write(data)
+            yield file
             file.flush()
             if durable:
                 os.fsync(file.fileno())
@@ -118,6 +128,37 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[o
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
+
+
+class CsvAppender:
+    """A CSV file that grows by whole rows: each `write` appends rows and flushes them, with Ctrl-C held.
+
+    An interrupted writer leaves every row it wrote whole. A new file starts with `header`; with `keep_bytes`
+    (the end of the last whole row of a file being continued) the file is cut there and continued instead.
+    Use it in a `with` block, which closes the file.
+    """
+
+    def __init__(self, path: str | Path, header: Sequence[str], keep_bytes: int = 0):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if keep_bytes and path.stat().st_size > keep_bytes:
+            os.truncate(path, keep_bytes)  # only then: a file with nothing to add keeps its modification time
+        self.file = path.open("a" if keep_bytes else "w", newline="", encoding="utf-8")
+        self.writer = csv.writer(self.file, lineterminator="\n")
+        if not keep_bytes:
+            self.write([header])
+
+    def write(self, rows: Sequence[Sequence[object]]) -> None:
+        """Append `rows` and flush them to the operating system (which keeps them if this process dies)."""
+        with interrupts_held():
+            self.writer.writerows(rows)
+            self.file.flush()
+
+    def __enter__(self) -> CsvAppender:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
 
 
 def save_figure(path: str | Path, figure) -> None:
