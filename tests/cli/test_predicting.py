@@ -109,6 +109,13 @@ def test_options_that_do_not_go_together_are_refused_in_one_line(run_dir, empty_
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
 
 
+def test_under_torchrun_predict_needs_a_csv_file(run_dir, empty_photo, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(["predict", run_dir, str(empty_photo), "--format", "json"]) == 1
+    assert capsys.readouterr().err.startswith("error: torchrun needs a CSV file to write row by row.")
+
+
 def test_an_interrupted_predict_exits_130_and_resume_finishes_the_csv(
     run_dir, cars_planes, tmp_path, monkeypatch, capsys
 ):

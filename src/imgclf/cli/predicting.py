@@ -99,11 +99,16 @@ def without_nproc(argv: Sequence[str]) -> list[str]:
 
 def _check_options(args: argparse.Namespace) -> None:
     """Refuse options that do not go together, before anything is loaded."""
-    several = (args.nproc or 1) > 1
+    several = (args.nproc or 1) > 1 or torchrun_environment() is not None
+    processes_flag = "--nproc" if args.nproc else "torchrun"
     if args.sort_into is not None:
         clashes = [
             flag
-            for flag, given in (("--output", args.output), ("--format", args.format != "table"), ("--nproc", several))
+            for flag, given in (
+                ("--output", args.output),
+                ("--format", args.format != "table"),
+                (processes_flag, several),
+            )
             if given
         ]
         if clashes:
@@ -118,7 +123,7 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ConfigError(
             "--link only changes how --sort-into copies. Received: --link. Add --sort-into DIR.", "--link"
         )
-    for flag, given in (("--resume", args.resume), ("--nproc", several)):
+    for flag, given in (("--resume", args.resume), (processes_flag, several)):
         if given and (args.output is None or args.format != "csv"):
             output = "no --output" if args.output is None else f"--output {args.output}"
             raise ConfigError(
@@ -134,8 +139,6 @@ def _predict_to_csv_file(args: argparse.Namespace, run: Run, files: list[str], p
         return predict_to_csv(run, files, args.output, args.batch_size, args.resume, processes)
     with progress_callback("Predicting") as advance:
         tally = predict_to_csv(run, files, args.output, args.batch_size, args.resume, processes, advance)
-    tally.check()  # when no image could be read, its line alone
-    stdout.print(f"Wrote {args.output}")
     return tally
 
 
