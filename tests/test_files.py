@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.cli.output import format_predictions
+from imgclf.cli.output import PredictionStream
 from imgclf.deploy.predictor import Prediction
 from imgclf.files import cache_dir, write_csv
 
@@ -50,6 +50,15 @@ def test_write_csv_leaves_numbers_and_plain_text_as_they_are(tmp_path):
         "photos/=not-at-the-start.jpg",
         "",
     ]
+
+
+def format_predictions(predictions: list[Prediction], class_names: list[str], fmt: str) -> str:
+    """What `imgclf predict --format FMT` prints for `predictions`."""
+    printed: list[str] = []
+    stream = PredictionStream(printed.append, fmt, class_names)
+    stream(predictions)
+    stream.close()
+    return "".join(printed)
 
 
 def prediction(file: str, label: str, probability: float) -> Prediction:

@@ -15,10 +15,10 @@ import re
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     import torch
@@ -49,13 +49,23 @@ def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> N
 
     `durable` also waits for the disk (fsync) before the rename; a cache, cheap to recompute, can skip that.
     """
+    with atomic_writer(path, durable) as file:
+        file.write(data)
+
+
+@contextmanager
+def atomic_writer(path: str | Path, durable: bool = True) -> Iterator[BinaryIO]:
+    """A binary file to write in steps that replaces `path` when the block ends, and vanishes if it fails.
+
+    What `atomic_write_bytes` does, for contents too large to hold in memory at once.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the permissions a plain open() would
         with os.fdopen(handle, "wb") as file:
-            file.write(data)
+            yield file
             file.flush()
             if durable:
                 os.fsync(file.fileno())
@@ -135,20 +145,58 @@ def csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     formula when predictions.csv is opened in a spreadsheet. Numbers, and numbers written as text, stay as they are
     (-0.5 stays -0.5).
     """
+    return csv_rows_text([header, *rows])
+
+
+def csv_rows_text(rows: Iterable[Sequence[object]]) -> str:
+    """`csv_text`'s lines for `rows` alone (no header), for a CSV written in parts."""
     buffer = io.StringIO()
     plain = csv.writer(buffer, lineterminator="\n")
     # csv leaves a carriage return unquoted when the lines end in \n, and readers end the row there.
     quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
-    for row in [header, *rows]:
-        cells = [_inert(cell) for cell in row]
+    for row in rows:
+        cells = [inert_cell(cell) for cell in row]
         (quoted if any(isinstance(cell, str) and "\r" in cell for cell in cells) else plain).writerow(cells)
     return buffer.getvalue()
 
 
-def _inert(cell: object) -> object:
+def inert_cell(cell: object) -> object:
+    """`cell` as `csv_text` writes it: a string a spreadsheet would run as a formula gets a leading `'`."""
     if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) and not _DECIMAL.fullmatch(cell):
         return "'" + cell
     return cell
+
+
+class CsvAppender:
+    """A CSV file that grows by whole rows: each `write` appends rows and flushes them, with Ctrl-C held.
+
+    Cells are made inert as `csv_text` makes them.
+
+    An interrupted writer leaves every row it wrote whole. A new file starts with `header`; with `keep_bytes`
+    (the end of the last whole row of a file being continued) the file is cut there and continued instead.
+    Use it in a `with` block, which closes the file.
+    """
+
+    def __init__(self, path: str | Path, header: Sequence[str], keep_bytes: int = 0):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if keep_bytes and path.stat().st_size > keep_bytes:
+            os.truncate(path, keep_bytes)  # only then: a file with nothing to add keeps its modification time
+        self.file = path.open("a" if keep_bytes else "w", newline="", encoding="utf-8")
+        if not keep_bytes:
+            self.write([header])
+
+    def write(self, rows: Sequence[Sequence[object]]) -> None:
+        """Append `rows` and flush them to the operating system (which keeps them if this process dies)."""
+        with interrupts_held():
+            self.file.write(csv_rows_text(rows))
+            self.file.flush()
+
+    def __enter__(self) -> CsvAppender:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
 
 
 def save_figure(path: str | Path, figure) -> None:

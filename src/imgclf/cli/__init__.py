@@ -5,6 +5,8 @@
 
 imgclf train DATA --val VAL [options] [--nproc N]   (N processes: torchrun --standalone --nproc-per-node N -m imgclf)
 imgclf predict RUN PATH... [--format table|csv|json] [--output FILE] [--engine auto|torch|onnx|openvino] [--device]
+imgclf predict RUN PATH... --format csv --output FILE [--resume] [--nproc N]   (row by row; N processes: torchrun)
+imgclf predict RUN PATH... --sort-into DIR [--link]   (exit 1: no image readable; with --strict: any unreadable)
 imgclf evaluate RUN DIR [--tta] [--min-confidence P] [--device auto|cpu|cuda]
 imgclf report RUN [DIR]
 imgclf export RUN [--format onnx]

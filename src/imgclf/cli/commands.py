@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from rich.markup import escape
@@ -20,7 +18,6 @@ from imgclf.cli.output import (
     cache_table,
     experiments_table,
     explanations_table,
-    format_predictions,
     predictions_table,
     print_audit,
     print_evaluation,
@@ -28,27 +25,16 @@ from imgclf.cli.output import (
     progress_bar,
     stderr,
     stdout,
-    table_text,
-    warn_unreadable,
 )
+from imgclf.cli.predicting import finish, load_run, predict, tally_of, without_nproc
 from imgclf.cli.train_options import AUGMENT_OPTIONS
-from imgclf.config import AUGMENT_PRESETS, ConfigError, ImgclfError, TrainConfig, check_min_confidence
-from imgclf.files import atomic_write_text, is_main_process
+from imgclf.config import AUGMENT_PRESETS, ConfigError, ImgclfError, TrainConfig
+from imgclf.files import is_main_process
 from imgclf.training.distributed import check_batch_size, launch, torchrun_environment
 from imgclf.training.loop import train
 from imgclf.training.options import check_before_training, make_train_config, resumed_config
 
 EXIT_AUDIT_PROBLEMS = 3
-
-
-def _load_run(args: argparse.Namespace):
-    from imgclf.deploy.predictor import load
-
-    check_min_confidence(args.min_confidence)  # before the load, which may export the model first
-    run = load(args.run, engine=args.engine, device=args.device)
-    if args.min_confidence is not None:
-        run.min_confidence = args.min_confidence
-    return run
 
 
 def _train_options(args: argparse.Namespace) -> dict:
@@ -60,18 +46,6 @@ def _train_options(args: argparse.Namespace) -> dict:
         preset = AUGMENT_PRESETS[args.augment or "none"]
         options["augment"] = dataclasses.replace(preset, **augment_overrides)
     return options
-
-
-def _without_nproc(argv: Sequence[str]) -> list[str]:
-    kept, skip_value = [], False
-    for token in argv:
-        if skip_value:
-            skip_value = False
-        elif token == "--nproc":
-            skip_value = True
-        elif not token.startswith("--nproc="):
-            kept.append(token)
-    return kept
 
 
 def _train_config(args: argparse.Namespace, options: dict) -> TrainConfig:
@@ -100,7 +74,7 @@ def _launch_processes(args: argparse.Namespace, options: dict) -> int:
                 f"Use --nproc {choices}."
             )
     check_before_training(config)
-    return launch(args.nproc, _without_nproc(args.argv))
+    return launch(args.nproc, without_nproc(args.argv))
 
 
 # What a resumed run may change: how long it trains and how it runs, never what it learns.
@@ -154,43 +128,20 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from imgclf.data.folders import list_images
-
-    run = _load_run(args)
-    files = list_images(args.paths)
-    with progress_bar("Predicting") as progress:
-        task = progress.add_task("predict", total=len(files))
-        predictions = []
-        for prediction in run.predict_iter(files, batch_size=args.batch_size):
-            predictions.append(prediction)
-            progress.advance(task)
-    if args.format == "table":
-        if args.output:
-            atomic_write_text(args.output, table_text(predictions_table(predictions)))
-        else:
-            stdout.print(predictions_table(predictions))
-    else:
-        text = format_predictions(predictions, run.class_names, args.format)
-        if args.output:
-            atomic_write_text(args.output, text)
-        else:
-            sys.stdout.write(text)
-    warn_unreadable(sum(p.error is not None for p in predictions), len(predictions), "the error column")
-    return 0
-
-
 def _evaluate(args: argparse.Namespace) -> int:
     from imgclf.evaluation.evaluate import evaluate_folder, write_evaluation
     from imgclf.evaluation.report import REPORT_FILE, write_report
 
-    run = _load_run(args)
+    run = load_run(args)
     evaluation = evaluate_folder(run, args.folder, args.batch_size, args.tta)
+    tally = tally_of(evaluation.predictions)
+    tally.check()  # when no image could be read, its line alone and nothing written
     out_dir = Path(args.out) if args.out else run.run_dir / f"eval-{Path(args.folder).resolve().name}"
     write_evaluation(evaluation, out_dir)
     write_report(run, evaluation, out_dir / REPORT_FILE)
     print_evaluation(evaluation)
     stdout.print(f"Wrote {out_dir / 'metrics.json'}, {out_dir / 'predictions.csv'} and {out_dir / REPORT_FILE}")
+    finish(tally, args.strict, str(out_dir / "metrics.json"))
     return 0
 
 
@@ -199,7 +150,7 @@ def _report(args: argparse.Namespace) -> int:
     from imgclf.evaluation.evaluate import evaluate_folder, evaluate_index
     from imgclf.evaluation.report import REPORT_FILE, write_report
 
-    run = _load_run(args)
+    run = load_run(args)
     if args.folder is not None:
         evaluation = evaluate_folder(run, args.folder, args.batch_size, args.tta)
     else:
@@ -355,8 +306,10 @@ def _explain(args: argparse.Namespace) -> int:
             progress.update(task, completed=done)
 
         results = explain_files(run, files, out_dir, args.class_name, args.alpha, progress=advance)
+    tally = tally_of(results)
+    tally.check()  # when no image could be read, its line alone
     stdout.print(explanations_table(results, out_dir))
-    warn_unreadable(sum(result.error is not None for result in results), len(results), "the table")
+    finish(tally, args.strict, "the table")
     return 0
 
 
@@ -380,7 +333,7 @@ def _cache(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": _train,
-    "predict": _predict,
+    "predict": predict,
     "evaluate": _evaluate,
     "summary": _summary,
     "export": _export,

@@ -5,22 +5,36 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from imgclf.caches import format_size
-from imgclf.files import csv_text, json_text
+from imgclf.deploy.batch import csv_header, csv_row
+from imgclf.files import csv_rows_text, json_text
 
 if TYPE_CHECKING:  # the types only: the modules that define them import PyTorch
     from imgclf.audit import AuditReport
     from imgclf.caches import CacheSize
     from imgclf.deploy.predictor import Prediction
+    from imgclf.deploy.sorting import Sorted
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
@@ -53,11 +67,40 @@ class ConsoleLogHandler(logging.Handler):
         stderr.print(prefix + self.format(record), style=style, markup=False, highlight=False)
 
 
-def progress_bar(label: str) -> Progress:
-    """A transient progress bar on stderr: `label`, the bar, done of total, time elapsed."""
-    return Progress(
-        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=stderr, transient=True
-    )
+def progress_bar(label: str, rate: bool = False) -> Progress:
+    """A transient progress bar on stderr: `label`, the bar, done of total, time elapsed; with `rate`, also
+    images a second and the time left. Where stderr is no terminal (a script's log) there is none."""
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    if rate:
+        columns += [ImagesPerSecondColumn(), TextColumn("left"), TimeRemainingColumn()]
+    # Even when hidden, a bar leaves a blank line in a file: a script would read it before the error line.
+    return Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal)
+
+
+@contextmanager
+def progress_callback(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A `progress_bar` with rate for the library's `progress(done, total)` callbacks, as a context.
+
+    The first call sets where the bar starts (a resumed run's rows already done), without counting them in the
+    rate.
+    """
+    with progress_bar(label, rate=True) as progress:
+        task = progress.add_task(label, total=None)
+
+        def advance(done: int, total: int) -> None:
+            if progress.tasks[0].total is None:
+                progress.reset(task, total=total, completed=done)
+            else:
+                progress.update(task, completed=done)
+
+        yield advance
+
+
+class ImagesPerSecondColumn(ProgressColumn):
+    """How many images a second the task is doing, once rich has measured it."""
+
+    def render(self, task: Task) -> Text:
+        return Text("" if task.speed is None else f"{task.speed:,.0f} img/s")
 
 
 class TrainingProgress:
@@ -121,29 +164,52 @@ def table_text(table: Table) -> str:
     return console.file.getvalue()
 
 
-def format_predictions(predictions: Sequence[Prediction], class_names: list[str], fmt: str) -> str:
-    """CSV or JSON text: file, label, index, probability of the label, and one probability per class."""
-    if fmt == "json":
-        return json_text([dataclasses.asdict(p) for p in predictions])
-    header = ["file", "label", "index", "probability", *[f"p_{name}" for name in class_names], "error"]
-    rows = [
-        [
-            p.file,
-            p.label or "",
-            "" if p.index is None else p.index,
-            "" if p.probability is None else f"{p.probability:.6f}",
-            *[f"{p.probabilities[c]:.6f}" if p.probabilities else "" for c in class_names],
-            p.error or "",
-        ]
-        for p in predictions
-    ]
-    return csv_text(header, rows)
+class PredictionStream:
+    """Predictions handed to `write` as they come: CSV rows (`csv_header` first) or one JSON array (`fmt`).
+
+    Call it with each batch, then `close()` (which ends the JSON array). The JSON is the text
+    `json.dumps([...], indent=2)` writes, one prediction at a time.
+    """
+
+    def __init__(self, write: Callable[[str], object], fmt: str, class_names: Sequence[str]):
+        self.write, self.fmt, self.class_names = write, fmt, class_names
+        self.started = False
+
+    def __call__(self, predictions: Sequence[Prediction]) -> None:
+        if self.fmt == "json":
+            items = [textwrap.indent(json_text(dataclasses.asdict(p)).rstrip("\n"), "  ") for p in predictions]
+            if items:
+                self.write(("," if self.started else "[") + "\n" + ",\n".join(items))
+                self.started = True
+            return
+        rows = [csv_row(p, self.class_names) for p in predictions]
+        if not self.started:
+            rows.insert(0, csv_header(self.class_names))
+            self.started = True
+        self.write(csv_rows_text(rows))
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.write("\n]\n" if self.started else "[]\n")
 
 
 def warn_unreadable(failed: int, total: int, where: str) -> None:
-    """One yellow line when some images could not be read; nothing otherwise."""
-    if failed:
-        stderr.print(f"[yellow]{failed} of {total} images could not be read (see {where}).")
+    """One yellow line when some (not all) images could not be read; nothing otherwise."""
+    if 0 < failed < total:
+        stderr.print(f"[yellow]{failed} of {total} images could not be read (see {escape(where)}).")
+
+
+def sorted_table(result: Sorted, out_dir: Path) -> Table:
+    """Images sorted into each folder of `out_dir` by this call (unreadable ones apart), then their total."""
+    table = Table(title=f"Sorted into {escape(str(out_dir))}")
+    table.add_column("folder")
+    table.add_column("images", justify="right")
+    for folder, count in sorted(result.per_folder.items()):
+        table.add_row(escape(folder), f"{count:,}")
+    if result.tally.unreadable:
+        table.add_row("[red]unreadable (not copied)[/red]", f"{result.tally.unreadable:,}")
+    table.add_row("total", f"{result.tally.images:,}", style="bold")
+    return table
 
 
 def print_evaluation(evaluation) -> None:

@@ -102,6 +102,14 @@ def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_strict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with code 1 when any image cannot be read (without it: only when none can be)",
+    )
+
+
 def _add_predict(add_command: AddCommand) -> None:
     predict = add_command(
         "predict",
@@ -111,8 +119,33 @@ def _add_predict(add_command: AddCommand) -> None:
     predict.add_argument("run", metavar="RUN", help="run directory made by `imgclf train`")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     predict.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    predict.add_argument("--output", metavar="FILE", help="write the result to FILE instead of the terminal")
+    predict.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the result to FILE instead of the terminal (a CSV row by row, as each batch is done)",
+    )
+    predict.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --format csv --output FILE: keep the rows FILE holds and predict the rest",
+    )
+    predict.add_argument(
+        "--sort-into",
+        metavar="DIR",
+        help="copy each image into DIR/<label>/ (DIR/unsure/ below --min-confidence), recorded in "
+        "DIR/predictions.csv; the photos are only read, and sorting again skips what is done",
+    )
+    predict.add_argument(
+        "--link", action="store_true", help="with --sort-into: hard-link instead of copying (copies across disks)"
+    )
+    predict.add_argument(
+        "--nproc",
+        type=_at_least(1),
+        metavar="N",
+        help="with --format csv --output FILE: predict in N processes (torchrun), each a share of the images",
+    )
     _add_prediction_options(predict)
+    _add_strict(predict)
 
 
 def _add_evaluate(add_command: AddCommand) -> None:
@@ -129,6 +162,7 @@ def _add_evaluate(add_command: AddCommand) -> None:
     evaluate.add_argument("--out", metavar="DIR", help="where to write the results (default RUN/eval-<DIR name>)")
     _add_prediction_options(evaluate)
     evaluate.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    _add_strict(evaluate)
 
 
 def _add_report(add_command: AddCommand) -> None:
@@ -314,6 +348,7 @@ def _add_explain(add_command: AddCommand) -> None:
     explain.add_argument(
         "--alpha", type=finite_float, default=0.5, help="weight of the heatmap over the photo, 0 to 1 (default 0.5)"
     )
+    _add_strict(explain)
 
 
 def _add_cache(add_command: AddCommand) -> None:

@@ -243,14 +243,15 @@ class Run:
         """
         _check_batch_size(batch_size)
         images = expand_images(images)
-        batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
+        # Batches are sliced as they are reached: a million files are held once, as the list of their names.
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            pending = [pool.submit(self._decode, item) for item in batches[0]] if batches else []
-            for number, batch in enumerate(batches):
+            batch = images[:batch_size]
+            pending = [pool.submit(self._decode, item) for item in batch]
+            for start in range(0, len(images), batch_size):
                 decoded = [future.result() for future in pending]
                 predictions = self._predictions(batch, decoded, tta)
-                following = batches[number + 1] if number + 1 < len(batches) else []
-                pending = [pool.submit(self._decode, item) for item in following]
+                batch = images[start + batch_size : start + 2 * batch_size]
+                pending = [pool.submit(self._decode, item) for item in batch]
                 yield from predictions
 
     def _predictions(
