@@ -16,7 +16,6 @@ from rich.markup import escape
 
 from imgclf.caches import cache_sizes, clear_caches, format_size
 from imgclf.cli.output import (
-    TrainingProgress,
     cache_table,
     experiments_table,
     explanations_table,
@@ -25,8 +24,6 @@ from imgclf.cli.output import (
     print_audit,
     print_evaluation,
     print_run_files,
-    progress_bar,
-    stderr,
     stdout,
     table_text,
     warn_unreadable,
@@ -37,8 +34,11 @@ from imgclf.files import atomic_write_text, is_main_process
 from imgclf.training.distributed import check_batch_size, launch, torchrun_environment
 from imgclf.training.loop import train
 from imgclf.training.options import check_before_training, make_train_config, resumed_config
+from imgclf.training.progress import EpochBar, progress_bar, stderr
 
 EXIT_AUDIT_PROBLEMS = 3
+LARGE_IMAGE_PIXELS = 40_000_000
+SHOWN_LARGE_IMAGES = 10
 
 
 def _load_run(args: argparse.Namespace):
@@ -144,7 +144,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.nproc is not None and args.nproc > 1 and torchrun_environment() is None:
         return _launch_processes(args, options)
     # Under torchrun only the main process draws the progress bar and lists the files.
-    with TrainingProgress() if is_main_process() else contextlib.nullcontext() as progress:
+    with EpochBar() if is_main_process() else contextlib.nullcontext() as progress:
         if args.resume is not None:
             run = train(resume=args.resume, progress=progress, **options)
         else:
@@ -159,6 +159,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     run = _load_run(args)
     files = list_images(args.paths)
+    _warn_of_large_images(files)
     with progress_bar("Predicting") as progress:
         task = progress.add_task("predict", total=len(files))
         predictions = []
@@ -180,6 +181,32 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_of_large_images(files: Sequence[str]) -> None:
+    """Warn of the images over `LARGE_IMAGE_PIXELS`, slow to decode, from their headers (Pillow reads no more)."""
+    import warnings
+
+    from PIL import Image
+
+    large = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decoding refuses those, and says so
+        for path in files:
+            try:
+                with Image.open(path) as image:
+                    width, height = image.size
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+                continue  # its prediction's error says why
+            if width * height > LARGE_IMAGE_PIXELS:
+                large.append(f"{path} ({width}×{height})")
+    for name in large[:SHOWN_LARGE_IMAGES]:
+        stderr.print(
+            f"[yellow]warning:[/yellow] {escape(name)} has over {LARGE_IMAGE_PIXELS // 1_000_000} M pixels: decoding "
+            "it takes seconds and hundreds of MB, and it is shrunk to the model's input size anyway."
+        )
+    if len(large) > SHOWN_LARGE_IMAGES:
+        stderr.print(f"[yellow]warning:[/yellow] … and {len(large) - SHOWN_LARGE_IMAGES} more such images.")
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from imgclf.evaluation.evaluate import evaluate_folder, write_evaluation
     from imgclf.evaluation.report import REPORT_FILE, write_report
@@ -196,9 +223,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from imgclf.data.folders import validation_index
+    from imgclf.devices import resolve_device
     from imgclf.evaluation.evaluate import evaluate_folder, evaluate_index
     from imgclf.evaluation.report import REPORT_FILE, write_report
+    from imgclf.runs import CALIBRATION_FILE
+    from imgclf.training.finish import calibrate_run
 
+    if not (Path(args.run) / CALIBRATION_FILE).is_file():  # a run whose training stopped before the end
+        calibrate_run(args.run, resolve_device(args.device), args.batch_size)
     run = _load_run(args)
     if args.folder is not None:
         evaluation = evaluate_folder(run, args.folder, args.batch_size, args.tta)
@@ -246,7 +278,7 @@ def _summary(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from imgclf.demo import run_demo, shipped_data
 
-    with TrainingProgress() as progress:
+    with EpochBar() as progress:
         results = run_demo(
             args.data,
             args.out,

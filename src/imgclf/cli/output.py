@@ -1,4 +1,5 @@
-"""What the command line shows: log lines, progress bars and the tables each command prints."""
+"""What the command line shows: log lines and the tables each command prints (the progress bars are the
+library's, in `training/progress.py`)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from imgclf.caches import format_size
+from imgclf.training.progress import stderr
 
 if TYPE_CHECKING:  # the types only: the modules that define them import PyTorch
     from imgclf.audit import AuditReport
@@ -24,7 +25,6 @@ if TYPE_CHECKING:  # the types only: the modules that define them import PyTorch
     from imgclf.deploy.predictor import Prediction
 
 stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True, soft_wrap=True)
 
 AUDIT_ROWS_SHOWN = 10
 RUN_FILES = (
@@ -52,42 +52,6 @@ class ConsoleLogHandler(logging.Handler):
         elif record.levelno >= logging.WARNING:
             prefix, style = "warning: ", "yellow"
         stderr.print(prefix + self.format(record), style=style, markup=False, highlight=False)
-
-
-def progress_bar(label: str) -> Progress:
-    """A transient progress bar on stderr: `label`, the bar, done of total, time elapsed."""
-    return Progress(
-        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=stderr, transient=True
-    )
-
-
-class TrainingProgress:
-    """A progress bar over the steps of each epoch (the library calls it after every step).
-
-    The bar appears with the first step, so an error before training starts is the only line printed.
-    """
-
-    def __init__(self):
-        self.progress = progress_bar("Epoch {task.fields[epoch]}")
-        self.task = None
-        self.epoch = None
-
-    def __enter__(self) -> TrainingProgress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.task is not None:
-            self.progress.stop()
-
-    def __call__(self, epoch: int, step: int, steps: int) -> None:
-        if self.task is None:
-            self.progress.start()
-        if epoch != self.epoch:
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-            self.task = self.progress.add_task("train", total=steps, epoch=epoch)
-            self.epoch = epoch
-        self.progress.update(self.task, completed=step)
 
 
 def print_run_files(run_dir: Path) -> None:
