@@ -101,20 +101,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | Path, values: object, nan_as_null: bool = True) -> None:
+def write_json(path: str | Path, values: object) -> None:
     """Write `values` as indented JSON, atomically.
 
-    NaN and infinities become `null`, so that every JSON reader can read the file (they are not JSON); with
-    `nan_as_null=False` they are written as Python's `json` writes and reads them back.
+    NaN and infinities become `null`, so that every JSON reader can read the file (they are not JSON).
     """
-    atomic_write_text(path, json_text(values, nan_as_null))
+    atomic_write_text(path, json_text(values))
 
 
-def json_text(values: object, nan_as_null: bool = True) -> str:
-    """`values` as indented JSON text, NaN and infinities as `null` unless `nan_as_null=False` (see `write_json`)."""
-    if nan_as_null:
-        values = _finite_or_none(values)
-    return json.dumps(values, indent=2, allow_nan=not nan_as_null) + "\n"
+def json_text(values: object) -> str:
+    """`values` as indented JSON text, NaN and infinities as `null` (see `write_json`)."""
+    return json.dumps(_finite_or_none(values), indent=2, allow_nan=False) + "\n"
 
 
 def _finite_or_none(value: object) -> object:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import struct
 import subprocess
 import sys
 import urllib.error
+import zlib
 from pathlib import Path
 
 import pytest
@@ -173,3 +176,44 @@ def test_vgg16_without_weights_offline_is_one_clear_line(tutorial_layout, tmp_pa
     assert main([*demo, "--vgg16-weights", str(tmp_path / "missing.pth")]) == 1  # before experiment 1 trains
     assert "Received: --vgg16-weights=" in capsys.readouterr().err
     assert not (tmp_path / "both").exists()
+
+
+def test_report_calibrates_a_run_that_has_no_calibration(trained_run, cars_planes, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    (run_dir / "calibration.json").unlink()
+    (run_dir / "parity-inputs.safetensors").unlink()
+    photo = str(sorted((cars_planes / "val_set" / "planes").iterdir())[0])
+    assert main(["predict", str(run_dir), photo, "--engine", "torch", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert "warning:" in captured.err and "has no calibration.json" in captured.err
+    uncalibrated = json.loads(captured.out)[0]["probability"]
+
+    assert main(["report", str(run_dir), "--engine", "torch"]) == 0
+    assert "Fitted temperature" in capsys.readouterr().err
+    calibration = json.loads((run_dir / "calibration.json").read_text())
+    assert calibration["temperature"] == pytest.approx(trained_run.temperature, rel=0.02)
+    assert (run_dir / "parity-inputs.safetensors").is_file() and (run_dir / "report.html").is_file()
+    assert main(["predict", str(run_dir), photo, "--engine", "torch", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert "calibration" not in captured.err
+    expected = trained_run.predict(photo).probability
+    assert json.loads(captured.out)[0]["probability"] == pytest.approx(expected, abs=0.01) != uncalibrated
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_predict_warns_of_an_image_over_40_million_pixels_and_predicts_the_rest(
+    trained_run, cars_planes, tmp_path, capsys
+):
+    huge = tmp_path / "huge.png"  # says 8000×5001 pixels in its header, but holds a few bytes: cut short
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 8000, 5001, 8, 2, 0, 0, 0))
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + header + png_chunk(b"IDAT", zlib.compress(bytes(100))))
+    photo = sorted((cars_planes / "val_set" / "cars").iterdir())[0]
+    assert main(["predict", str(trained_run.run_dir), str(huge), str(photo), "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "over 40 M pixels" in line]
+    assert len(warnings) == 1 and "huge.png (8000×5001)" in warnings[0]
+    assert f"{photo},cars," in captured.out

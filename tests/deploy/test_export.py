@@ -9,6 +9,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from tests.conftest import make_synthetic_classes
 
 import imgclf
@@ -17,6 +18,7 @@ from imgclf.config import ConfigError
 from imgclf.data.images import load_tensor
 from imgclf.deploy import export
 from imgclf.deploy.engines import OnnxRuntimeEngine, installed_engines, pick_engine
+from imgclf.serve import create_app
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def test_export_writes_onnx_with_classes_and_preprocessing_inside(exported_run):
     assert metadata["imgclf.weights_sha256"] == export.weights_digest(exported_run)
     report = json.loads((exported_run / "export.json").read_text())
     assert report["parity"]["passed"] is True
-    assert report["parity"]["images"] == 40  # every validation photo of the tutorial
+    assert report["parity"]["images"] == export.PARITY_INPUTS  # the validation photos the run keeps
     assert report["parity"]["max_difference"] < 1e-4
 
 
@@ -73,13 +75,40 @@ def test_export_fails_and_writes_nothing_but_the_report_when_onnx_disagrees(tmp_
     assert json.loads((run_dir / "export.json").read_text())["parity"]["passed"] is False
 
 
-def test_parity_needs_images_when_the_validation_folder_is_gone(tmp_path, trained_run, cars_planes):
+def moved_away_from_its_photos(run_dir: Path, tmp_path: Path) -> Path:
+    """`run_dir` copied as if to another machine, where its training and validation folders do not exist."""
+    moved = tmp_path / "elsewhere" / run_dir.name
+    shutil.copytree(run_dir, moved)
+    config = json.loads((moved / "config.json").read_text())
+    config["train"]["data"] = str(tmp_path / "photos" / "train")
+    config["train"]["val"] = str(tmp_path / "photos" / "val")
+    (moved / "config.json").write_text(json.dumps(config))
+    return moved
+
+
+def test_a_run_without_its_photos_exports_and_runs_on_every_engine(tmp_path, trained_run, cars_planes, caplog):
+    run_dir = moved_away_from_its_photos(trained_run.run_dir, tmp_path)
+    photos = val_photos(cars_planes)[::5]
+    expected = trained_run.predict(photos)
+    for engine in ("openvino", "onnx", "auto"):
+        run = imgclf.load(run_dir, engine=engine)
+        assert run.engine.name == ("openvino" if engine == "auto" else engine)
+        assert [p.label for p in run.predict(photos)] == [p.label for p in expected]
+    with TestClient(create_app(imgclf.load(run_dir, engine="auto"))) as client:
+        response = client.post("/predict", files={"file": ("photo.jpg", photos[0].read_bytes(), "image/jpeg")})
+    assert response.status_code == 200 and response.json()["label"] == expected[0].label
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+    result = export.export_onnx(imgclf.load(run_dir))
+    assert result.parity.passed and result.parity.images == export.PARITY_INPUTS
+    assert main(["predict", str(run_dir), str(photos[0]), "--engine", "onnx", "--format", "json"]) == 0
+
+
+def test_a_run_trained_before_parity_inputs_reads_its_validation_images(tmp_path, trained_run, cars_planes):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run.run_dir, run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    config["train"]["data"] = str(tmp_path / "moved")
-    config["train"]["val"] = str(tmp_path / "moved-val")
-    (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / export.PARITY_INPUTS_FILE).unlink()
+    assert export.export_onnx(imgclf.load(run_dir), tmp_path / "onnx").parity.images == 40  # every one
+    run_dir = moved_away_from_its_photos(run_dir, tmp_path)
     with pytest.raises(export.ExportError, match="--parity-images"):
         export.export_onnx(imgclf.load(run_dir))
     result = export.export_onnx(imgclf.load(run_dir), images=[cars_planes / "val_set" / "cars"])

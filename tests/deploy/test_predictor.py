@@ -56,3 +56,17 @@ def test_tta_averages_the_flipped_image(trained_run, cars_planes):
     flipped = Image.open(photo).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     expected = (run.predict(photo).probabilities["planes"] + run.predict(flipped).probabilities["planes"]) / 2
     assert run.predict(photo, tta=True).probabilities["planes"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_run_without_calibration_is_loaded_with_a_warning(trained_run, tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    imgclf.load(run_dir, engine="torch")
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+    (run_dir / "calibration.json").unlink()
+    run = imgclf.load(run_dir, engine="torch")
+    assert run.temperature == 1.0
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "has no calibration.json" in warnings[0] and f"imgclf train --resume {run_dir}" in warnings[0]
+    assert f"imgclf report {run_dir}" in warnings[0]

@@ -1,4 +1,4 @@
-"""The training loop: epochs, seeds, Ctrl-C, early stopping, and a run that stops before its first epoch."""
+"""The training loop: epochs, seeds, Ctrl-C, early stopping, divergence, and a run that stops before its first epoch."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import json
 import signal
 
 import pytest
+import torch
 from tests.conftest import make_synthetic_classes, read_history
 
 import imgclf
 from imgclf.data.folders import DatasetError
-from imgclf.training import checkpoints
+from imgclf.runs import load_tensors
+from imgclf.training import checkpoints, loop
+from imgclf.training.steps import compute_loss
 
 QUICK = {"epochs": 2, "batch_size": 8, "seed": 0}
 train_cnn = functools.partial(imgclf.train, model="seed-cnn")
@@ -127,3 +130,41 @@ def test_early_stopping_stops_when_val_loss_stalls(tmp_path):
     assert len(history) < 30
     best = min(range(len(history)), key=lambda i: float(history[i]["val_loss"]))
     assert len(history) - 1 - best == 2
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_finite_epoch(small_photos, tmp_path, monkeypatch):
+    steps = []
+
+    def nan_at_epoch_2_step_2(logits, labels, weights):
+        loss = compute_loss(logits, labels, weights)
+        steps.append(loss)
+        return loss * float("nan") if len(steps) == 4 else loss  # 2 steps an epoch: epoch 2, step 2
+
+    monkeypatch.setattr(loop, "compute_loss", nan_at_epoch_2_step_2)
+    with pytest.raises(loop.TrainingDiverged) as stopped:
+        train_cnn(
+            small_photos / "train", val=str(small_photos / "val"), out=str(tmp_path / "run"), **{**QUICK, "epochs": 3}
+        )
+    message = str(stopped.value)
+    assert "nan at epoch 2, step 2 of 2" in message and "Epoch 1, the last with finite losses, is saved" in message
+    assert "a lower --lr (this run: 0.001)" in message and "\n" not in message
+    assert len(steps) == 4  # stopped at once, not at the end of the epoch
+    text = (tmp_path / "run" / "checkpoint" / "state.json").read_text()
+    state = json.loads(text, parse_constant=lambda name: pytest.fail(f"state.json holds {name}"))
+    assert state["epoch"] == 1 and state["best_val_loss"] == float(read_history(tmp_path / "run")[0]["val_loss"])
+    assert [row["epoch"] for row in read_history(tmp_path / "run")] == ["1"]
+    best = load_tensors(tmp_path / "run" / "model.safetensors")
+    assert all(torch.isfinite(tensor).all() for tensor in best.values() if tensor.is_floating_point())
+
+
+def test_a_huge_learning_rate_stops_in_the_first_epoch_and_leaves_nothing(small_photos, tmp_path):
+    with pytest.raises(loop.TrainingDiverged, match=r"at epoch 1, step \d of 2\. Nothing was saved\. .*1e\+30"):
+        train_cnn(
+            small_photos / "train",
+            val=str(small_photos / "val"),
+            out=str(tmp_path / "run"),
+            lr=1e30,
+            optimizer="sgd",
+            **QUICK,
+        )
+    assert not (tmp_path / "run").exists()

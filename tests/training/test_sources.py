@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.conftest import read_history
+from tests.conftest import make_synthetic_classes, read_history
 
 import imgclf
-from imgclf.data.folders import DatasetError
+from imgclf.data.folders import SKIPPED_SHOWN, DatasetError
 from imgclf.runs import load_tensors
 
 QUICK = {"epochs": 2, "batch_size": 8, "seed": 0}
@@ -92,3 +92,38 @@ def test_streaming_and_in_memory_train_the_same_model(small_photos, tmp_path):
     for name in weights[0]:
         assert torch.allclose(weights[0][name], weights[1][name], atol=1e-6)
     assert json.loads((runs[1].run_dir / "config.json").read_text())["dataset"]["in_memory"] is False
+
+
+@pytest.mark.parametrize("cache_mem_mb", [2048, 0], ids=["decoded", "streamed"])
+def test_many_unreadable_files_are_named_ten_then_counted_in_one_line(tmp_path, caplog, cache_mem_mb):
+    data = make_synthetic_classes(tmp_path / "data", {"red": 12, "green": 12})
+    for number in range(30):
+        (data / "red" / f"broken-{number:02d}.png").write_text("not an image")
+    run = imgclf.train(
+        data,
+        model="seed-cnn",
+        val_split=0.25,
+        epochs=1,
+        batch_size=8,
+        image_size=24,
+        cache_mem_mb=cache_mem_mb,
+        out=str(tmp_path / "run"),
+    )
+    messages = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    named = [message for message in messages if message.startswith("Skipped ") and "broken-" in message]
+    counted = [message for message in messages if message.startswith("Skipped 30 unreadable files in all")]
+    assert len(named) <= 2 * SKIPPED_SHOWN  # at most ten of each source as streaming meets them
+    assert len(counted) == 1 and str(run.run_dir / "skipped.csv") in counted[0]
+    with (run.run_dir / "skipped.csv").open() as file:
+        assert len(list(csv.DictReader(file))) == 30
+
+
+def test_imbalance_is_counted_on_the_readable_images(tmp_path, caplog):
+    data = make_synthetic_classes(tmp_path / "data", {"red": 13, "green": 4})
+    make_synthetic_classes(tmp_path / "val", {"red": 2, "green": 2})
+    for number in range(10):  # 14 green files, as many as red, but only 4 that can be read
+        (data / "green" / f"broken-{number}.png").write_text("not an image")
+    options = {"model": "seed-cnn", "epochs": 1, "batch_size": 8, "image_size": 24, "val": str(tmp_path / "val")}
+    imgclf.train(data, out=str(tmp_path / "run"), **options)
+    imbalanced = [record.getMessage() for record in caplog.records if "imbalanced" in record.getMessage()]
+    assert len(imbalanced) == 1 and "{'green': 4, 'red': 13}" in imbalanced[0]

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 
 import pytest
+import torch
+from safetensors import safe_open
 from tests.conftest import read_history
 
 import imgclf
+from imgclf.data.images import load_tensor
+from imgclf.deploy import export
+from imgclf.runs import load_tensors
 from imgclf.training.options import make_train_config
 from imgclf.training.writer import claim_run_dir
 
@@ -47,6 +53,23 @@ def test_a_run_writes_the_whole_run_directory(small_photos, tmp_path):
     assert [row["epoch"] for row in history] == ["1", "2"]
     assert "813,217" in (run.run_dir / "summary.txt").read_text()
     assert (run.run_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_run_keeps_validation_inputs_for_the_parity_check(small_photos, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "PARITY_INPUTS", 4)  # of 6 validation photos, 3 of each class
+    (small_photos / "val" / "cars" / "a-broken.jpg").write_text("not a photo")  # the first of its class
+    run = train_cnn(small_photos / "train", val=str(small_photos / "val"), out=str(tmp_path / "run"), **QUICK)
+    kept = load_tensors(run.run_dir / "parity-inputs.safetensors")
+    with safe_open(run.run_dir / "parity-inputs.safetensors", "pt") as file:
+        metadata = file.metadata()
+    files = json.loads(metadata["files"])
+    assert sorted(Path(file).parent.name for file in files) == ["cars", "cars", "planes", "planes"]  # in turns
+    assert "a-broken.jpg" not in {Path(file).name for file in files}
+    assert kept["images"].dtype == torch.uint8 and kept["images"].shape == (4, 3, 64, 64)
+    assert torch.equal(kept["images"], torch.stack([load_tensor(file, run.preprocessing) for file in files]))
+    torch.testing.assert_close(kept["probabilities"], run.predict_tensors(kept["images"]))
+    assert metadata["weights_sha256"] == export.weights_digest(run.run_dir)
+    assert float(metadata["temperature"]) == run.temperature != 1.0
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):

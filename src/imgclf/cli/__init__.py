@@ -27,10 +27,11 @@ from collections.abc import Sequence
 
 from rich.markup import escape
 
-from imgclf.cli.output import ConsoleLogHandler, stderr
+from imgclf.cli.output import ConsoleLogHandler
 from imgclf.cli.parser import parse_args
 from imgclf.config import ImgclfError
 from imgclf.files import is_main_process
+from imgclf.training.progress import stderr
 
 INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C (128 + SIGINT)
 

@@ -14,7 +14,6 @@ from rich.markup import escape
 
 from imgclf.caches import cache_sizes, clear_caches, format_size
 from imgclf.cli.output import (
-    TrainingProgress,
     cache_table,
     experiments_table,
     explanations_table,
@@ -23,7 +22,6 @@ from imgclf.cli.output import (
     print_evaluation,
     print_run_files,
     progress_bar,
-    stderr,
     stdout,
 )
 from imgclf.cli.predicting import finish, load_run, predict, tally_of, without_nproc
@@ -33,6 +31,7 @@ from imgclf.files import is_main_process
 from imgclf.training.distributed import check_batch_size, launch, torchrun_environment
 from imgclf.training.loop import train
 from imgclf.training.options import check_before_training, make_train_config, resumed_config
+from imgclf.training.progress import EpochBar, stderr
 
 EXIT_AUDIT_PROBLEMS = 3
 
@@ -118,7 +117,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.nproc is not None and args.nproc > 1 and torchrun_environment() is None:
         return _launch_processes(args, options)
     # Under torchrun only the main process draws the progress bar and lists the files.
-    with TrainingProgress() if is_main_process() else contextlib.nullcontext() as progress:
+    with EpochBar() if is_main_process() else contextlib.nullcontext() as progress:
         if args.resume is not None:
             run = train(resume=args.resume, progress=progress, **options)
         else:
@@ -147,9 +146,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from imgclf.data.folders import validation_index
+    from imgclf.devices import resolve_device
     from imgclf.evaluation.evaluate import evaluate_folder, evaluate_index
     from imgclf.evaluation.report import REPORT_FILE, write_report
+    from imgclf.runs import CALIBRATION_FILE
+    from imgclf.training.finish import calibrate_run
 
+    if not (Path(args.run) / CALIBRATION_FILE).is_file():  # a run whose training stopped before the end
+        calibrate_run(args.run, resolve_device(args.device), args.batch_size)
     run = load_run(args)
     if args.folder is not None:
         evaluation = evaluate_folder(run, args.folder, args.batch_size, args.tta)
@@ -197,7 +201,7 @@ def _summary(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from imgclf.demo import run_demo, shipped_data
 
-    with TrainingProgress() as progress:
+    with EpochBar() as progress:
         results = run_demo(
             args.data,
             args.out,

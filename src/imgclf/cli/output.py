@@ -1,4 +1,5 @@
-"""What the command line shows: log lines, progress bars and the tables each command prints."""
+"""What the command line shows: log lines and the tables each command prints (the progress bars are the
+library's, in `training/progress.py`)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from rich.text import Text
 from imgclf.caches import format_size
 from imgclf.deploy.batch import csv_header, csv_row
 from imgclf.files import csv_rows_text, json_text
+from imgclf.training.progress import stderr
 
 if TYPE_CHECKING:  # the types only: the modules that define them import PyTorch
     from imgclf.audit import AuditReport
@@ -37,7 +39,6 @@ if TYPE_CHECKING:  # the types only: the modules that define them import PyTorch
     from imgclf.deploy.sorting import Sorted
 
 stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True, soft_wrap=True)
 
 AUDIT_ROWS_SHOWN = 10
 RUN_FILES = (
@@ -101,35 +102,6 @@ class ImagesPerSecondColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         return Text("" if task.speed is None else f"{task.speed:,.0f} img/s")
-
-
-class TrainingProgress:
-    """A progress bar over the steps of each epoch (the library calls it after every step).
-
-    The bar appears with the first step, so an error before training starts is the only line printed.
-    """
-
-    def __init__(self):
-        self.progress = progress_bar("Epoch {task.fields[epoch]}")
-        self.task = None
-        self.epoch = None
-
-    def __enter__(self) -> TrainingProgress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.task is not None:
-            self.progress.stop()
-
-    def __call__(self, epoch: int, step: int, steps: int) -> None:
-        if self.task is None:
-            self.progress.start()
-        if epoch != self.epoch:
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-            self.task = self.progress.add_task("train", total=steps, epoch=epoch)
-            self.epoch = epoch
-        self.progress.update(self.task, completed=step)
 
 
 def print_run_files(run_dir: Path) -> None:

@@ -199,8 +199,8 @@ def _add_export(add_command: AddCommand) -> None:
         "export",
         help="the run's model as ONNX, checked against PyTorch",
         description="Write model.onnx (classes and preprocessing in its metadata) and export.json. Parity is "
-        "checked first: the validation images go through PyTorch and onnxruntime, and the export fails if a "
-        "top-1 class differs or a probability differs by 1e-4 or more.",
+        "checked first: validation images the run keeps go through PyTorch and onnxruntime, and the export fails "
+        "if a top-1 class differs or a probability differs by 1e-4 or more.",
     )
     export.add_argument("run", metavar="RUN")
     export.add_argument("--format", choices=("onnx",), default="onnx")
@@ -209,7 +209,7 @@ def _add_export(add_command: AddCommand) -> None:
         "--parity-images",
         nargs="+",
         metavar="PATH",
-        help="image files or folders to check parity on (default: the run's validation images)",
+        help="image files or folders to check parity on (default: the validation images the run keeps)",
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,8 @@ from imgclf.data.images import IMAGE_EXTENSIONS, is_image_file
 log = logging.getLogger(__name__)
 
 IGNORED_FOLDERS = ("__MACOSX",)
+SKIPPED_SHOWN = 10
+"""Unreadable files named one line each; the rest are counted in one line."""
 
 
 class DatasetError(ImgclfError):
@@ -51,6 +53,10 @@ class FolderIndex:
             self.root, self.class_names, [self.files[i] for i in indices], [self.labels[i] for i in indices]
         )
 
+    def without(self, files: Collection[str]) -> FolderIndex:
+        """The index less `files` (the unreadable ones, say)."""
+        return self.subset([i for i, file in enumerate(self.files) if file not in files])
+
 
 @dataclass
 class SkippedFile:
@@ -58,6 +64,20 @@ class SkippedFile:
 
     path: str
     reason: str
+
+
+def warn_skipped(skipped: Sequence[SkippedFile], listed_in: str | Path) -> None:
+    """Warn of the first `SKIPPED_SHOWN` unreadable files one line each, then of all of them in one line that
+    says where they are all listed (`listed_in`)."""
+    for item in skipped[:SKIPPED_SHOWN]:
+        log.warning("Skipped %s: %s", item.path, item.reason)
+    if len(skipped) > SKIPPED_SHOWN:
+        log.warning(
+            "Skipped %d unreadable files in all (the first %d above); %s lists every one.",
+            len(skipped),
+            SKIPPED_SHOWN,
+            listed_in,
+        )
 
 
 def _is_hidden(name: str) -> bool:
@@ -259,14 +279,17 @@ def _units_for_val(units: np.ndarray, sizes: np.ndarray, n_val: int) -> list[int
 
 
 def imbalance_warning(index: FolderIndex) -> str | None:
-    """A warning when the largest class has over 3× the images of the smallest, else None."""
+    """A warning when the largest class has over 3× the images of the smallest, else None.
+
+    Training passes the index of the readable images once it knows which are unreadable (`FolderIndex.without`).
+    """
     counts = index.class_counts()
     pairs = dict(zip(index.class_names, counts))
     if min(counts) == 0:
         empty = [name for name, count in pairs.items() if count == 0]
         return (
-            f"Classes {empty} in {index.root} have no images ({pairs}); training refuses a class without images: "
-            "add images to those folders or remove them."
+            f"Classes {empty} in {index.root} have no images ({pairs}), so the model cannot learn them: add "
+            "readable images to those folders or remove them."
         )
     if max(counts) > 3 * min(counts):
         return (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imgclf.config import ImgclfError, Preprocessing
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 UPLOAD_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
@@ -90,7 +93,18 @@ def open_image(path: str | Path, size: int | None = None, interpolation: str = "
         if path.stat().st_size == 0:
             raise ImageError(path, "empty file (0 bytes)")
         with Image.open(path) as image:
+            _warn_if_large(path, image)
             return _decode(image, size, interpolation)
+
+
+LARGE_IMAGE_PIXELS = 40_000_000
+"""Above this many pixels an image costs seconds and gigabytes to decode: a file read from disk is warned of."""
+
+
+def _warn_if_large(path: Path, image: Image.Image) -> None:
+    width, height = image.size  # from the header: nothing is decoded yet
+    if width * height > LARGE_IMAGE_PIXELS and image.format != "JPEG":  # JPEGs decode in draft mode, reduced
+        log.warning("%s (%d×%d) is over 40 M pixels: decoding it is slow and takes much memory.", path, width, height)
 
 
 def open_image_bytes(

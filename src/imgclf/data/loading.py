@@ -16,7 +16,7 @@ import torch
 
 from imgclf.config import Preprocessing
 from imgclf.data.decoded_cache import DecodedCache
-from imgclf.data.folders import FolderIndex, SkippedFile
+from imgclf.data.folders import SKIPPED_SHOWN, FolderIndex, SkippedFile
 from imgclf.data.images import ImageError, load_tensor
 
 log = logging.getLogger(__name__)
@@ -254,5 +254,6 @@ class BatchSource:
 
     def _skip(self, path: str, reason: str) -> None:
         if all(item.path != path for item in self.skipped):
-            log.warning("Skipped %s: %s", path, reason)
+            if len(self.skipped) < SKIPPED_SHOWN:  # the rest are counted when the run is finished
+                log.warning("Skipped %s: %s", path, reason)
             self.skipped.append(SkippedFile(path, reason))

@@ -4,15 +4,20 @@ imgclf export runs/efficientnet_lite0-20261125-101500        # → RUN/model.onn
 
 The exported graph takes RGB pixels scaled to [0, 1], shape (N, 3, S, S), and returns class probabilities
 (N, classes): the normalisation and the sigmoid / softmax are inside it, and the ONNX metadata names the
-classes and the preprocessing. Parity is checked at export: the run's validation images go through PyTorch and
+classes and the preprocessing. Parity is checked at export: validation images go through PyTorch and
 onnxruntime, and the export fails when a top-1 class differs or a probability differs by 1e-4 or more.
 `export.json` records the result either way. `parity.safetensors` keeps up to 32 of those images with PyTorch's
 probabilities, so an engine is checked again each time it is loaded.
+
+The validation images come from the run itself: training keeps a few of them in `parity-inputs.safetensors`, at
+the model's input size, with PyTorch's probabilities, so that a run directory copied without its photos still
+exports and runs on every engine. A run trained before that file existed reads its validation folder again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -27,7 +32,7 @@ import torch
 from torch import nn
 
 from imgclf.config import ImgclfError, Preprocessing, RunConfig
-from imgclf.data.folders import DatasetError, list_images, validation_index
+from imgclf.data.folders import DatasetError, FolderIndex, list_images, validation_index
 from imgclf.data.loading import decode_files
 from imgclf.deploy.engines import OnnxRuntimeEngine, ProbabilityModel, TorchEngine, create_onnx_engine
 from imgclf.deploy.onnx_graph import OPSET, OnnxExportError, to_onnx_bytes
@@ -42,8 +47,11 @@ log = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
 REPORT_FILE = "export.json"
 REFERENCE_FILE = "parity.safetensors"
+PARITY_INPUTS_FILE = "parity-inputs.safetensors"
 TOLERANCE = 1e-4
 REFERENCE_IMAGES = 32
+PARITY_INPUTS = 16
+"""Validation images a run keeps for the parity check: 2.4 MB at 224 × 224."""
 
 
 class ExportError(ImgclfError):
@@ -156,6 +164,64 @@ def export_onnx(
     return _export(run.run_dir, run.config, run.model, run.temperature, out_dir, images)
 
 
+@dataclass
+class ParityInputs:
+    """Images to check parity on (uint8, N × 3 × S × S), their names, and PyTorch's probabilities for them if known."""
+
+    images: torch.Tensor
+    names: list[str]
+    probabilities: np.ndarray | None = None
+
+
+def save_parity_inputs(run: Run, index: FolderIndex, workers: int) -> None:
+    """Keep `PARITY_INPUTS` readable validation images of `index` in `run`'s `parity-inputs.safetensors`, with
+    `run`'s probabilities for them; the classes take turns, so that each has its images there."""
+    candidates, images, names = _classes_in_turn(index), [], []
+    while len(names) < PARITY_INPUTS and candidates:  # past the unreadable ones, until there are enough
+        chunk, candidates = candidates[: PARITY_INPUTS - len(names)], candidates[PARITY_INPUTS - len(names) :]
+        pixels, kept, _, _ = decode_files(chunk, run.preprocessing, workers)
+        images.append(pixels)
+        names += [chunk[i] for i in kept]
+    if not names:
+        return
+    pixels = torch.cat(images)
+    metadata = {
+        "files": json.dumps(names),
+        "weights_sha256": weights_digest(run.run_dir),
+        "temperature": repr(run.temperature),
+    }
+    tensors = {"images": pixels, "probabilities": run.predict_tensors(pixels)}
+    save_tensors(run.run_dir / PARITY_INPUTS_FILE, tensors, metadata=metadata)
+
+
+def _classes_in_turn(index: FolderIndex) -> list[str]:
+    """The files of `index`, the first of each class, then the second of each, and so on."""
+    by_class: dict[int, list[str]] = {}
+    for file, label in zip(index.files, index.labels):
+        by_class.setdefault(label, []).append(file)
+    return [file for turn in itertools.zip_longest(*by_class.values()) for file in turn if file is not None]
+
+
+def parity_inputs(
+    run_dir: Path, config: RunConfig, images: Sequence[str | Path] | None, digest: str, temperature: float
+) -> ParityInputs:
+    """What to check parity on: `images` if given, else the inputs the run keeps (with PyTorch's probabilities
+    when they are of these weights and temperature), else, for an older run, its validation images."""
+    stored = run_dir / PARITY_INPUTS_FILE
+    if not images and stored.is_file():
+        tensors, metadata = load_tensors(stored), _metadata(stored)
+        current = metadata.get("weights_sha256") == digest and metadata.get("temperature") == repr(temperature)
+        probabilities = tensors["probabilities"].numpy() if current else None
+        return ParityInputs(tensors["images"], json.loads(metadata.get("files", "[]")), probabilities)
+    files = parity_files(config, images)
+    pixels, kept, skipped, _ = decode_files(files, config.preprocessing, os.cpu_count() or 1)
+    for item in skipped:
+        log.warning("Left out of the parity check: %s (%s)", item.path, item.reason)
+    if not kept:
+        raise ExportError("None of the parity images could be read. Give readable images with --parity-images DIR.")
+    return ParityInputs(pixels, [files[i] for i in kept])
+
+
 def _export(
     run_dir: Path,
     config: RunConfig,
@@ -166,17 +232,14 @@ def _export(
 ) -> ExportResult:
     start = time.perf_counter()
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir)
-    files = parity_files(config, images)
-    pixels, kept, skipped, _ = decode_files(files, config.preprocessing, os.cpu_count() or 1)
-    for item in skipped:
-        log.warning("Left out of the parity check: %s (%s)", item.path, item.reason)
-    names = [files[i] for i in kept]
-    if not names:
-        raise ExportError("None of the parity images could be read. Give readable images with --parity-images DIR.")
     digest = weights_digest(run_dir)
+    inputs = parity_inputs(Path(run_dir), config, images, digest, temperature)
+    pixels, names = inputs.images, inputs.names
     metadata = onnx_metadata(config, digest, temperature)
     onnx_bytes = to_onnx(model, config.preprocessing, temperature, metadata)
-    reference = TorchEngine(model.eval(), config.preprocessing, temperature)(pixels)
+    reference = inputs.probabilities
+    if reference is None:
+        reference = TorchEngine(model.eval(), config.preprocessing, temperature)(pixels)
     candidate = OnnxRuntimeEngine(onnx_bytes)(pixels)
     parity = compare("onnx", reference, candidate, names, TOLERANCE)
     report = {

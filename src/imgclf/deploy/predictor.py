@@ -22,7 +22,7 @@ from imgclf.deploy.engines import TorchEngine, installed_engines, pick_engine
 from imgclf.deploy.export import ExportError, export_onnx, load_engine
 from imgclf.deploy.notebook import run_html, run_summary
 from imgclf.devices import CPU, resolve_device
-from imgclf.runs import UNSURE, WEIGHTS_FILE, RunError, load_model, read_config, read_temperature
+from imgclf.runs import CALIBRATION_FILE, UNSURE, WEIGHTS_FILE, RunError, load_model, read_config, read_temperature
 
 log = logging.getLogger(__name__)
 
@@ -289,8 +289,18 @@ def load(run_dir: str | Path, weights: str = WEIGHTS_FILE, engine: str = "torch"
     `engine`: `torch`, `onnx` (onnxruntime), `openvino`, or `auto` for the fastest installed. The ONNX engines
     use the run's `imgclf export` (or export into the cache once) and are checked against PyTorch on load.
     `device` (`cpu`, `cuda`, `cuda:N` or `auto`) is where the PyTorch engine runs; on a GPU `auto` is PyTorch.
+    A run without `calibration.json` (its training stopped before the end) predicts uncalibrated, with a warning.
     """
     config = read_config(run_dir)
+    if not (Path(run_dir) / CALIBRATION_FILE).is_file():
+        log.warning(
+            "%s has no %s, so its probabilities are not calibrated. Finish its training with "
+            "`imgclf train --resume %s`, or fit the temperature on its validation images with `imgclf report %s`.",
+            run_dir,
+            CALIBRATION_FILE,
+            run_dir,
+            run_dir,
+        )
     torch_device = resolve_device(device)
     name = pick_engine(engine, torch_device)
     if name == "torch":

@@ -26,28 +26,25 @@ from imgclf.training.phases import Phase
 class TrainingProgress:
     """How far training has come, as `state.json` keeps it: the last epoch, the history, the best val_loss.
 
-    `has_best`: whether the best epoch's weights are saved (a first epoch whose val_loss is NaN still counts).
+    Every epoch counted has finite losses: training stops at the first that is not (see `loop.train_epoch`).
     """
 
     epoch: int = 0
     history: list[dict] = field(default_factory=list)
     best_val_loss: float = float("inf")
     epochs_without_improvement: int = 0
-    has_best: bool = False
 
     @classmethod
-    def from_state(cls, state: dict, has_best: bool) -> TrainingProgress:
+    def from_state(cls, state: dict) -> TrainingProgress:
         """The progress saved in a `state.json` (see `read_state`)."""
-        return cls(
-            state["epoch"], state["history"], state["best_val_loss"], state["epochs_without_improvement"], has_best
-        )
+        return cls(state["epoch"], state["history"], state["best_val_loss"], state["epochs_without_improvement"])
 
     def add(self, record: dict) -> bool:
         """Count a finished epoch's `record` (a row of `history.csv`); True when its weights are the best yet."""
         self.history.append(record)
         self.epoch = record["epoch"]
-        if record["val_loss"] < self.best_val_loss or not self.has_best:
-            self.best_val_loss, self.epochs_without_improvement, self.has_best = record["val_loss"], 0, True
+        if record["val_loss"] < self.best_val_loss:
+            self.best_val_loss, self.epochs_without_improvement = record["val_loss"], 0
             return True
         self.epochs_without_improvement += 1
         return False
@@ -84,11 +81,6 @@ def has_saved_epoch(run_dir: Path) -> bool:
     return (run_dir / WEIGHTS_FILE).exists() or (run_dir / CHECKPOINT_DIR / "state.json").exists()
 
 
-def has_best_weights(run_dir: Path) -> bool:
-    """Whether `run_dir` holds a best epoch's weights, whole or as a phase's changes."""
-    return (run_dir / WEIGHTS_FILE).exists() or (run_dir / CHECKPOINT_DIR / "best.safetensors").exists()
-
-
 def changing_state(model: nn.Module, phase: Phase) -> dict[str, torch.Tensor]:
     """The weights and buffers a phase can change: all of them from scratch; with a backbone, the trainable
     parameters and the head's buffers (the backbone's BatchNorm statistics stay frozen in both its phases)."""
@@ -108,8 +100,7 @@ def save_checkpoint(
     tensors, meta = _optimizer_tensors(optimizer)
     save_tensors(checkpoint / "last.safetensors", changing_state(model, phase))
     save_tensors(checkpoint / "optimizer.safetensors", tensors)
-    # Read back by imgclf alone, which needs a NaN loss of a diverged epoch to stay a float.
-    write_json(checkpoint / "state.json", {**state, "optimizer": meta}, nan_as_null=False)
+    write_json(checkpoint / "state.json", {**state, "optimizer": meta})
 
 
 def load_last_epoch(run_dir: Path) -> dict[str, torch.Tensor]:

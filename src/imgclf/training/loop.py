@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -28,20 +30,22 @@ from torch import nn
 from imgclf.config import ImgclfError, RunConfig, TrainConfig, validate
 from imgclf.data import loading
 from imgclf.data.augment import describe as describe_augment
-from imgclf.deploy.predictor import Run, load
+from imgclf.data.folders import imbalance_warning, warn_skipped
+from imgclf.deploy.predictor import Run
 from imgclf.devices import resolve_device, resolve_precision
-from imgclf.evaluation.evaluate import evaluate_index
 from imgclf.files import interrupts_held
 from imgclf.models import BuildOptions, create_model, get_spec, num_outputs
 from imgclf.runs import RunError
 from imgclf.training import distributed
 from imgclf.training.checkpoints import TrainingProgress, has_saved_epoch
 from imgclf.training.distributed import Processes
+from imgclf.training.finish import finish
 from imgclf.training.options import index_data, make_train_config, resumed_config, run_config
 from imgclf.training.phases import Phase, PhaseKind, PhaseSetup, plan_phases, setup_phase
+from imgclf.training.progress import epoch_bar
 from imgclf.training.sources import TrainingInputs, check_sources
-from imgclf.training.steps import calibrate, compute_loss, evaluate, predicted_labels
-from imgclf.training.writer import RunWriter, claim_run_dir
+from imgclf.training.steps import compute_loss, evaluate, predicted_labels
+from imgclf.training.writer import SKIPPED_FILE, RunWriter, claim_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +59,34 @@ class TrainingInterrupted(ImgclfError):
     exit_code = 130  # as a shell reports a command stopped by Ctrl-C (128 + SIGINT)
 
 
+class TrainingDiverged(ImgclfError):
+    """A loss became NaN or infinite: training stopped, keeping the last epoch whose losses were finite."""
+
+
+class NonFiniteLoss(Exception):
+    """Raised inside the loop at the first non-finite loss: in training at `step` of `steps`, or in validation
+    (`step` None); `_saved_when_stopped` turns it into `TrainingDiverged`."""
+
+    def __init__(self, epoch: int, value: float, step: int | None = None, steps: int | None = None):
+        super().__init__(epoch, value, step, steps)
+        self.epoch, self.value, self.step, self.steps = epoch, value, step, steps
+
+
 def train(
     data: str | Path | None = None,
     *,
     config: TrainConfig | None = None,
     resume: str | Path | None = None,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | Literal[False] | None = None,
     **options,
 ) -> Run:
     """Train a classifier on `data` (a folder of class sub-folders) and return the loaded best `Run`.
 
     Options are `TrainConfig`'s fields (`val`, `model`, `augment`, `epochs`, ...). `resume` continues a run
-    directory from its last saved epoch (`epochs` may be raised). Under torchrun each process calls this and
-    gets the same `Run`; the main process alone writes it (see `distributed.py`).
+    directory from its last saved epoch (`epochs` may be raised), or finishes a run stopped after its last epoch.
+    Under torchrun each process calls this and gets the same `Run`; the main process alone writes it (see
+    `distributed.py`). Without `progress`, a bar shows each epoch's steps in a terminal or a notebook;
+    `progress=False` shows none.
 
     >>> run = imgclf.train("cars-planes/training_set", val="cars-planes/val_set", augment="seed", epochs=30)
     >>> run.predict("plane.jpg").label
@@ -84,12 +103,16 @@ def train(
         run_dir, made_run_dir = Path(resume), False
     else:
         run_dir, made_run_dir = processes.from_main(claim_run_dir, config)
+    bar = epoch_bar() if progress is None else None
     try:
-        return _train_run(config, saved, state, RunWriter(run_dir), processes, progress)
+        return _train_run(config, saved, state, RunWriter(run_dir), processes, bar or progress or None)
     except BaseException:
         if made_run_dir and processes.is_main and not has_saved_epoch(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # stopped before its first epoch: nothing worth keeping
         raise
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _train_run(
@@ -126,17 +149,19 @@ def _train_run(
     precision = resolve_precision(config.precision, processes.device)
     inputs = TrainingInputs(config, preprocessing, indexes, processes, precision)
 
-    # Loop
+    # Loop (none left when a resumed run stopped after its last epoch, before it was finished)
     setup = None
     for phase in phases:
         if phase.last_epoch < start_epoch:
             continue
         setup = _start_phase(phase, model, inputs, writer, state, start_epoch, setup)
-        with _saved_on_ctrl_c(writer, done, processes):
+        with _saved_when_stopped(writer, done, processes, _what_to_try(config, phase, setup)):
             for epoch in range(max(start_epoch, phase.first_epoch), phase.last_epoch + 1):
                 started = time.perf_counter()
                 loss, accuracy = train_epoch(model, phase, setup, config, processes, epoch, progress)
                 val_loss, val_accuracy = evaluate(setup.model, setup.val, setup.step, config.batch_size, processes)
+                if not math.isfinite(val_loss):  # the same summed val_loss on every process
+                    raise NonFiniteLoss(epoch, val_loss)
                 seconds = round(time.perf_counter() - started, 4)
                 record = _epoch_record(epoch, loss, accuracy, val_loss, val_accuracy, seconds)
                 with interrupts_held():  # Ctrl-C waits until the epoch's files are a matching set
@@ -147,7 +172,8 @@ def _train_run(
                 if done.stalled(config.patience):
                     log.info("Early stopping: val_loss has not improved for %d epochs.", config.patience)
                     break
-    return _finish(model, setup, inputs, writer, done)
+    with _saved_when_stopped(writer, done, processes):
+        return finish(model, setup, inputs, writer, done)
 
 
 def _build_model(config: TrainConfig, image_size: int, classes: int, device: torch.device, new: bool) -> nn.Module:
@@ -162,12 +188,14 @@ def _build_model(config: TrainConfig, image_size: int, classes: int, device: tor
 
 def _progress_so_far(model: nn.Module, writer: RunWriter, state: dict | None, epochs: int) -> TrainingProgress:
     """A new run's progress, or a resumed one's (`state`), which also gives `model` its last saved epoch."""
-    has_best = writer.has_best_weights()  # read before any process can write them
     if state is None:
-        return TrainingProgress(has_best=has_best)
+        return TrainingProgress()
     model.load_state_dict(writer.last_epoch_weights())
-    log.info("Resuming %s from epoch %d of %d.", writer.run_dir, state["epoch"] + 1, epochs)
-    return TrainingProgress.from_state(state, has_best)
+    if state["epoch"] >= epochs:
+        log.info("Finishing %s: its %d epochs are trained.", writer.run_dir, state["epoch"])
+    else:
+        log.info("Resuming %s from epoch %d of %d.", writer.run_dir, state["epoch"] + 1, epochs)
+    return TrainingProgress.from_state(state)
 
 
 def _model_line(config: TrainConfig, classes: int, processes: Processes) -> str:
@@ -198,13 +226,22 @@ def _start_phase(
     if inputs.processes.is_main:  # the other processes would only repeat the same warnings
         if previous is None:
             writer.write_config(run_config(inputs, setup, skipped))
-            for item in skipped:
-                log.warning("Skipped %s: %s", item.path, item.reason)
+            warn_skipped(skipped, writer.run_dir / SKIPPED_FILE)
             writer.write_skipped(skipped)
+            _warn_of_imbalance(inputs, setup)
         writer.start_phase(model, inputs.preprocessing, phase, from_its_start=start_epoch <= phase.first_epoch)
     if phase.kind is PhaseKind.FINE_TUNE:
         log.info("Fine-tuning %s backbone blocks from epoch %d.", inputs.config.fine_tune, phase.first_epoch)
     return setup
+
+
+def _warn_of_imbalance(inputs: TrainingInputs, setup: PhaseSetup) -> None:
+    """Warn when the training images that could be read so far are imbalanced (unless `--class-weight auto`)."""
+    if inputs.config.class_weight != "auto":
+        unreadable = {item.path for item in setup.train.skipped}
+        warning = imbalance_warning(inputs.indexes[0].without(unreadable))
+        if warning is not None:
+            log.warning(warning)
 
 
 def train_epoch(
@@ -219,14 +256,14 @@ def train_epoch(
     """One epoch of training steps; returns the mean loss and accuracy over the images of every process.
 
     The batch order, dropout masks and augmentation draws depend only on the seed and `epoch`, so a resumed run
-    repeats them.
+    repeats them. Raises `NonFiniteLoss` at the first step whose loss is NaN or infinite.
     """
     torch.manual_seed(processes.seed(config.seed * 1_000_003 + epoch))
     augment_generator = torch.Generator().manual_seed(processes.seed(config.seed * 7_919 + epoch))
     plan = loading.epoch_batches(len(setup.train), config.batch_size, config.steps_per_epoch, config.seed, epoch)
     shards = processes.shard(plan)  # on one process: every batch, whole, with weight 1
     phase.set_training_mode(model)
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, correct, seen, diverged = 0.0, 0, 0, None
     batches = setup.train.batches([shard.rows for shard in shards])
     for index, (shard, (batch, labels)) in enumerate(zip(shards, batches), start=1):
         loss_weight = shard.loss_weight
@@ -242,68 +279,67 @@ def train_epoch(
         setup.scaler.scale(loss if loss_weight == 1 else loss * loss_weight).backward()
         setup.scaler.step(setup.optimizer)
         setup.scaler.update()
+        value = loss.item()
+        if not math.isfinite(value):
+            diverged = diverged or (index, value)
+            if not processes.distributed:
+                break
         if loss_weight:  # weight 0: a stand-in row for a process left out of a small batch
-            total_loss += loss.item() * len(labels)
+            total_loss += value * len(labels)
             correct += int((predicted_labels(logits.detach()) == labels).sum())
             seen += len(labels)
         if progress is not None:
             progress(epoch, index, len(plan))
+    # Processes end the epoch together: one that stopped alone would leave the others waiting at the next step.
+    found = sorted(step for step in processes.gather([diverged]) if step is not None)
+    if found:
+        step, value = found[0]
+        raise NonFiniteLoss(epoch, value, step, len(plan))
     total_loss, correct, seen = processes.sum(total_loss, correct, seen)
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
 @contextlib.contextmanager
-def _saved_on_ctrl_c(writer: RunWriter, done: TrainingProgress, processes: Processes) -> Iterator[None]:
-    """Turn Ctrl-C during the block into `TrainingInterrupted`, which says how to resume from the last saved epoch."""
+def _saved_when_stopped(
+    writer: RunWriter, done: TrainingProgress, processes: Processes, advice: str = ""
+) -> Iterator[None]:
+    """Turn Ctrl-C during the block into `TrainingInterrupted`, which says how to resume from the last saved
+    epoch, and a `NonFiniteLoss` into `TrainingDiverged`, which says where and what to try (`advice`)."""
     try:
         yield
-    except KeyboardInterrupt:
-        if not done.history:
-            raise TrainingInterrupted("Interrupted before the first epoch ended; nothing was saved.") from None
-        if processes.is_main:
+    except (KeyboardInterrupt, NonFiniteLoss) as stop:
+        if processes.is_main and done.history:
             writer.keep_best()
             writer.write_plots(done.history)
+        if isinstance(stop, NonFiniteLoss):
+            raise TrainingDiverged(_diverged_line(stop, writer, done, advice)) from None
+        if not done.history:
+            raise TrainingInterrupted("Interrupted before the first epoch ended; nothing was saved.") from None
         raise TrainingInterrupted(
             f"Interrupted; epoch {done.history[-1]['epoch']} is saved in {writer.run_dir}. Continue with: "
             f"imgclf train --resume {writer.run_dir}"
         ) from None
 
 
-def _finish(
-    model: nn.Module, setup: PhaseSetup, inputs: TrainingInputs, writer: RunWriter, done: TrainingProgress
-) -> Run:
-    """After the last epoch the main process completes the run directory; the others wait for it, then load it."""
-    processes = inputs.processes
-    # Streaming meets unreadable files only as it reads them, each process its own.
-    skipped = processes.gather(setup.train.skipped + setup.val.skipped)
-    if processes.is_main:
-        writer.write_skipped(skipped)
-        run = _complete_run(model, setup, inputs, writer, done)
-    processes.barrier()  # the other processes wait for the finished run directory
-    if not processes.is_main:
-        run = load(writer.run_dir, device=str(processes.device))
-    processes.close()
-    return run
-
-
-def _complete_run(
-    model: nn.Module, setup: PhaseSetup, inputs: TrainingInputs, writer: RunWriter, done: TrainingProgress
-) -> Run:
-    """Keep the best weights, plot, fit the temperature, then score and report the run."""
-    writer.keep_best()
-    writer.write_plots(done.history)
-    model.load_state_dict(writer.best_weights())
-    calibration = calibrate(setup.model, setup.val, setup.step, inputs.config.batch_size)
-    writer.write_calibration(calibration)
-    log.info(
-        "Best val_loss %.4f; temperature %.3f fitted on the validation images; run saved in %s",
-        done.best_val_loss,
-        calibration["temperature"],
-        writer.run_dir,
+def _diverged_line(stop: NonFiniteLoss, writer: RunWriter, done: TrainingProgress, advice: str) -> str:
+    """`TrainingDiverged`'s line: where the loss stopped being finite, what is kept, what to try."""
+    where = f"epoch {stop.epoch}, step {stop.step} of {stop.steps}" if stop.step else f"epoch {stop.epoch}'s validation"
+    kept = (
+        f"Epoch {done.history[-1]['epoch']}, the last with finite losses, is saved in {writer.run_dir}."
+        if done.history
+        else "Nothing was saved."
     )
-    run = load(writer.run_dir, device=str(setup.step.device))
-    writer.write_evaluation(run, evaluate_index(run, inputs.indexes[1], inputs.config.batch_size))
-    return run
+    return f"Training diverged: the loss became {stop.value} at {where}. {kept} {advice}"
+
+
+def _what_to_try(config: TrainConfig, phase: Phase, setup: PhaseSetup) -> str:
+    """What to change when `phase` diverges: its learning rate, and the precision when it is not fp32."""
+    option = "--fine-tune-lr" if phase.kind is PhaseKind.FINE_TUNE else "--lr"
+    tries = [f"a lower {option} (this run: {phase.learning_rate(config):g})"]
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(setup.step.autocast_dtype)
+    if precision is not None:
+        tries.append(f"--precision fp32 (this run: {precision})")
+    return f"Start a new run with {' or '.join(tries)}."
 
 
 def _epoch_record(

@@ -18,6 +18,7 @@ from imgclf.devices import resolve_device, resolve_precision
 from imgclf.models import get_spec
 from imgclf.runs import RunError, read_config
 from imgclf.training.checkpoints import read_state
+from imgclf.training.finish import has_finished
 from imgclf.training.phases import PhaseSetup, plan_phases
 from imgclf.training.sources import TrainingInputs
 
@@ -50,13 +51,15 @@ def make_train_config(data: str | Path | None, augment: str | AugmentConfig = "n
 
 def resumed_config(run_dir: str | Path, **options) -> tuple[RunConfig, TrainConfig, dict]:
     """What `--resume run_dir` continues: the saved run config, its training options with `options` applied, and
-    the state of its last saved epoch. Raises `RunError` when there is no saved epoch or no epoch left to train."""
+    the state of its last saved epoch. Raises `RunError` when there is no saved epoch, or when the run is
+    finished and has no epoch left to train (one stopped after its last epoch, before it was finished, is
+    resumed to finish it)."""
     run_dir = Path(run_dir)
     saved = read_config(run_dir)
     config = validate(dataclasses.replace(saved.train, **options))
     state = read_state(run_dir)
     last_epoch = plan_phases(config, get_spec(config.model).backbone)[-1].last_epoch
-    if state["epoch"] >= last_epoch:
+    if state["epoch"] >= last_epoch and has_finished(run_dir):
         raise RunError(
             f"{run_dir} has already trained {state['epoch']} epoch{'s' if state['epoch'] != 1 else ''}. "
             f"Received: --epochs={config.epochs}"
@@ -78,7 +81,8 @@ def check_before_training(config: TrainConfig) -> None:
 def index_data(config: TrainConfig, warn: bool = True) -> tuple[folders.FolderIndex, folders.FolderIndex]:
     """Index and split the run's folders, saying what was found (Keras's `Found N images ...`).
 
-    `warn`: whether to warn of imbalanced classes (in several processes only the main one does).
+    `warn`: whether to warn when the validation folder overlaps the training folder (in several processes only
+    the main one does). Imbalanced classes are warned of once the unreadable images are known (see `loop.py`).
     """
     data_index = folders.index_folder(config.data)
     if data_index.skipped_hidden or data_index.skipped_not_image or data_index.loose_files:
@@ -92,12 +96,9 @@ def index_data(config: TrainConfig, warn: bool = True) -> tuple[folders.FolderIn
     train_index, val_index = folders.split_folder(config, data_index)
     log.info("Training: %s", folders.describe(train_index))
     log.info("Validation: %s", folders.describe(val_index))
-    if warn:
-        warnings = [folders.imbalance_warning(train_index) if config.class_weight != "auto" else None]
-        if config.val is not None:
-            warnings.append(folders.overlap_warning(config.data, config.val))
-        for warning in filter(None, warnings):
-            log.warning(warning)
+    warning = folders.overlap_warning(config.data, config.val) if warn and config.val is not None else None
+    if warning is not None:
+        log.warning(warning)
     return train_index, val_index
 
 

@@ -8,6 +8,7 @@ runs/<model>-<date>-<time>/ (or --out)
   history.csv, loss.png, accuracy.png   every epoch's loss and accuracy, training and validation
   skipped.csv                      the unreadable images and why, when there were any
   calibration.json                 the temperature fitted on the validation images
+  parity-inputs.safetensors        a few validation images and the calibrated probabilities, for export's check
   metrics.json, predictions.csv, report.html   the best weights evaluated on the validation images
 """
 
@@ -20,7 +21,8 @@ import torch
 from torch import nn
 
 from imgclf.config import Preprocessing, RunConfig, TrainConfig
-from imgclf.data.folders import SkippedFile
+from imgclf.data.folders import FolderIndex, SkippedFile
+from imgclf.deploy.export import save_parity_inputs
 from imgclf.deploy.predictor import Run
 from imgclf.evaluation.evaluate import Evaluation, write_evaluation
 from imgclf.evaluation.plots import plot_metric
@@ -33,6 +35,7 @@ from imgclf.training.checkpoints import TrainingProgress
 from imgclf.training.phases import Phase, PhaseSetup
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+SKIPPED_FILE = "skipped.csv"
 
 
 def claim_run_dir(config: TrainConfig) -> tuple[Path, bool]:
@@ -72,10 +75,8 @@ class RunWriter:
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
-
-    def has_best_weights(self) -> bool:
-        """Whether a best epoch's weights are saved already (in a resumed run)."""
-        return checkpoints.has_best_weights(self.run_dir)
+        self.skipped_count = 0
+        """How many files `skipped.csv` lists."""
 
     def last_epoch_weights(self) -> dict[str, torch.Tensor]:
         """The whole model as the last saved epoch left it."""
@@ -93,8 +94,9 @@ class RunWriter:
     def write_skipped(self, skipped: list[SkippedFile]) -> None:
         """`skipped.csv`: each unreadable file once, with why; nothing when every file was read."""
         unique = {item.path: item.reason for item in skipped}
+        self.skipped_count = len(unique)
         if unique:
-            write_csv(self.run_dir / "skipped.csv", ("file", "reason"), sorted(unique.items()))
+            write_csv(self.run_dir / SKIPPED_FILE, ("file", "reason"), sorted(unique.items()))
 
     def start_phase(self, model: nn.Module, preprocessing: Preprocessing, phase: Phase, from_its_start: bool) -> None:
         """Keep the previous phase's best, describe the model as the phase trains it, and save the phase's start
@@ -133,6 +135,11 @@ class RunWriter:
     def write_calibration(self, calibration: dict) -> None:
         """`calibration.json`: the fitted temperature, with the log-loss and ECE before and after."""
         write_json(self.run_dir / CALIBRATION_FILE, calibration)
+
+    def write_parity_inputs(self, run: Run, index: FolderIndex, workers: int) -> None:
+        """`parity-inputs.safetensors`: validation images of `index` with the calibrated `run`'s probabilities (on
+        the CPU), so that export and every engine check parity on the run directory alone."""
+        save_parity_inputs(run, index, workers)
 
     def write_evaluation(self, run: Run, evaluation: Evaluation) -> None:
         """`metrics.json`, `predictions.csv` and `report.html` of the finished `run`."""
