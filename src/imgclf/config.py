@@ -135,6 +135,7 @@ DEVICES = ("auto", "cpu", "cuda")
 CLASS_WEIGHTS = ("none", "auto")
 HEADS = ("linear", "mlp", "seed")
 ENGINES = ("auto", "torch", "onnx", "openvino")
+TRACKERS = ("none", "mlflow")
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ class TrainConfig:
     decode_cache: bool = True
     workers: int = 2
     out: str | None = None
+    track: str = "none"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -287,6 +289,7 @@ def _validate_resources(config: TrainConfig) -> None:
     _require(config.device in DEVICES, "--device", config.device, f"Choose one of {list(DEVICES)}.")
     _require(config.cache_mem_mb >= 0, "--cache-mem", config.cache_mem_mb, "Give a budget in MB (0 streams).")
     _require(config.workers >= 0, "--workers", config.workers, "Use 0 or more DataLoader workers.")
+    _require(config.track in TRACKERS, "--track", config.track, f"Choose one of {list(TRACKERS)}.")
     _require(
         isinstance(config.decode_cache, bool),
         "decode-cache",

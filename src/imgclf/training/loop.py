@@ -41,6 +41,7 @@ from imgclf.training.options import index_data, make_train_config, resumed_confi
 from imgclf.training.phases import Phase, PhaseKind, PhaseSetup, plan_phases, setup_phase
 from imgclf.training.sources import TrainingInputs, check_sources
 from imgclf.training.steps import calibrate, compute_loss, evaluate, predicted_labels
+from imgclf.training.tracking import Tracker, tracker_for
 from imgclf.training.writer import RunWriter, claim_run_dir
 
 log = logging.getLogger(__name__)
@@ -80,16 +81,20 @@ def train(
         state, saved = None, None
     processes = distributed.connect(resolve_device(config.device))
     distributed.check_batch_size(config.batch_size, processes.world_size)
+    tracker = tracker_for(config.track, processes.is_main)
     if resume is not None:
         run_dir, made_run_dir = Path(resume), False
     else:
         run_dir, made_run_dir = processes.from_main(claim_run_dir, config)
     try:
-        return _train_run(config, saved, state, RunWriter(run_dir), processes, progress)
-    except BaseException:
+        run = _train_run(config, saved, state, RunWriter(run_dir), processes, progress, tracker)
+    except BaseException as error:
+        tracker.finish(run_dir, stopped=error)
         if made_run_dir and processes.is_main and not has_saved_epoch(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # stopped before its first epoch: nothing worth keeping
         raise
+    tracker.finish(run_dir)
+    return run
 
 
 def _train_run(
@@ -99,6 +104,7 @@ def _train_run(
     writer: RunWriter,
     processes: Processes,
     progress: ProgressCallback | None,
+    tracker: Tracker,
 ) -> Run:
     """`train`'s work once the run directory is known: data, model, the epochs of each phase, the finished run.
 
@@ -127,6 +133,7 @@ def _train_run(
     inputs = TrainingInputs(config, preprocessing, indexes, processes, precision)
 
     # Loop
+    tracker.start(config, writer.run_dir)
     setup = None
     for phase in phases:
         if phase.last_epoch < start_epoch:
@@ -144,6 +151,7 @@ def _train_run(
                     log.info(_epoch_line(record, phases[-1].last_epoch))
                     if processes.is_main:
                         writer.save_epoch(model, phase, setup, done, best)
+                        tracker.log_epoch(record)
                 if done.stalled(config.patience):
                     log.info("Early stopping: val_loss has not improved for %d epochs.", config.patience)
                     break
