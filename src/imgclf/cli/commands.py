@@ -1,6 +1,7 @@
 """One function per `imgclf` command: check what the library cannot, call it, print the result, return the exit code.
 
-`imgclf` imports this module only once the command line is parsed: it imports PyTorch.
+`imgclf` imports this module only once the command line is parsed. Each command imports the PyTorch side of the
+library itself, so that the commands which need none (`imgclf runs`, `imgclf cache`) answer at once.
 """
 
 from __future__ import annotations
@@ -18,14 +19,18 @@ from imgclf.caches import cache_sizes, clear_caches, format_size
 from imgclf.cli.output import (
     TrainingProgress,
     cache_table,
+    comparison_table,
     experiments_table,
     explanations_table,
+    format_comparison,
     format_predictions,
+    format_runs,
     predictions_table,
     print_audit,
     print_evaluation,
     print_run_files,
     progress_bar,
+    runs_table,
     stderr,
     stdout,
     table_text,
@@ -33,10 +38,8 @@ from imgclf.cli.output import (
 )
 from imgclf.cli.train_options import AUGMENT_OPTIONS
 from imgclf.config import AUGMENT_PRESETS, ConfigError, ImgclfError, TrainConfig, check_min_confidence
+from imgclf.evaluation.runs_index import compare_runs, find_run, list_runs, read_summary
 from imgclf.files import atomic_write_text, is_main_process
-from imgclf.training.distributed import check_batch_size, launch, torchrun_environment
-from imgclf.training.loop import train
-from imgclf.training.options import check_before_training, make_train_config, resumed_config
 
 EXIT_AUDIT_PROBLEMS = 3
 
@@ -76,6 +79,8 @@ def _without_nproc(argv: Sequence[str]) -> list[str]:
 
 def _train_config(args: argparse.Namespace, options: dict) -> TrainConfig:
     """`make_train_config` on DATA and `options`; an option to blame that came from `--config` names the file."""
+    from imgclf.training.options import make_train_config
+
     try:
         return make_train_config(args.data, **options)
     except ConfigError as error:
@@ -86,6 +91,9 @@ def _train_config(args: argparse.Namespace, options: dict) -> TrainConfig:
 
 def _launch_processes(args: argparse.Namespace, options: dict) -> int:
     """`--nproc N`: check the options here, where an error is one line, then rerun the command under torchrun."""
+    from imgclf.training.distributed import check_batch_size, launch
+    from imgclf.training.options import check_before_training, resumed_config
+
     if args.resume is None:
         config = _train_config(args, options)
         check_batch_size(config.batch_size, args.nproc)
@@ -134,6 +142,9 @@ def _resume_options(args: argparse.Namespace, options: dict) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from imgclf.training.distributed import torchrun_environment
+    from imgclf.training.loop import train
+
     if args.resume is None and args.data is None:
         raise ImgclfError("Missing DATA: give a folder with one sub-folder per class, or --resume RUN.")
     if args.nproc is not None and args.nproc < 1:
@@ -370,6 +381,30 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs(args: argparse.Namespace) -> int:
+    if args.compare is not None:
+        first, second = (read_summary(find_run(name, args.folder)) for name in args.compare)
+        rows = compare_runs(first, second)
+        if args.format == "table":
+            stdout.print(comparison_table(first, second, rows))
+        else:
+            sys.stdout.write(format_comparison(first, second, rows, args.format))
+        return 0
+    listing = list_runs(args.folder)
+    if args.format != "table":
+        sys.stdout.write(format_runs(listing.runs, args.format))
+    elif listing.runs:
+        stdout.print(runs_table(listing))
+    else:
+        stdout.print(f"No runs in {listing.folder}.", markup=False, highlight=False)
+    if listing.passed_over:
+        folders = "folder" if listing.passed_over == 1 else "folders"
+        stderr.print(
+            f"Passed over {listing.passed_over} {folders} in {listing.folder} that are not runs.", markup=False
+        )
+    return 0
+
+
 COMMANDS = {
     "train": _train,
     "predict": _predict,
@@ -383,4 +418,5 @@ COMMANDS = {
     "fix": _fix,
     "explain": _explain,
     "cache": _cache,
+    "runs": _runs,
 }

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the types only: the modules that define them import PyTorch
     from imgclf.audit import AuditReport
     from imgclf.caches import CacheSize
     from imgclf.deploy.predictor import Prediction
+    from imgclf.evaluation.runs_index import ComparedValue, RunsListing, RunSummary
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
@@ -238,6 +239,101 @@ def cache_table(title: str, sizes: Sequence[CacheSize], size_column: str) -> Tab
     total_bytes = format_size(sum(size.size_bytes for size in sizes))
     table.add_row("total", "", f"{sum(size.files for size in sizes):,}", total_bytes, style="bold")
     return table
+
+
+RUN_COLUMNS = ("run", "model", "data", "date", "epochs", "best val accuracy", "training time")
+
+
+def runs_table(listing: RunsListing) -> Table:
+    """One row per run, oldest first; a `problem` column when a run is damaged."""
+    table = Table(title=f"Runs in {escape(str(listing.folder))}")
+    numbers = RUN_COLUMNS[-3:]
+    problems = any(run.problem for run in listing.runs)
+    for column in (*RUN_COLUMNS, "problem") if problems else RUN_COLUMNS:
+        table.add_column(column, justify="right" if column in numbers else "left", overflow="fold")
+    for run in listing.runs:
+        cells = [
+            escape(run.name),
+            escape(run.model or "-"),
+            escape(run.data or "-"),
+            f"{run.date:%Y-%m-%d %H:%M}",
+            "-" if run.epochs is None else str(run.epochs),
+            _shown(run.best_val_accuracy),
+            format_duration(run.seconds),
+        ]
+        table.add_row(*cells, *([f"[red]{escape(run.problem or '')}[/red]"] if problems else []))
+    return table
+
+
+def format_runs(runs: Sequence[RunSummary], fmt: str) -> str:
+    """The listing as CSV or JSON text, one row or object per run."""
+    rows = [run.to_dict() for run in runs]
+    if fmt == "json":
+        return json_text(rows)
+    header = list(rows[0]) if rows else ["run"]
+    return csv_text(header, [["" if row[key] is None else row[key] for key in header] for row in rows])
+
+
+def comparison_table(first: RunSummary, second: RunSummary, rows: Sequence[ComparedValue]) -> Table:
+    """The two runs in two columns, a section per kind of row; the better value of a pair is marked ✓."""
+    table = Table(title="Runs compared", caption="✓ the better value")
+    table.add_column("")
+    for run in (first, second):
+        table.add_column(escape(run.name), overflow="fold")
+    if not any(row.section == "options" for row in rows):
+        table.add_row("[bold]options[/bold]", "all the same", "all the same", end_section=True)
+    section = None
+    for row in rows:
+        if row.section != section:
+            if section is not None:
+                table.add_section()
+            table.add_row(f"[bold]{row.section}[/bold]", "", "")
+            section = row.section
+        cells = [_compared(row, value) for value in (row.first, row.second)]
+        if row.better is not None:
+            cells[row.better] = f"[bold green]{cells[row.better]} ✓[/bold green]"
+        table.add_row(f"  {escape(row.name)}", *cells)
+    return table
+
+
+def format_comparison(first: RunSummary, second: RunSummary, rows: Sequence[ComparedValue], fmt: str) -> str:
+    """The comparison as CSV or JSON: section, name, each run's value and which run's is better."""
+    names = (first.name, second.name)
+    cells = [
+        [row.section, row.name, row.first, row.second, None if row.better is None else names[row.better]]
+        for row in rows
+    ]
+    if fmt == "json":
+        keys = ("section", "name", "first", "second", "better")
+        values = [dict(zip(keys, row)) for row in cells]
+        return json_text({"first": first.to_dict(), "second": second.to_dict(), "rows": values})
+    header = ["section", "name", first.name, second.name, "better"]
+    return csv_text(header, [["" if cell is None else cell for cell in row] for row in cells])
+
+
+def format_duration(seconds: float | None) -> str:
+    """`12.3 s`, `4 min 05 s` or `2 h 03 min`; `-` for None."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = round(seconds) // 60
+    if minutes < 60:
+        return f"{minutes} min {round(seconds) % 60:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _compared(row: ComparedValue, value: object) -> str:
+    """A compared value as shown: results to 4 places, the time in minutes, options as given."""
+    if row.name == "training time":
+        return format_duration(value)
+    if row.section == "results" and isinstance(value, float):
+        return _shown(value)
+    return escape("-" if value is None else str(value))
 
 
 def print_audit(report: AuditReport) -> None:
