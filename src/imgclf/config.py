@@ -175,6 +175,12 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def to_flat_dict(self) -> dict:
+        """The options in one level, the augmentation's named `augment.zoom` and so on (MLflow's params)."""
+        values = self.to_dict()
+        augment = values.pop("augment")
+        return {**values, **{f"augment.{name}": value for name, value in augment.items()}}
+
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         values = dict(values)

@@ -84,6 +84,15 @@ def test_resume_in_a_store_without_the_run_says_which_store_to_use(small_photos,
         imgclf.train(resume=run.run_dir, epochs=2)
 
 
+def test_a_store_mlflow_cannot_reach_is_one_error_before_the_first_epoch(small_photos, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")  # nothing listens on port 1
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    out = tmp_path / "run"
+    with pytest.raises(TrackingError, match=r"Logging to MLflow at http://127.0.0.1:1 failed \("):
+        train_tracked(small_photos / "train", val=str(small_photos / "val"), epochs=1, out=str(out))
+    assert not out.exists()  # stopped before its first epoch, like any other error there
+
+
 def test_missing_mlflow_is_one_line_naming_the_extra(small_photos, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if it were not installed
     out = tmp_path / "run"

@@ -11,7 +11,6 @@ listing of many runs is quick, and a damaged run is listed with what is wrong wi
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,7 +118,7 @@ def read_summary(run_dir: str | Path) -> RunSummary:
         best_val_accuracy=best,
         seconds=sum(row["seconds"] for row in history) if history is not None else None,
         problem="; ".join(problems) or None,
-        options=_flat_options(config) if config else {},
+        options=config.train.to_flat_dict() if config else {},
         dataset=_dataset_sizes(config) if config else {},
         scores=scores,
     )
@@ -187,12 +186,6 @@ def _last_written(run_dir: Path) -> datetime:
         if path.exists():
             return datetime.fromtimestamp(path.stat().st_mtime)
     raise RunsError(f"{run_dir} is gone")
-
-
-def _flat_options(config: RunConfig) -> dict[str, object]:
-    values = dataclasses.asdict(config.train)
-    augment = values.pop("augment")
-    return {**values, **{f"augment.{name}": value for name, value in augment.items()}}
 
 
 def _dataset_sizes(config: RunConfig) -> dict[str, object]:

@@ -11,7 +11,6 @@ so imgclf needs it only then (`pip install 'imgclf[mlflow]'`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -115,8 +114,8 @@ class MlflowTracker:
         with self._errors_named():
             self.client = MlflowClient(tracking_uri=self.uri)
             if saved is not None:
+                _check_run_exists(self.client, saved["run_id"], run_dir, self.uri)
                 self.run_id = saved["run_id"]
-                _check_run_exists(self.client, self.run_id, run_dir, self.uri)
                 self.client.update_run(self.run_id, status="RUNNING")
                 log.info("Logging to MLflow run %s at %s again.", self.run_id, self.uri)
                 return
@@ -158,16 +157,18 @@ class MlflowTracker:
 
     @contextlib.contextmanager
     def _errors_named(self) -> Iterator[None]:
-        """Turn MLflow's errors (a store it cannot reach, say) into a one-line `TrackingError`."""
+        """Turn MLflow's errors (a store it cannot reach, or one whose packages are missing) into a one-line
+        `TrackingError`."""
         from mlflow.exceptions import MlflowException
 
         try:
             yield
-        except MlflowException as error:
+        except (MlflowException, ImportError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise TrackingError(
-                f"Logging to MLflow at {self.uri} failed: {reason} Received: --track=mlflow. Check "
-                "MLFLOW_TRACKING_URI, or train with --track none; the run directory keeps every epoch."
+                f"Logging to MLflow at {self.uri} failed ({reason}). Received: --track=mlflow. Check "
+                "MLFLOW_TRACKING_URI and that imgclf[mlflow] is installed, or train with --track none; the run "
+                "directory keeps every epoch."
             ) from None
 
 
@@ -228,7 +229,5 @@ def _log_params(client: MlflowClient, run_id: str, config: TrainConfig) -> None:
     """The options as MLflow params, the augmentation's flattened (`augment.zoom`)."""
     from mlflow.entities import Param
 
-    values = dataclasses.asdict(config)
-    augment = values.pop("augment")
-    values.update({f"augment.{name}": value for name, value in augment.items()})
-    client.log_batch(run_id, params=[Param(name, str(value)) for name, value in sorted(values.items())])
+    params = [Param(name, str(value)) for name, value in sorted(config.to_flat_dict().items())]
+    client.log_batch(run_id, params=params)
