@@ -44,6 +44,7 @@ def test_the_float_options_are_the_ones_the_command_line_takes_as_numbers():
     [
         ({"min_confidence": "0.8"}, "Received: --min-confidence='0.8'. Give a number."),
         ({"image_size": 100_000}, "Received: --image-size=100000. Use 16 to 4096 pixels."),
+        ({"track": "wandb"}, "Received: --track='wandb'. Choose one of ['none', 'mlflow']."),
     ],
 )
 def test_an_option_a_run_could_not_load_is_refused_before_training(options, message):

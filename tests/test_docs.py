@@ -39,6 +39,7 @@ COMMANDS = (
     "summary",
     "cache",
     "demo",
+    "runs",
 )
 
 

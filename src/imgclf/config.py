@@ -135,6 +135,7 @@ DEVICES = ("auto", "cpu", "cuda")
 CLASS_WEIGHTS = ("none", "auto")
 HEADS = ("linear", "mlp", "seed")
 ENGINES = ("auto", "torch", "onnx", "openvino")
+TRACKERS = ("none", "mlflow")
 
 
 @dataclass(frozen=True)
@@ -169,9 +170,16 @@ class TrainConfig:
     decode_cache: bool = True
     workers: int = 2
     out: str | None = None
+    track: str = "none"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def to_flat_dict(self) -> dict:
+        """The options in one level, the augmentation's named `augment.zoom` and so on (MLflow's params)."""
+        values = self.to_dict()
+        augment = values.pop("augment")
+        return {**values, **{f"augment.{name}": value for name, value in augment.items()}}
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -287,6 +295,7 @@ def _validate_resources(config: TrainConfig) -> None:
     _require(config.device in DEVICES, "--device", config.device, f"Choose one of {list(DEVICES)}.")
     _require(config.cache_mem_mb >= 0, "--cache-mem", config.cache_mem_mb, "Give a budget in MB (0 streams).")
     _require(config.workers >= 0, "--workers", config.workers, "Use 0 or more DataLoader workers.")
+    _require(config.track in TRACKERS, "--track", config.track, f"Choose one of {list(TRACKERS)}.")
     _require(
         isinstance(config.decode_cache, bool),
         "decode-cache",

@@ -16,9 +16,11 @@ import pytest
 import torch
 import torchvision
 from safetensors.torch import save_file
+from tests.evaluation.test_runs_index import write_run
 
 import imgclf
 from imgclf.cli import main
+from imgclf.cli.output import stdout
 from imgclf.data.folders import index_folder
 from imgclf.demo import shipped_data
 
@@ -43,7 +45,7 @@ def test_an_interrupted_training_exits_130_and_only_the_main_process_says_so(
     def interrupted(**options):
         raise imgclf.TrainingInterrupted("Interrupted; epoch 1 is saved.")
 
-    monkeypatch.setattr("imgclf.cli.commands.train", interrupted)
+    monkeypatch.setattr("imgclf.training.loop.train", interrupted)
     monkeypatch.setenv("RANK", rank)
     assert main(["train", str(small_photos / "train")]) == 130
     assert capsys.readouterr().err == printed
@@ -217,3 +219,41 @@ def test_predict_warns_of_an_image_over_40_million_pixels_and_predicts_the_rest(
     warnings = [line for line in captured.err.splitlines() if "over 40 M pixels" in line]
     assert len(warnings) == 1 and "huge.png (8000×5001)" in warnings[0]
     assert f"{photo},cars," in captured.out
+
+
+def test_runs_lists_the_runs_of_a_folder_in_each_format(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(stdout, "width", 160)  # a terminal wide enough for each cell on one line
+    write_run(tmp_path / "runs" / "seed-cnn-late", [(0.4, 0.9, 75.0)], date="2025-02-01 08:00")
+    write_run(tmp_path / "runs" / "seed-cnn-early", [(0.5, 0.8, 2.0)], date="2025-01-01 08:00")
+    (tmp_path / "runs" / "scratch").mkdir()
+    folder = str(tmp_path / "runs")
+    assert main(["runs", folder]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.index("seed-cnn-early") < printed.out.index("seed-cnn-late")
+    assert "1 min 15 s" in printed.out and "2025-02-01 08:00" in printed.out
+    assert printed.err.strip() == f"Passed over 1 folder in {folder} that are not runs."
+    assert main(["runs", folder, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(row["run"], row["epochs"], row["best_val_accuracy"]) for row in rows] == [
+        ("seed-cnn-early", 1, 0.8),
+        ("seed-cnn-late", 1, 0.9),
+    ]
+    assert main(["runs", folder, "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "run,path,model,data,date,epochs,best_val_accuracy,training_seconds,problem"
+    assert lines[1].startswith("seed-cnn-early,") and len(lines) == 3
+
+
+def test_runs_compare_marks_the_better_value(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_run(tmp_path / "runs" / "a", [(0.4, 0.9, 30.0)], {"accuracy": 0.9}, lr=0.01)
+    write_run(tmp_path / "runs" / "b", [(0.5, 0.8, 10.0)], {"accuracy": 0.8})
+    assert main(["runs", "--compare", "a", "runs/b"]) == 0
+    table = capsys.readouterr().out
+    assert "0.9000 ✓" in table and "10.0 s ✓" in table and "lr" in table
+    assert main(["runs", "--compare", "a", "b", "--format", "json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)["rows"]}
+    assert (rows["lr"]["first"], rows["lr"]["second"], rows["lr"]["better"]) == (0.01, 0.001, None)
+    assert rows["accuracy"]["better"] == "a" and rows["training time"]["better"] == "b"
+    assert main(["runs", "--compare", "a", "c"]) == 1
+    assert "c is not a run directory" in capsys.readouterr().err

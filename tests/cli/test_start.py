@@ -23,6 +23,7 @@ COMMANDS = (
     "fix",
     "explain",
     "cache",
+    "runs",
 )
 
 
@@ -53,6 +54,16 @@ def test_every_commands_help_imports_nothing_heavy(command):
 def test_a_usage_error_imports_nothing_heavy():
     result, heavy = imported_heavy("train", "data", "--epochs", "many")
     assert result.returncode == 2 and "--epochs" in result.stderr
+    assert heavy == []
+
+
+def test_listing_and_comparing_runs_imports_nothing_heavy(trained_run):
+    folder = trained_run.run_dir.parent
+    result, heavy = imported_heavy("runs", str(folder))
+    assert result.returncode == 0 and trained_run.run_dir.name in result.stdout
+    assert heavy == []
+    result, heavy = imported_heavy("runs", str(folder), "--compare", trained_run.run_dir.name, str(trained_run.run_dir))
+    assert result.returncode == 0 and "macro F1" in result.stdout
     assert heavy == []
 
 

@@ -102,7 +102,7 @@ def test_batch_size_must_divide_by_the_number_of_processes(data, capsys):
 )
 def test_nproc_checks_the_options_once_before_starting_processes(data, options, message, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on CI, also on a machine with a GPU
-    monkeypatch.setattr("imgclf.cli.commands.launch", lambda *args: pytest.fail("processes were started"))
+    monkeypatch.setattr("imgclf.training.distributed.launch", lambda *args: pytest.fail("processes were started"))
     arguments = [str(data) if option == "DATA" else option for option in options]
     assert main(["train", *arguments, "--model", "seed-cnn", "--nproc", "2"]) == 1
     error = capsys.readouterr().err

@@ -17,6 +17,7 @@ imgclf audit DATA [--val DIR] [--test DIR] [--out DIR] [--fail-on leakage,corrup
 imgclf fix ISSUES.csv --data DATA [--dry-run] [--create-classes]   |   imgclf fix --undo JOURNAL
 imgclf explain RUN IMAGE... [--out DIR] [--class NAME] [--alpha 0.5]
 imgclf cache [--clear features|decoded|onnx|all] [--older-than DAYS]
+imgclf runs [DIR] [--compare A B] [--format table|csv|json]
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """One function per `imgclf` command: check what the library cannot, call it, print the result, return the exit code.
 
-`imgclf` imports this module only once the command line is parsed: it imports PyTorch.
+`imgclf` imports this module only once the command line is parsed. Each command imports the PyTorch side of the
+library itself, so that the commands which need none (`imgclf runs`, `imgclf cache`) answer at once.
 """
 
 from __future__ import annotations
@@ -8,29 +9,31 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import sys
 from pathlib import Path
 
 from rich.markup import escape
 
 from imgclf.caches import cache_sizes, clear_caches, format_size
+from imgclf.cli.audit_output import print_audit
 from imgclf.cli.output import (
     cache_table,
+    comparison_table,
     experiments_table,
     explanations_table,
+    format_comparison,
+    format_runs,
     predictions_table,
-    print_audit,
     print_evaluation,
     print_run_files,
     progress_bar,
+    runs_table,
     stdout,
 )
-from imgclf.cli.predicting import finish, load_run, predict, tally_of, without_nproc
 from imgclf.cli.train_options import AUGMENT_OPTIONS
 from imgclf.config import AUGMENT_PRESETS, ConfigError, ImgclfError, TrainConfig
+from imgclf.evaluation.runs_index import compare_runs, find_run, list_runs, read_summary
 from imgclf.files import is_main_process
-from imgclf.training.distributed import check_batch_size, launch, torchrun_environment
-from imgclf.training.loop import train
-from imgclf.training.options import check_before_training, make_train_config, resumed_config
 from imgclf.training.progress import EpochBar, stderr
 
 EXIT_AUDIT_PROBLEMS = 3
@@ -49,6 +52,8 @@ def _train_options(args: argparse.Namespace) -> dict:
 
 def _train_config(args: argparse.Namespace, options: dict) -> TrainConfig:
     """`make_train_config` on DATA and `options`; an option to blame that came from `--config` names the file."""
+    from imgclf.training.options import make_train_config
+
     try:
         return make_train_config(args.data, **options)
     except ConfigError as error:
@@ -59,6 +64,10 @@ def _train_config(args: argparse.Namespace, options: dict) -> TrainConfig:
 
 def _launch_processes(args: argparse.Namespace, options: dict) -> int:
     """`--nproc N`: check the options here, where an error is one line, then rerun the command under torchrun."""
+    from imgclf.cli.predicting import without_nproc
+    from imgclf.training.distributed import check_batch_size, launch
+    from imgclf.training.options import check_before_training, resumed_config
+
     if args.resume is None:
         config = _train_config(args, options)
         check_batch_size(config.batch_size, args.nproc)
@@ -107,6 +116,9 @@ def _resume_options(args: argparse.Namespace, options: dict) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from imgclf.training.distributed import torchrun_environment
+    from imgclf.training.loop import train
+
     if args.resume is None and args.data is None:
         raise ImgclfError("Missing DATA: give a folder with one sub-folder per class, or --resume RUN.")
     if args.nproc is not None and args.nproc < 1:
@@ -128,6 +140,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from imgclf.cli.predicting import finish, load_run, tally_of
     from imgclf.evaluation.evaluate import evaluate_folder, write_evaluation
     from imgclf.evaluation.report import REPORT_FILE, write_report
 
@@ -145,6 +158,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from imgclf.cli.predicting import load_run
     from imgclf.data.folders import validation_index
     from imgclf.devices import resolve_device
     from imgclf.evaluation.evaluate import evaluate_folder, evaluate_index
@@ -296,6 +310,7 @@ def _fix(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from imgclf.cli.predicting import finish, tally_of
     from imgclf.data.folders import list_images
     from imgclf.deploy.predictor import load
     from imgclf.evaluation.explain import explain_files
@@ -335,9 +350,39 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs(args: argparse.Namespace) -> int:
+    if args.compare is not None:
+        first, second = (read_summary(find_run(name, args.folder)) for name in args.compare)
+        rows = compare_runs(first, second)
+        if args.format == "table":
+            stdout.print(comparison_table(first, second, rows))
+        else:
+            sys.stdout.write(format_comparison(first, second, rows, args.format))
+        return 0
+    listing = list_runs(args.folder)
+    if args.format != "table":
+        sys.stdout.write(format_runs(listing.runs, args.format))
+    elif listing.runs:
+        stdout.print(runs_table(listing))
+    else:
+        stdout.print(f"No runs in {listing.folder}.", markup=False, highlight=False)
+    if listing.passed_over:
+        folders = "folder" if listing.passed_over == 1 else "folders"
+        stderr.print(
+            f"Passed over {listing.passed_over} {folders} in {listing.folder} that are not runs.", markup=False
+        )
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from imgclf.cli.predicting import predict  # imports PyTorch: `imgclf runs` and `cache` go without
+
+    return predict(args)
+
+
 COMMANDS = {
     "train": _train,
-    "predict": predict,
+    "predict": _predict,
     "evaluate": _evaluate,
     "summary": _summary,
     "export": _export,
@@ -348,4 +393,5 @@ COMMANDS = {
     "fix": _fix,
     "explain": _explain,
     "cache": _cache,
+    "runs": _runs,
 }

@@ -29,18 +29,17 @@ from rich.text import Text
 
 from imgclf.caches import format_size
 from imgclf.deploy.batch import csv_header, csv_row
-from imgclf.files import csv_rows_text, json_text
+from imgclf.files import csv_rows_text, csv_text, json_text
 from imgclf.training.progress import stderr
 
 if TYPE_CHECKING:  # the types only: the modules that define them import PyTorch
-    from imgclf.audit import AuditReport
     from imgclf.caches import CacheSize
     from imgclf.deploy.predictor import Prediction
     from imgclf.deploy.sorting import Sorted
+    from imgclf.evaluation.runs_index import ComparedValue, RunsListing, RunSummary
 
 stdout = Console(soft_wrap=True)
 
-AUDIT_ROWS_SHOWN = 10
 RUN_FILES = (
     "model.safetensors",
     "config.json",
@@ -278,149 +277,96 @@ def cache_table(title: str, sizes: Sequence[CacheSize], size_column: str) -> Tab
     return table
 
 
-def print_audit(report: AuditReport) -> None:
-    """The audit's terminal summary: classes per split, image sizes, problem counts, then the first of each."""
-    _print_class_counts(report)
-    for message in [*report.warnings, *(split.imbalance for split in report.splits if split.imbalance)]:
-        stderr.print(f"[yellow]warning:[/yellow] {escape(message)}")
-    _print_image_sizes(report)
-    _print_problem_counts(report)
-    _print_problem_files(report)
+RUN_COLUMNS = ("run", "model", "data", "date", "epochs", "best val accuracy", "training time")
 
 
-def _print_class_counts(report: AuditReport) -> None:
-    classes = Table(title=f"Images per class ({report.seconds:.1f} s)")
-    classes.add_column("class")
-    for split in report.splits:
-        classes.add_column(escape(split.name), justify="right")
-    for name in dict.fromkeys(name for split in report.splits for name in split.class_names):
-        counts = [dict(zip(split.class_names, split.class_counts)).get(name) for split in report.splits]
-        classes.add_row(escape(name), *["-" if count is None else str(count) for count in counts])
-    classes.add_row("total", *[str(sum(split.class_counts)) for split in report.splits], style="bold")
-    stdout.print(classes)
+def runs_table(listing: RunsListing) -> Table:
+    """One row per run, oldest first; a `problem` column when a run is damaged."""
+    table = Table(title=f"Runs in {escape(str(listing.folder))}")
+    numbers = RUN_COLUMNS[-3:]
+    problems = any(run.problem for run in listing.runs)
+    for column in (*RUN_COLUMNS, "problem") if problems else RUN_COLUMNS:
+        table.add_column(column, justify="right" if column in numbers else "left", overflow="fold")
+    for run in listing.runs:
+        cells = [
+            escape(run.name),
+            escape(run.model or "-"),
+            escape(run.data or "-"),
+            f"{run.date:%Y-%m-%d %H:%M}",
+            "-" if run.epochs is None else str(run.epochs),
+            _shown(run.best_val_accuracy),
+            format_duration(run.seconds),
+        ]
+        table.add_row(*cells, *([f"[red]{escape(run.problem or '')}[/red]"] if problems else []))
+    return table
 
 
-def _print_image_sizes(report: AuditReport) -> None:
-    stats = report.statistics()
-    sizes = Table(title=f"{stats['images']} readable images")
-    for column in ("", "min", "median", "max"):
-        sizes.add_column(column, justify="right" if column else "left")
-    for name in ("width", "height", "bytes"):
-        if stats[name] is not None:
-            sizes.add_row(name, *[f"{stats[name][key]:,.0f}" for key in ("min", "median", "max")])
-    stdout.print(sizes)
-    for name in ("modes", "formats"):
-        stdout.print(f"{name}: " + ", ".join(f"{escape(str(key))} {count}" for key, count in stats[name].items()))
+def format_runs(runs: Sequence[RunSummary], fmt: str) -> str:
+    """The listing as CSV or JSON text, one row or object per run."""
+    rows = [run.to_dict() for run in runs]
+    if fmt == "json":
+        return json_text(rows)
+    header = list(rows[0]) if rows else ["run"]
+    return csv_text(header, [["" if row[key] is None else row[key] for key in header] for row in rows])
 
 
-def _print_problem_counts(report: AuditReport) -> None:
-    groups = report.groups
-    problems = Table(title="Problems")
-    problems.add_column("problem")
-    problems.add_column("count", justify="right")
-    problems.add_column("--fail-on")
-    for label, count, name in (
-        ("unreadable files", len(report.unreadable), "corrupt"),
-        ("extension does not match the format", len(report.mismatched), "mismatch"),
-        (f"tiny images (short side under {report.min_size} px)", len(report.tiny), "tiny"),
-        ("imbalanced splits", report.problems()["imbalance"], "imbalance"),
-        ("exact duplicate groups", sum(g.kind == "exact" for g in groups), "duplicates"),
-        (
-            f"near-duplicate groups (pHash within {report.near_threshold} bits)",
-            sum(g.kind == "near" for g in groups),
-            "duplicates",
-        ),
-        ("duplicate groups across splits", sum(g.leakage for g in groups), "leakage"),
-        ("duplicate groups across classes", sum(g.label_conflict for g in groups), ""),
-        ("image quality (dark, bright, blurry, ...)", len(report.quality_issues), "quality"),
-        *_model_problem_rows(report),
-    ):
-        problems.add_row(label, f"[red]{count}[/red]" if count else "0", name)
-    stdout.print(problems)
+def comparison_table(first: RunSummary, second: RunSummary, rows: Sequence[ComparedValue]) -> Table:
+    """The two runs in two columns, a section per kind of row; the better value of a pair is marked ✓."""
+    table = Table(title="Runs compared", caption="✓ the better value")
+    table.add_column("")
+    for run in (first, second):
+        table.add_column(escape(run.name), overflow="fold")
+    if not any(row.section == "options" for row in rows):
+        table.add_row("[bold]options[/bold]", "all the same", "all the same", end_section=True)
+    section = None
+    for row in rows:
+        if row.section != section:
+            if section is not None:
+                table.add_section()
+            table.add_row(f"[bold]{row.section}[/bold]", "", "")
+            section = row.section
+        cells = [_compared(row, value) for value in (row.first, row.second)]
+        if row.better is not None:
+            cells[row.better] = f"[bold green]{cells[row.better]} ✓[/bold green]"
+        table.add_row(f"  {escape(row.name)}", *cells)
+    return table
 
 
-def _print_problem_files(report: AuditReport) -> None:
-    _print_some("Unreadable files", ("file", "reason"), [(f.display_name(), f.facts.error) for f in report.unreadable])
-    _print_some(
-        "Extension does not match the format",
-        ("file", "format"),
-        [(f.display_name(), f.facts.format) for f in report.mismatched],
-    )
-    _print_some(
-        "Tiny images",
-        ("file", "width × height"),
-        [(f.display_name(), f"{f.facts.width} × {f.facts.height}") for f in report.tiny],
-    )
-    _print_some(
-        "Duplicate groups",
-        ("kind", "where", "files"),
-        [
-            (
-                group.kind if group.kind == "exact" else f"near ({group.distance} bits)",
-                ("[red]across splits[/red]" if group.leakage else f"within {group.splits[0]}")
-                + (" [red]and classes[/red]" if group.label_conflict else ""),
-                "\n".join(escape(name) for name in group.names()),
-            )
-            for group in report.groups
-        ],
-        markup=True,
-    )
-    _print_findings(report)
-
-
-def _model_problem_rows(report: AuditReport) -> list[tuple[str, int, str]]:
-    """The Problems table's rows for what the backbone's features found; none when no model looked."""
-    if report.model is None:
-        return []
-    return [
-        (f"suspected label errors ({report.model})", len(report.label_issues), "label-issues"),
-        ("outliers (far from every other picture)", len(report.outliers), "outliers"),
-        (
-            f"embedding near-duplicate groups (cosine ≥ {report.similarity:.2f})",
-            len(report.embedding_groups),
-            "near-duplicates",
-        ),
+def format_comparison(first: RunSummary, second: RunSummary, rows: Sequence[ComparedValue], fmt: str) -> str:
+    """The comparison as CSV or JSON: section, name, each run's value and which run's is better."""
+    names = (first.name, second.name)
+    cells = [
+        [row.section, row.name, row.first, row.second, None if row.better is None else names[row.better]]
+        for row in rows
     ]
+    if fmt == "json":
+        keys = ("section", "name", "first", "second", "better")
+        values = [dict(zip(keys, row)) for row in cells]
+        return json_text({"first": first.to_dict(), "second": second.to_dict(), "rows": values})
+    header = ["section", "name", first.name, second.name, "better"]
+    return csv_text(header, [["" if cell is None else cell for cell in row] for row in cells])
 
 
-def _print_findings(report: AuditReport) -> None:
-    """The first label issues, outliers, embedding near-duplicate groups and quality flags."""
-    _print_some(
-        "Suspected label errors (given → suggested)",
-        ("file", "given", "suggested", "score"),
-        [(i.file.display_name(), i.given, i.suggested, f"{i.score:.3f}") for i in report.label_issues],
-    )
-    _print_some("Outliers", ("file", "score"), [(o.file.display_name(), f"{o.score:.3f}") for o in report.outliers])
-    _print_some(
-        "Embedding near-duplicate groups",
-        ("where", "cosine", "files"),
-        [
-            (
-                ("[red]across splits[/red]" if group.leakage else f"within {group.splits[0]}")
-                + (" [red]and classes[/red]" if group.label_conflict else ""),
-                f"≥ {group.similarity:.3f}",
-                "\n".join(escape(name) for name in group.names()),
-            )
-            for group in report.embedding_groups
-        ],
-        markup=True,
-    )
-    _print_some(
-        "Image quality",
-        ("file", "problems"),
-        [(issue.file.display_name(), ", ".join(issue.problems)) for issue in report.quality_issues],
-    )
+def format_duration(seconds: float | None) -> str:
+    """`12.3 s`, `4 min 05 s` or `2 h 03 min`; `-` for None."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = round(seconds) // 60
+    if minutes < 60:
+        return f"{minutes} min {round(seconds) % 60:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def _print_some(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], markup: bool = False) -> None:
-    """A table of the first `AUDIT_ROWS_SHOWN` rows, saying how many more audit.json holds; nothing when empty."""
-    if not rows:
-        return
-    table = Table(title=title)
-    for column in header:
-        table.add_column(column, overflow="fold")
-    for row in rows[:AUDIT_ROWS_SHOWN]:
-        table.add_row(*(cell if markup else escape(str(cell)) for cell in row))
-    stdout.print(table)
-    if len(rows) > AUDIT_ROWS_SHOWN:
-        stdout.print(f"… and {len(rows) - AUDIT_ROWS_SHOWN} more in audit.json")
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _compared(row: ComparedValue, value: object) -> str:
+    """A compared value as shown: results to 4 places, the time in minutes, options as given."""
+    if row.name == "training time":
+        return format_duration(value)
+    if row.section == "results" and isinstance(value, float):
+        return _shown(value)
+    return escape("-" if value is None else str(value))

@@ -68,6 +68,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Action]]
         _add_fix,
         _add_explain,
         _add_cache,
+        _add_runs,
     ):
         add(commands.add_parser)
     return parser, {action.dest: action for action in train_options}
@@ -366,6 +367,25 @@ def _add_cache(add_command: AddCommand) -> None:
         metavar="DAYS",
         help="with --clear: delete only the entries written more than DAYS days ago",
     )
+
+
+def _add_runs(add_command: AddCommand) -> None:
+    runs = add_command(
+        "runs",
+        help="list the runs in a folder, or compare two",
+        description="List the run directories in DIR, oldest first: model, data, date of the last epoch, epochs "
+        "trained, best val accuracy (the kept weights') and training time; a damaged run is listed with what is "
+        "wrong. --compare A B sets two runs side by side: the options that differ, the data, the scores, epochs "
+        "and time, with the better value marked. Reads the runs' files only, so it answers at once.",
+    )
+    runs.add_argument("folder", nargs="?", default="runs", metavar="DIR", help="folder of runs (default runs)")
+    runs.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="two run directories, as paths or by their names in DIR",
+    )
+    runs.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:

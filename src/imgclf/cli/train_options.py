@@ -8,7 +8,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from imgclf.config import AUGMENT_PRESETS, CLASS_WEIGHTS, DEVICES, FILL_MODES, HEADS, OPTIMIZERS, PRECISIONS
+from imgclf.config import (
+    AUGMENT_PRESETS,
+    CLASS_WEIGHTS,
+    DEVICES,
+    FILL_MODES,
+    HEADS,
+    OPTIMIZERS,
+    PRECISIONS,
+    TRACKERS,
+)
 
 AUGMENT_OPTIONS = [f.name for f in dataclasses.fields(AUGMENT_PRESETS["none"])]
 
@@ -26,6 +35,12 @@ def add_train_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
             metavar="N",
             help="train in N processes on this machine (DistributedDataParallel through torchrun; --batch-size "
             "stays the global batch and must divide by N; default 1)",
+        ),
+        parser.add_argument(
+            "--track",
+            choices=TRACKERS,
+            help="mlflow: log the options, every epoch, the plots, report and model to MLflow "
+            "($MLFLOW_TRACKING_URI; default none; needs pip install 'imgclf[mlflow]')",
         ),
     ]
     return own + _add_data_options(parser) + _add_model_options(parser) + _add_augment_options(parser)

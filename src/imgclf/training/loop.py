@@ -45,6 +45,7 @@ from imgclf.training.phases import Phase, PhaseKind, PhaseSetup, plan_phases, se
 from imgclf.training.progress import epoch_bar
 from imgclf.training.sources import TrainingInputs, check_sources
 from imgclf.training.steps import compute_loss, evaluate, predicted_labels
+from imgclf.training.tracking import Tracker, tracker_for
 from imgclf.training.writer import SKIPPED_FILE, RunWriter, claim_run_dir
 
 log = logging.getLogger(__name__)
@@ -99,20 +100,24 @@ def train(
         state, saved = None, None
     processes = distributed.connect(resolve_device(config.device))
     distributed.check_batch_size(config.batch_size, processes.world_size)
+    tracker = tracker_for(config.track, processes.is_main)
     if resume is not None:
         run_dir, made_run_dir = Path(resume), False
     else:
         run_dir, made_run_dir = processes.from_main(claim_run_dir, config)
     bar = epoch_bar() if progress is None else None
     try:
-        return _train_run(config, saved, state, RunWriter(run_dir), processes, bar or progress or None)
-    except BaseException:
+        run = _train_run(config, saved, state, RunWriter(run_dir), processes, bar or progress or None, tracker)
+    except BaseException as error:
+        tracker.finish(run_dir, stopped=error)
         if made_run_dir and processes.is_main and not has_saved_epoch(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # stopped before its first epoch: nothing worth keeping
         raise
     finally:
         if bar is not None:
             bar.close()
+    tracker.finish(run_dir)
+    return run
 
 
 def _train_run(
@@ -122,6 +127,7 @@ def _train_run(
     writer: RunWriter,
     processes: Processes,
     progress: ProgressCallback | None,
+    tracker: Tracker,
 ) -> Run:
     """`train`'s work once the run directory is known: data, model, the epochs of each phase, the finished run.
 
@@ -132,12 +138,7 @@ def _train_run(
     preprocessing = dataclasses.replace(
         spec.preprocessing, image_size=config.image_size or spec.preprocessing.image_size
     )
-    indexes = index_data(config, warn=processes.is_main)
-    if saved is not None and indexes[0].class_names != saved.class_names:
-        raise RunError(
-            f"{config.data} now has classes {indexes[0].class_names} but the run was trained on "
-            f"{saved.class_names}; resume needs the same classes."
-        )
+    indexes = _indexed_data(config, saved, processes)
 
     # Model
     classes = len(indexes[0].class_names)
@@ -150,6 +151,7 @@ def _train_run(
     inputs = TrainingInputs(config, preprocessing, indexes, processes, precision)
 
     # Loop (none left when a resumed run stopped after its last epoch, before it was finished)
+    tracker.start(config, writer.run_dir)
     setup = None
     for phase in phases:
         if phase.last_epoch < start_epoch:
@@ -169,11 +171,23 @@ def _train_run(
                     log.info(_epoch_line(record, phases[-1].last_epoch))
                     if processes.is_main:
                         writer.save_epoch(model, phase, setup, done, best)
+                        tracker.log_epoch(record)
                 if done.stalled(config.patience):
                     log.info("Early stopping: val_loss has not improved for %d epochs.", config.patience)
                     break
     with _saved_when_stopped(writer, done, processes):
         return finish(model, setup, inputs, writer, done)
+
+
+def _indexed_data(config: TrainConfig, saved: RunConfig | None, processes: Processes) -> tuple:
+    """The (train, val) folder indexes; a resumed run must find the classes it was trained on."""
+    indexes = index_data(config, warn=processes.is_main)
+    if saved is not None and indexes[0].class_names != saved.class_names:
+        raise RunError(
+            f"{config.data} now has classes {indexes[0].class_names} but the run was trained on "
+            f"{saved.class_names}; resume needs the same classes."
+        )
+    return indexes
 
 
 def _build_model(config: TrainConfig, image_size: int, classes: int, device: torch.device, new: bool) -> nn.Module:

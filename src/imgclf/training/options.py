@@ -21,6 +21,7 @@ from imgclf.training.checkpoints import read_state
 from imgclf.training.finish import has_finished
 from imgclf.training.phases import PhaseSetup, plan_phases
 from imgclf.training.sources import TrainingInputs
+from imgclf.training.tracking import check_installed
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,14 @@ def resumed_config(run_dir: str | Path, **options) -> tuple[RunConfig, TrainConf
 
 
 def check_before_training(config: TrainConfig) -> None:
-    """Raise the errors that `train` would raise on `config` before its first step: device, precision, folders.
+    """Raise the errors that `train` would raise on `config` before its first step: device, precision, folders,
+    a missing tracker.
 
     `imgclf train --nproc N` checks here once, rather than have N processes start and each say the same.
     """
     resolve_precision(config.precision, resolve_device(config.device))
     folders.split_folder(config, folders.index_folder(config.data))
+    check_installed(config.track)
 
 
 def index_data(config: TrainConfig, warn: bool = True) -> tuple[folders.FolderIndex, folders.FolderIndex]:
