@@ -27,7 +27,7 @@ from imgclf.data.loading import load_or_skip
 from imgclf.devices import CPU
 from imgclf.files import cache_dir, save_tensors
 from imgclf.models.folding import check_batch, fold_if_exact
-from imgclf.training.frozen import Backbone, fastest_backbone
+from imgclf.training.frozen import AGREEMENT, Backbone, agreement, fastest_backbone
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,15 @@ class FeatureCache:
         except Exception:  # a damaged entry is recomputed, never trusted
             return None
 
+    def remove(self, digest: str) -> None:
+        """Forget one image's features, so they are computed again when next asked for."""
+        try:
+            self._path(digest).unlink(missing_ok=True)
+        except NotADirectoryError:  # a file where the cache folder should be: it holds no features
+            pass
+        except OSError as error:
+            log.warning("Cannot remove %s from the feature cache (%s).", self._path(digest), error)
+
     def put(self, digest: str, features: torch.Tensor) -> None:
         """Store one image's features; a cache folder that cannot be written is warned about once, then left."""
         if not self.writable:
@@ -99,19 +108,18 @@ class FeatureCache:
             log.warning("Cannot write the feature cache %s (%s); extracting without storing.", self.folder, error)
 
 
-def _extraction_backbone(
+def _extraction_backbones(
     extractor: nn.Module,
     preprocessing: Preprocessing,
     cache: FeatureCache,
     device: torch.device,
     autocast_dtype: torch.dtype | None,
     images: int,
-) -> Backbone:
-    """`extractor` on OpenVINO when worthwhile and in agreement, else in PyTorch with its BatchNorms folded."""
+) -> tuple[Backbone | None, Backbone]:
+    """`extractor` on OpenVINO when worthwhile and in agreement on the check batch (else None), and in PyTorch
+    with its BatchNorms folded, channels-last, in `autocast_dtype` when given."""
     check = check_batch(preprocessing.image_size, device)
     fast = fastest_backbone(extractor, check, cache.folder / "backbone.onnx", autocast_dtype is None, images)
-    if fast is not None:
-        return fast
     folded = fold_if_exact(extractor, check)
     autocast = torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None)
 
@@ -119,7 +127,7 @@ def _extraction_backbone(
         with autocast:
             return folded(batch.contiguous(memory_format=torch.channels_last)).float()
 
-    return run_torch
+    return fast, run_torch
 
 
 @torch.inference_mode()
@@ -132,6 +140,87 @@ def _run_in_batches(
         batch = torch.stack(images[start : start + batch_size]).to(device, non_blocking=True)
         outputs.append(backbone(normalize(batch, preprocessing)).cpu())
     return [row for output in outputs for row in output]
+
+
+@dataclasses.dataclass
+class _Extraction:
+    """One `extract_features` call: the files, their digests, where their features go and how batches run."""
+
+    files: Sequence[str]
+    digests: list[str | SkippedFile]
+    preprocessing: Preprocessing
+    cache: FeatureCache
+    batch_size: int
+    device: torch.device
+
+    def run(
+        self, fast: Backbone | None, pytorch: Backbone, indices: list[int]
+    ) -> tuple[dict[int, torch.Tensor], list[SkippedFile]]:
+        """The features of the files at `indices` (cached as they come) and the unreadable files among them.
+
+        `fast` (OpenVINO) gives the features while it agrees with `pytorch`: a chunk's are cached only once one
+        of its images, run again in PyTorch, agrees with them. At the first chunk that disagrees, the cache
+        forgets every feature `fast` gave in this call, and `pytorch` extracts them all.
+        """
+        if fast is not None:
+            found, skipped, disagreement = self._chunks(fast, pytorch, indices)
+            if disagreement is None:
+                return found, skipped
+            log.warning(
+                "Extracting features with PyTorch: OpenVINO's differ from PyTorch's on %s (cosine %.3f); "
+                "its %d features so far are recomputed.",
+                *disagreement,
+                len(found),
+            )
+            for i in found:
+                self.cache.remove(self.digests[i])
+        found, skipped, _ = self._chunks(pytorch, None, indices)
+        return found, skipped
+
+    def _chunks(
+        self, backbone: Backbone, reference: Backbone | None, indices: list[int]
+    ) -> tuple[dict[int, torch.Tensor], list[SkippedFile], tuple[str, float] | None]:
+        """Decoding and `backbone` taking turns on `CHUNK` files at a time, each chunk's features cached; with a
+        `reference`, only after a spot check, and up to the first chunk that fails it (its file and cosine)."""
+        chunks = [indices[start : start + CHUNK] for start in range(0, len(indices), CHUNK)]
+        found: dict[int, torch.Tensor] = {}
+        skipped: list[SkippedFile] = []
+
+        def decode(i: int) -> torch.Tensor | SkippedFile:
+            return load_or_skip(self.files[i], self.preprocessing)
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            decoding = pool.map(decode, chunks[0]) if chunks else None
+            for number, chunk in enumerate(chunks):
+                images = list(decoding)
+                good = [(i, image) for i, image in zip(chunk, images) if isinstance(image, torch.Tensor)]
+                skipped += [image for image in images if isinstance(image, SkippedFile)]
+                pixels = [image for _, image in good]
+                features = _run_in_batches(backbone, pixels, self.preprocessing, self.batch_size, self.device)
+                if reference is not None and good:
+                    position = number % len(good)  # a different place in the batches for each chunk
+                    similarity = self._spot_check(reference, pixels[position], features[position])
+                    if similarity < AGREEMENT:
+                        return found, skipped, (self.files[good[position][0]], similarity)
+                if number + 1 < len(chunks):
+                    decoding = pool.map(decode, chunks[number + 1])  # alongside the cache writes below
+                for (i, _), row in zip(good, features):
+                    found[i] = row.clone()  # not a view that keeps its whole batch alive
+                    self.cache.put(self.digests[i], found[i])
+        return found, skipped, None
+
+    @torch.inference_mode()
+    def _spot_check(self, reference: Backbone, image: torch.Tensor, features: torch.Tensor) -> float:
+        """The cosine between `features` and `reference`'s features of `image` (uint8, (3, S, S))."""
+        # One image is too little work to share: with other work on 2 cores, each layer's two threads wait for each
+        # other, and a check took 40-3,200 ms against 20-180 ms on one thread (506 trashnet photos, 8 checks).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            expected = reference(normalize(image[None].to(self.device), self.preprocessing)).cpu()
+        finally:
+            torch.set_num_threads(threads)
+        return agreement(expected, features[None])
 
 
 def extract_features(
@@ -148,7 +237,9 @@ def extract_features(
     Returns (features of the readable files, their positions in `files`, the unreadable files, how many
     images went through the extractor). The extractor runs on OpenVINO when `frozen.fastest_backbone` finds it
     installed, worthwhile and in agreement (the export is kept in the cache's folder), else in PyTorch with its
-    BatchNorms folded (when that is exact), channels-last, in `autocast_dtype` when given.
+    BatchNorms folded (when that is exact), channels-last, in `autocast_dtype` when given. OpenVINO's features
+    are cached only where they agree with PyTorch's on the photos themselves (`_Extraction.run`): a check batch
+    of noise does not show every way an engine can go wrong.
 
     Decoding and the extractor take turns, `CHUNK` images at a time, each with every core: side by side on
     2 cores they slowed each other down more than they overlapped (Lite0 on OpenVINO, 1,000 photos: 143–149
@@ -158,28 +249,14 @@ def extract_features(
     skipped = [digest for digest in digests if isinstance(digest, SkippedFile)]
     found = {i: cache.get(digest) for i, digest in enumerate(digests) if isinstance(digest, str)}
     missing = [i for i, features in found.items() if features is None]
-    chunks = [missing[start : start + CHUNK] for start in range(0, len(missing), CHUNK)]
-
-    def decode(i: int) -> torch.Tensor | SkippedFile:
-        return load_or_skip(files[i], preprocessing)
-
     if missing:  # before any decoding: a decode thread's `catch_warnings` would undo the export's warning filter
-        backbone = _extraction_backbone(extractor, preprocessing, cache, device, autocast_dtype, len(missing))
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        decoding = pool.map(decode, chunks[0]) if chunks else None
-        for number, chunk in enumerate(chunks):
-            images = list(decoding)
-            good = [(i, image) for i, image in zip(chunk, images) if isinstance(image, torch.Tensor)]
-            skipped += [image for image in images if isinstance(image, SkippedFile)]
-            features = _run_in_batches(backbone, [image for _, image in good], preprocessing, batch_size, device)
-            if number + 1 < len(chunks):
-                decoding = pool.map(decode, chunks[number + 1])  # alongside the cache writes below
-            for (i, _), row in zip(good, features):
-                found[i] = row.clone()  # not a view that keeps its whole batch alive
-                cache.put(digests[i], found[i])
-    kept = [i for i in range(len(files)) if found.get(i) is not None]
-    if len(missing):
+        fast, pytorch = _extraction_backbones(extractor, preprocessing, cache, device, autocast_dtype, len(missing))
+        extraction = _Extraction(files, digests, preprocessing, cache, batch_size, device)
+        computed, unreadable = extraction.run(fast, pytorch, missing)
+        found.update(computed)
+        skipped += unreadable
         log.info("Computed features of %d images; %d came from the cache.", len(missing), len(files) - len(missing))
+    kept = [i for i in range(len(files)) if found.get(i) is not None]
     stacked = torch.stack([found[i] for i in kept]) if kept else torch.empty(0)
     return stacked, kept, skipped, len(missing)
 

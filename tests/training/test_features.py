@@ -58,3 +58,35 @@ def test_a_cache_that_cannot_be_written_is_warned_about_once(small_photos, tmp_p
     assert found.shape == (4, 4) and kept == [0, 1, 2, 3] and not skipped and computed == 4
     warnings = [record for record in caplog.records if "Cannot write the feature cache" in record.message]
     assert len(warnings) == 1 and "not-a-folder" in warnings[0].message
+
+
+def test_features_of_an_engine_that_goes_wrong_on_the_photos_never_stay_in_the_cache(
+    small_photos, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(features, "CHUNK", 3)  # 16 photos: six chunks, two of them right before the engine goes wrong
+    files = index_folder(small_photos / "train").files
+    preprocessing = Preprocessing(image_size=32)
+    extractor = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    calls = []
+
+    def engine(batch: torch.Tensor) -> torch.Tensor:  # passed its check batch; from the third batch on, a broken kernel
+        calls.append(len(batch))
+        return extractor(batch) if len(calls) < 3 else -extractor(batch)
+
+    monkeypatch.setattr(features, "fastest_backbone", lambda *args: engine)
+    cache = FeatureCache(tmp_path / "c")
+
+    found, kept, skipped, computed = extract_features(extractor, files, preprocessing, cache)
+
+    with torch.no_grad():
+        expected = extractor(
+            normalize(torch.stack([load_tensor(path, preprocessing) for path in files]), preprocessing)
+        )
+    cached = {path.stem for path in cache.folder.rglob("*.safetensors")}
+    assert cached == {features.file_digest(path) for path in files}
+    for path, row in zip(files, expected):
+        torch.testing.assert_close(cache.get(features.file_digest(path)), row)  # PyTorch's, the first two chunks too
+    torch.testing.assert_close(found, expected)
+    assert kept == list(range(len(files))) and not skipped and computed == len(files)
+    assert calls == [3, 3, 3]  # not used after the chunk it got wrong
+    assert any("differ from PyTorch's" in record.message for record in caplog.records)

@@ -9,6 +9,7 @@ import torch
 
 import imgclf
 from imgclf.data.folders import index_folder
+from imgclf.data.images import load_tensor, normalize
 from imgclf.models import BuildOptions, get_spec
 from imgclf.runs import load_tensors
 from imgclf.training import features, frozen
@@ -55,6 +56,35 @@ def test_an_engine_that_disagrees_is_not_used(extractor, tmp_path, monkeypatch):
     assert frozen.fastest_backbone(extractor, check, path, fp32=True, images=1) is None  # the file stays
     monkeypatch.undo()
     assert frozen.fastest_backbone(extractor, check, path, fp32=True, images=1) is not None
+
+
+def test_openvino_going_wrong_after_its_check_leaves_none_of_its_features_cached(
+    extractor, small_photos, tmp_path, monkeypatch
+):
+    files = index_folder(small_photos / "train").files
+    monkeypatch.setattr(frozen, "WORTH_EXPORTING", 1)
+    monkeypatch.setattr(features, "CHUNK", 4)  # 16 photos: four chunks, one batch each
+    preprocessing = dataclasses.replace(get_spec("efficientnet_lite0").preprocessing, image_size=96)
+    calls = []
+    original = frozen.OpenVinoBackbone.__call__
+
+    def from_the_third_chunk_on_wrong(self, images):  # 1: the check batch, 2-3: two chunks right, then garbage
+        calls.append(len(images))
+        return original(self, images) * (1 if len(calls) <= 3 else -1)
+
+    monkeypatch.setattr(frozen.OpenVinoBackbone, "__call__", from_the_third_chunk_on_wrong)
+    cache = FeatureCache(tmp_path / "features")
+    found, *_ = extract_features(extractor, files, preprocessing, cache)
+
+    with torch.no_grad():
+        expected = extractor(
+            normalize(torch.stack([load_tensor(path, preprocessing) for path in files]), preprocessing)
+        )
+    torch.testing.assert_close(found, expected, rtol=1e-4, atol=1e-4)
+    assert len(list(cache.folder.rglob("*.safetensors"))) == len(files)
+    for path, row in zip(files, expected):
+        torch.testing.assert_close(cache.get(features.file_digest(path)), row, rtol=1e-4, atol=1e-4)
+    assert calls == [2, 4, 4, 4]  # not used after the chunk it got wrong
 
 
 def test_a_few_images_are_not_worth_an_export(extractor, tmp_path):
