@@ -107,7 +107,10 @@ def _train_run(
     # Data
     spec = get_spec(config.model)
     preprocessing = dataclasses.replace(
-        spec.preprocessing, image_size=config.image_size or spec.preprocessing.image_size
+        spec.preprocessing,
+        image_size=config.image_size or spec.preprocessing.image_size,
+        resize=config.resize,
+        pad_color=config.pad_color,
     )
     indexes = index_data(config, warn=processes.is_main)
     if saved is not None and indexes[0].class_names != saved.class_names:
