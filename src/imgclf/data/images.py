@@ -181,7 +181,7 @@ def _decode(image: Image.Image, target: Preprocessing | None, max_pixels: int | 
     if limit is not None and image.width * image.height > limit:
         raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels, over the limit of {limit}")
     if target is not None and image.format == "JPEG":
-        image.draft("RGB", draft_size(image.width, image.height, target))
+        image.draft("RGB", _draft_size(image.width, image.height, target))
     if max_pixels is not None and image.width * image.height > max_pixels:
         raise _OverPixelBudget(f"{image.width}x{image.height} pixels, over the limit of {max_pixels} pixels")
     image.load()
@@ -257,7 +257,7 @@ def describe_resize(preprocessing: Preprocessing) -> str:
     return f"{words}, with {preprocessing.interpolation} resampling"
 
 
-def draft_size(width: int, height: int, preprocessing: Preprocessing) -> tuple[int, int]:
+def _draft_size(width: int, height: int, preprocessing: Preprocessing) -> tuple[int, int]:
     """The least size a `width`×`height` JPEG may be drafted to and still give the input all its pixels: the
     part the model sees must cover the box it fills (crop: the short side at least `image_size`)."""
     where = placement(width, height, preprocessing)
