@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imgclf.config import Preprocessing
+from imgclf.config import RESIZE_MODES, Preprocessing
 from imgclf.data.folders import index_folder
 from imgclf.data.images import load_tensor, normalize
 from imgclf.training import features
-from imgclf.training.features import FeatureCache, extract_features
+from imgclf.training.features import FeatureCache, backbone_key, extract_features
 
 
 def test_chunks_keep_every_file_in_its_place_and_list_the_unreadable(small_photos, tmp_path, monkeypatch):
@@ -58,3 +58,13 @@ def test_a_cache_that_cannot_be_written_is_warned_about_once(small_photos, tmp_p
     assert found.shape == (4, 4) and kept == [0, 1, 2, 3] and not skipped and computed == 4
     warnings = [record for record in caplog.records if "Cannot write the feature cache" in record.message]
     assert len(warnings) == 1 and "not-a-folder" in warnings[0].message
+
+
+def test_a_crop_run_and_a_squash_run_never_share_cached_features():
+    extractor = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def key(**preprocessing) -> str:
+        return backbone_key("seed-vgg16", "imagenet", Preprocessing(image_size=64, **preprocessing), extractor, None)
+
+    keys = {key(resize=resize) for resize in RESIZE_MODES} | {key(resize="pad", pad_color=(124, 116, 104))}
+    assert len(keys) == 4
