@@ -90,21 +90,8 @@ def test_resize_and_pad_color_from_a_config_file_are_saved_with_the_run(small_ph
     config = tmp_path / "options.toml"
     config.write_text('resize = "pad"\npad-color = "124,116,104"\nepochs = 1\nmodel = "seed-cnn"\n')
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                str(small_photos / "train"),
-                "--val",
-                str(small_photos / "val"),
-                "--config",
-                str(config),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    data = ["train", str(small_photos / "train"), "--val", str(small_photos / "val")]
+    assert main([*data, "--config", str(config), "--out", str(out)]) == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["preprocessing"]["resize"] == "pad" and saved["preprocessing"]["pad_color"] == [124, 116, 104]
     assert saved["train"]["resize"] == "pad" and saved["train"]["pad_color"] == [124, 116, 104]
