@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 
 import pytest
 
 from imgclf.cli import main
-from imgclf.config import AugmentConfig, ConfigError, TrainConfig, load_toml, validate
+from imgclf.config import AugmentConfig, ConfigError, Preprocessing, TrainConfig, load_toml, validate
 from imgclf.training.loop import make_train_config
 
 FLOAT_OPTIONS = [
@@ -82,3 +83,47 @@ def test_a_config_or_command_key_inside_a_config_file_is_refused(tmp_path, capsy
     assert main(["train", str(tmp_path), "--config", str(path), "--out", str(tmp_path / "run")]) == 1
     assert f"Received: {key} = {value.replace(chr(34), chr(39))}. Remove the key." in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+RGB_ADVICE = "Give red, green and blue from 0 to 255, such as 124,116,104."
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"resize": "stretch"}, "Received: --resize='stretch'. Choose one of ['squash', 'crop', 'pad']."),
+        ({"resize": None}, "Received: --resize=None. Give a string."),
+        ({"pad_color": "1,2"}, f"Received: --pad-color='1,2'. {RGB_ADVICE}"),
+        ({"pad_color": "0,0,256"}, f"Received: --pad-color='0,0,256'. {RGB_ADVICE}"),
+        ({"pad_color": "grey"}, f"Received: --pad-color='grey'. {RGB_ADVICE}"),
+        ({"pad_color": (1.5, 2, 3)}, f"Received: --pad-color=(1.5, 2, 3). {RGB_ADVICE}"),
+        ({"pad_color": [-1, 0, 0]}, f"Received: --pad-color=[-1, 0, 0]. {RGB_ADVICE}"),
+    ],
+)
+def test_resize_and_pad_color_are_checked_in_one_line(options, message):
+    option = "--" + next(iter(options)).replace("_", "-")
+    with pytest.raises(ConfigError, match=re.escape(f"Invalid option {option}. {message}")):
+        make_train_config("photos", **options)
+
+
+@pytest.mark.parametrize("given", ["124,116,104", " 124, 116 ,104", [124, 116, 104], (124, 116, 104)])
+def test_pad_color_is_three_numbers_from_the_command_line_a_list_or_a_tuple(given):
+    config = make_train_config("photos", resize="pad", pad_color=given)
+    assert config.pad_color == (124, 116, 104)
+    assert validate(TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))) == config  # as config.json
+
+
+def test_cli_refuses_an_unknown_resize_mode_in_one_line(tmp_path, capsys):
+    assert main(["train", str(tmp_path), "--resize", "stretch", "--out", str(tmp_path / "run")]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: Invalid option --resize. Received: --resize='stretch'. Choose one of ['squash', 'crop', 'pad']."
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_saved_preprocessing_without_resize_squashes_on_black():
+    saved = {"image_size": 64, "mean": [0.0] * 3, "std": [1.0] * 3, "interpolation": "bilinear"}
+    assert Preprocessing.from_dict(saved) == Preprocessing(image_size=64)
+    assert Preprocessing.from_dict(saved).resize == "squash"
+    padded = Preprocessing.from_dict({**saved, "resize": "pad", "pad_color": [124, 116, 104]})
+    assert padded == Preprocessing(image_size=64, resize="pad", pad_color=(124, 116, 104))

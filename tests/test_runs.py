@@ -158,6 +158,11 @@ def tampered_run(trained_run, tmp_path: Path, file: str, key: str, value: object
         ("config.json", "preprocessing.mean", "0.5", "preprocessing.mean='0.5'"),
         ("config.json", "preprocessing.std", [0.0, 1.0, 1.0], "preprocessing.std=[0.0, 1.0, 1.0]"),
         ("config.json", "preprocessing.interpolation", "lanczos", "preprocessing.interpolation='lanczos'"),
+        ("config.json", "preprocessing.resize", "stretch", "preprocessing.resize='stretch'"),
+        ("config.json", "preprocessing.pad_color", [0, 0, 300], "preprocessing.pad_color=[0, 0, 300]"),
+        ("config.json", "preprocessing.pad_color", "black", "preprocessing.pad_color='black'"),
+        ("config.json", "train.resize", "stretch", "--resize='stretch'"),
+        ("config.json", "train.pad_color", [0, 0], "--pad-color=[0, 0]"),
         ("config.json", "train.min_confidence", "0.8", "--min-confidence='0.8'"),
         ("config.json", "train.min_confidence", 5, "--min-confidence=5"),
         ("config.json", "train.lr", float("inf"), "--lr=inf"),
@@ -177,6 +182,20 @@ def test_a_tampered_run_file_is_one_line_naming_the_file_the_key_and_the_value(
     message = str(error.value)
     assert str(run_dir / file) in message and f"Received: {named}." in message
     assert "\n" not in message
+
+
+def test_a_run_saved_before_resize_existed_loads_as_squash(trained_run, tmp_path, cars_planes):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    values = json.loads((run_dir / "config.json").read_text())
+    for section in ("preprocessing", "train"):
+        del values[section]["resize"], values[section]["pad_color"]
+    (run_dir / "config.json").write_text(json.dumps(values))
+    old = imgclf.load(run_dir)
+    assert old.preprocessing == trained_run.preprocessing
+    assert (old.preprocessing.resize, old.preprocessing.pad_color) == ("squash", (0, 0, 0))
+    photo = next((cars_planes / "val_set" / "planes").glob("*.jpg"))
+    assert old.predict(photo).probabilities == trained_run.predict(photo).probabilities
 
 
 @pytest.mark.parametrize("file", ["config.json", "calibration.json"])

@@ -31,24 +31,37 @@ class ConfigError(ImgclfError):
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+RESIZE_MODES = ("squash", "crop", "pad")
+"""How a photo becomes the square input: squashed whole, its centre square, or whole with pad-colour bars."""
+DEFAULT_PAD_COLOR = (0, 0, 0)
+"""Black, as Keras pads (`pad_to_aspect_ratio`); ImageNet's mean grey is 124,116,104."""
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How an image becomes a model input: squashed to `image_size`², scaled to [0, 1], then normalised.
+    """How an image becomes a model input: brought to `image_size`² as `resize` says, scaled to [0, 1], then
+    normalised.
 
-    Saved in every run so that predict and evaluate feed the model exactly what it was trained on.
+    `resize`: "squash" stretches the whole image to the square; "crop" scales its short side to `image_size`
+    and keeps the centre square; "pad" scales its long side to `image_size` and fills the rest with `pad_color`
+    (0–255 RGB). Saved in every run so that predict and evaluate feed the model exactly what it was trained on.
     """
 
     image_size: int = 64
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     interpolation: str = "bilinear"
+    resize: str = "squash"
+    pad_color: tuple[int, int, int] = DEFAULT_PAD_COLOR
 
     @classmethod
     def from_dict(cls, values: dict) -> Preprocessing:
-        """The preprocessing a run's `config.json` saved; raises `ConfigError` naming the first key it cannot use."""
+        """The preprocessing a run's `config.json` saved; raises `ConfigError` naming the first key it cannot use.
+
+        A run saved before `resize` existed squashes, as every run did then.
+        """
         size, interpolation = values["image_size"], values.get("interpolation", "bilinear")
+        resize, pad_color = values.get("resize", "squash"), values.get("pad_color", list(DEFAULT_PAD_COLOR))
         _require_saved(
             type(size) is int and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE,
             "preprocessing.image_size",
@@ -61,9 +74,23 @@ class Preprocessing:
             interpolation,
             f"Choose one of {list(INTERPOLATIONS)}.",
         )
+        _require_saved(resize in RESIZE_MODES, "preprocessing.resize", resize, f"Choose one of {list(RESIZE_MODES)}.")
+        _require_saved(_is_rgb(pad_color), "preprocessing.pad_color", pad_color, RGB_ADVICE)
         mean, std = _channel_values(values, "mean"), _channel_values(values, "std")
         _require_saved(min(std) > 0, "preprocessing.std", list(std), "Every channel's std must be positive.")
-        return cls(image_size=size, mean=mean, std=std, interpolation=interpolation)
+        return cls(size, mean, std, interpolation, resize, tuple(pad_color))
+
+
+RGB_ADVICE = "Give red, green and blue from 0 to 255, such as 124,116,104."
+
+
+def _is_rgb(color: object) -> bool:
+    """Whether `color` is a list or tuple of 3 whole numbers from 0 to 255."""
+    return (
+        isinstance(color, list | tuple)
+        and len(color) == 3
+        and all(type(value) is int and 0 <= value <= 255 for value in color)
+    )
 
 
 def _channel_values(values: dict, key: str) -> tuple[float, float, float]:
@@ -147,6 +174,9 @@ class TrainConfig:
     val_split: float | None = None
     model: str = "efficientnet_lite0"
     image_size: int | None = None
+    resize: str = "squash"
+    pad_color: tuple[int, int, int] | str = DEFAULT_PAD_COLOR
+    """0–255 RGB, or the command line's "R,G,B"; `validate` makes it a tuple."""
     head: str | None = None
     weights: str | None = None
     fine_tune: str | None = None
@@ -244,6 +274,7 @@ def _with_checked_types(config: TrainConfig) -> TrainConfig:
 def validate(config: TrainConfig) -> TrainConfig:
     """Check every option before any file is touched; returns `config` (paths as strings) or raises `ConfigError`."""
     config = _with_checked_types(config)
+    config = dataclasses.replace(config, pad_color=_pad_color(config.pad_color))
     _validate_training(config)
     _validate_resources(config)
     _validate_augment(config.augment)
@@ -270,6 +301,7 @@ def _validate_training(config: TrainConfig) -> None:
     if config.image_size is not None:
         size_fits = MIN_IMAGE_SIZE <= config.image_size <= MAX_IMAGE_SIZE
         _require(size_fits, "--image-size", config.image_size, f"Use {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels.")
+    _require(config.resize in RESIZE_MODES, "--resize", config.resize, f"Choose one of {list(RESIZE_MODES)}.")
     _require(config.head is None or config.head in HEADS, "--head", config.head, f"Choose one of {list(HEADS)}.")
     if config.fine_tune is not None:
         _require(
@@ -288,6 +320,15 @@ def _validate_training(config: TrainConfig) -> None:
         f"Choose one of {list(CLASS_WEIGHTS)}.",
     )
     check_min_confidence(config.min_confidence)
+
+
+def _pad_color(color: object) -> tuple[int, int, int]:
+    """`--pad-color` as a tuple: from "R,G,B" (the command line, a TOML file) or a list or tuple of 3 ints."""
+    rgb = color
+    if isinstance(color, str) and all(part.strip().isdecimal() for part in color.split(",")):
+        rgb = [int(part) for part in color.split(",")]
+    _require(_is_rgb(rgb), "--pad-color", color, RGB_ADVICE)
+    return tuple(rgb)
 
 
 def _validate_resources(config: TrainConfig) -> None:

@@ -84,3 +84,29 @@ def test_the_command_line_wins_over_the_config_files_validation_choice(small_pho
     saved = json.loads((out / "config.json").read_text())["train"]
     assert saved["val"] == str(small_photos / "val") and saved["val_split"] is None
     assert saved["decode_cache"] is False
+
+
+def test_resize_and_pad_color_from_a_config_file_are_saved_with_the_run(small_photos, tmp_path):
+    config = tmp_path / "options.toml"
+    config.write_text('resize = "pad"\npad-color = "124,116,104"\nepochs = 1\nmodel = "seed-cnn"\n')
+    out = tmp_path / "run"
+    data = ["train", str(small_photos / "train"), "--val", str(small_photos / "val")]
+    assert main([*data, "--config", str(config), "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["preprocessing"]["resize"] == "pad" and saved["preprocessing"]["pad_color"] == [124, 116, 104]
+    assert saved["train"]["resize"] == "pad" and saved["train"]["pad_color"] == [124, 116, 104]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('resize = "stretch"', "Received: --resize='stretch'. Choose one of ['squash', 'crop', 'pad']. (--resize"),
+        ('pad-color = "1,2"', "Received: --pad-color='1,2'. Give red, green and blue from 0 to 255"),
+    ],
+)
+def test_a_bad_resize_or_pad_color_in_a_config_file_names_the_file(small_photos, tmp_path, capsys, line, message):
+    config = tmp_path / "options.toml"
+    config.write_text(line + "\n")
+    assert main(["train", str(small_photos / "train"), "--config", str(config)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert message in error and error.endswith(f"is set in the config file {config}.)") and "\n" not in error

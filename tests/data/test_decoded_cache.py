@@ -319,11 +319,17 @@ def test_the_cache_pickles_for_worker_processes(photos):
     assert copy.load(path)[1]
 
 
-def test_the_key_follows_size_and_interpolation_but_not_normalisation():
+def test_the_key_follows_size_interpolation_and_resize_but_not_normalisation():
     base = decode_key(Preprocessing(image_size=64))
     assert decode_key(Preprocessing(image_size=64, mean=(0.5,) * 3, std=(0.5,) * 3)) == base
     assert decode_key(Preprocessing(image_size=224)) != base
     assert decode_key(Preprocessing(image_size=64, interpolation="bicubic")) != base
+    others = [
+        Preprocessing(image_size=64, resize="crop"),
+        Preprocessing(image_size=64, resize="pad"),
+        Preprocessing(image_size=64, resize="pad", pad_color=(124, 116, 104)),
+    ]
+    assert len({base, *map(decode_key, others)}) == 4
     assert DecodedCache(SMALL).folder.parent == cache_root()
 
 

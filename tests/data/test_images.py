@@ -1,4 +1,4 @@
-"""Opening one image: every mode to RGB, EXIF orientation, draft decode, errors, tensors."""
+"""Opening one image: every mode to RGB, EXIF orientation, draft decode, errors, tensors; squash, crop and pad."""
 
 from __future__ import annotations
 
@@ -12,16 +12,20 @@ import torch
 from PIL import Image, ImageOps, JpegImagePlugin
 from tests.conftest import CARS_PLANES
 
-from imgclf.config import Preprocessing
+from imgclf.config import INTERPOLATIONS, RESIZE_MODES, Preprocessing
 from imgclf.data.images import (
     ImageError,
+    Placement,
     TooManyPixelsError,
     decode_image,
+    decode_tensor,
+    image_tensor,
     image_to_tensor,
     load_tensor,
     normalize,
     open_image,
     open_image_bytes,
+    placement,
 )
 
 A_REAL_JPEG = CARS_PLANES / "training_set" / "cars" / "audi-1151768__340.jpg"
@@ -235,9 +239,8 @@ def smooth_photo(width: int, height: int) -> Image.Image:
     return Image.fromarray(pixels.astype(np.uint8))
 
 
-def test_large_jpeg_is_drafted_to_about_the_needed_size(tmp_path, monkeypatch):
-    path = tmp_path / "large.jpg"
-    smooth_photo(2000, 1500).save(path, quality=90)
+def spy_on_drafts(monkeypatch) -> list[tuple[tuple[int, int] | None, tuple[int, int]]]:
+    """The (size requested, size decoded) of every JPEG draft from now on."""
     drafted: list[tuple[tuple[int, int] | None, tuple[int, int]]] = []
     original_draft = JpegImagePlugin.JpegImageFile.draft
 
@@ -247,6 +250,13 @@ def test_large_jpeg_is_drafted_to_about_the_needed_size(tmp_path, monkeypatch):
         return result
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    return drafted
+
+
+def test_large_jpeg_is_drafted_to_about_the_needed_size(tmp_path, monkeypatch):
+    path = tmp_path / "large.jpg"
+    smooth_photo(2000, 1500).save(path, quality=90)
+    drafted = spy_on_drafts(monkeypatch)
     image = open_image(path, size=64)
 
     assert image.size == (64, 64)
@@ -408,3 +418,114 @@ def test_squashing_gives_pillows_antialiased_pixels(interpolation, size):
 def test_nearest_squashing_is_pillows():
     reference = pillow_squashed(A_REAL_JPEG, 48, Image.Resampling.NEAREST)
     np.testing.assert_array_equal(np.asarray(open_image(A_REAL_JPEG, 48, "nearest")), reference)
+
+
+# --resize: squash (above), crop and pad.
+
+
+def thirds(width: int, height: int) -> Image.Image:
+    """Red, green and blue thirds along the longer side."""
+    image = Image.new("RGB", (width, height), RED)
+    if width >= height:
+        image.paste(GREEN, (width // 3, 0, 2 * width // 3, height))
+        image.paste(BLUE, (2 * width // 3, 0, width, height))
+    else:
+        image.paste(GREEN, (0, height // 3, width, 2 * height // 3))
+        image.paste(BLUE, (0, 2 * height // 3, width, height))
+    return image
+
+
+def test_placement_of_each_mode_for_a_wide_and_a_tall_image():
+    def where(resize: str, width: int, height: int) -> Placement:
+        return placement(width, height, Preprocessing(image_size=60, resize=resize))
+
+    assert where("squash", 600, 400) == Placement((0, 0, 600, 400), (0, 0, 60, 60))
+    assert where("crop", 600, 400) == Placement((100, 0, 500, 400), (0, 0, 60, 60))
+    assert where("crop", 400, 600) == Placement((0, 100, 400, 500), (0, 0, 60, 60))
+    assert where("pad", 600, 400) == Placement((0, 0, 600, 400), (0, 10, 60, 50))
+    assert where("pad", 400, 600) == Placement((0, 0, 400, 600), (10, 0, 50, 60))
+
+
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+@pytest.mark.parametrize(("width", "height"), [(300, 100), (100, 300)], ids=["wide", "tall"])
+def test_crop_keeps_the_centre_of_the_image_and_squash_keeps_its_sides(interpolation, width, height):
+    cropped = np.asarray(decode_image(thirds(width, height), 30, interpolation, resize="crop"))
+    assert cropped.shape == (30, 30, 3)
+    assert (cropped == GREEN).all()  # the centre third, and nothing of the red and blue sides
+    squashed = decode_image(thirds(width, height), 30, interpolation)
+    assert pixel(squashed, 0, 0) == RED and pixel(squashed, 29, 29) == BLUE
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "filled"),
+    [(300, 100, (0, 10, 30, 20)), (100, 300, (10, 0, 20, 30)), (300, 130, (0, 8, 30, 21))],
+    ids=["wide", "tall", "odd-bars"],
+)
+def test_pad_fills_bars_of_the_right_size_with_the_pad_colour(width, height, filled):
+    padded = np.asarray(decode_image(Image.new("RGB", (width, height), WHITE), 30, resize="pad", pad_color=(9, 8, 7)))
+    left, top, right, bottom = filled
+    inside = np.zeros((30, 30), dtype=bool)
+    inside[top:bottom, left:right] = True
+    assert (padded[inside] == WHITE).all()
+    assert (padded[~inside] == (9, 8, 7)).all()
+
+
+def test_crop_of_a_real_photo_is_its_centre_square_resized():
+    image = open_image(A_REAL_JPEG, 64, resize="crop")
+    with Image.open(A_REAL_JPEG) as full:
+        width, height = full.size  # 619 x 340
+        left = (width - height) // 2
+        reference = full.convert("RGB").resize(
+            (64, 64), Image.Resampling.BILINEAR, box=(left, 0, left + height, height)
+        )
+    difference = np.abs(np.asarray(image, dtype=np.int16) - np.asarray(reference, dtype=np.int16))
+    assert image.size == (64, 64)
+    assert difference.mean() < 3  # the draft decode's own small differences
+
+
+def test_pad_of_a_real_photo_is_the_whole_photo_between_two_bars():
+    image = np.asarray(open_image(A_REAL_JPEG, 64, resize="pad", pad_color=(124, 116, 104)))
+    with Image.open(A_REAL_JPEG) as photo:
+        photo.draft("RGB", (64, 36))  # 619 x 340 is 64 x 35.2 at 64 px wide; the same draft as `open_image`'s
+        reference = np.asarray(photo.convert("RGB").resize((64, 35), Image.Resampling.BILINEAR), dtype=np.int16)
+    top = (64 - 35) // 2
+    assert (image[:top] == (124, 116, 104)).all() and (image[top + 35 :] == (124, 116, 104)).all()
+    difference = np.abs(image[top : top + 35].astype(np.int16) - reference)
+    assert difference.mean() < 0.05 and difference.max() <= 1
+
+
+@pytest.mark.parametrize(("resize", "requested"), [("squash", (64, 64)), ("crop", (86, 64)), ("pad", (64, 48))])
+def test_a_large_jpeg_is_drafted_to_what_each_resize_needs(tmp_path, monkeypatch, resize, requested):
+    """Crop needs the short side at the input size (so the long one at 2000/1500 of it); pad only the long one."""
+    path = tmp_path / "large.jpg"
+    smooth_photo(2000, 1500).save(path, quality=90)
+    drafted = spy_on_drafts(monkeypatch)
+    image = open_image(path, 64, resize=resize)
+    [(asked, decoded_size)] = drafted
+    assert image.size == (64, 64)
+    assert asked == requested
+    assert decoded_size[0] >= requested[0] and decoded_size[1] >= requested[1]
+    assert decoded_size[0] < 2000
+
+
+def test_crop_and_pad_place_the_photo_upright_as_its_exif_says(tmp_path):
+    path = save_with_orientation(quadrants(800, 400), tmp_path / "photo.jpg", 6)  # upright: 400 wide, 800 high
+    padded = open_image(path, 64, resize="pad")
+    bars = np.asarray(padded)[:, list(range(16)) + list(range(48, 64))]
+    assert (bars == BLACK).all()  # bars left and right of the upright photo, not above and below
+    cropped = open_image(path, 64, resize="crop")  # the middle of the tall photo: all four quadrants
+    for image in (padded.crop((16, 0, 48, 64)), cropped):
+        for found, expected in zip(corner_colours(image), SHOWN[6][0], strict=True):
+            assert_close_colour(found, expected, 40)
+
+
+@pytest.mark.parametrize("resize", RESIZE_MODES)
+@pytest.mark.parametrize("photo", [A_REAL_JPEG, CARS_PLANES / "training_set" / "planes" / "netherlands 3.JPG"])
+def test_every_way_in_gives_the_same_pixels(resize, photo):
+    """A file, its bytes and an opened PIL image: what training, serving and `Run.predict` decode."""
+    preprocessing = Preprocessing(image_size=48, resize=resize, pad_color=(1, 2, 3))
+    from_file = load_tensor(photo, preprocessing)
+    assert from_file.shape == (3, 48, 48)
+    assert torch.equal(decode_tensor(photo.read_bytes(), preprocessing, str(photo)), from_file)
+    with Image.open(photo) as opened:
+        assert torch.equal(image_tensor(opened, preprocessing), from_file)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -11,7 +13,8 @@ from torch import nn
 
 from imgclf.cli import main
 from imgclf.config import ImgclfError, Preprocessing
-from imgclf.data.images import ImageError, image_to_tensor, load_tensor, normalize, open_image
+from imgclf.data.images import ImageError, image_tensor, image_to_tensor, load_tensor, normalize, open_image, placement
+from imgclf.evaluation import explain
 from imgclf.evaluation.explain import explain_files, explain_image, find_target_layer, grad_cam, overlay
 from imgclf.models import BuildOptions, create_model, get_spec
 from imgclf.models.backbones import efficientnet_lite_imagenet
@@ -221,3 +224,50 @@ def test_cli_explain_a_folder_with_an_unreadable_image(trained_run, cars_planes,
 
     assert main(["explain", run, str(photos / "plane.jpg"), "--class", "boats", "--out", out]) == 1
     assert "Choose one of ['cars', 'planes']" in capsys.readouterr().err
+
+
+def resized(run, resize: str):
+    """A copy of `run` that brings images to its input as `resize` says."""
+    changed = copy.copy(run)
+    preprocessing = dataclasses.replace(run.preprocessing, resize=resize, pad_color=(0, 0, 0))
+    changed.config = dataclasses.replace(run.config, preprocessing=preprocessing)
+    return changed
+
+
+def explained_with(run, photo: Image.Image, heatmap: torch.Tensor, monkeypatch) -> np.ndarray:
+    """The overlay `explain_image` draws for `photo` when Grad-CAM finds `heatmap`; checks the model saw the
+    photo brought to its input as the run's resize says."""
+
+    def fixed(model, images, target_layer, class_index):
+        expected = normalize(image_tensor(photo, run.preprocessing)[None], run.preprocessing)
+        assert torch.equal(images, expected)
+        return heatmap[None], torch.zeros(1, 1), torch.tensor([1])
+
+    monkeypatch.setattr(explain, "_explain_batch", fixed)
+    return np.asarray(explain_image(run, photo).overlay, dtype=int)
+
+
+def test_a_pad_runs_heatmap_goes_onto_the_whole_photo_and_its_bars_are_left_out(trained_run, monkeypatch):
+    run = resized(trained_run, "pad")
+    photo = Image.new("RGB", (300, 100), (128, 128, 128))
+    left, top, right, bottom = placement(300, 100, run.preprocessing).filled
+    heatmap = torch.ones(64, 64)  # hot bars: on a squashed mapping they would cover the photo's top and bottom
+    heatmap[top:bottom, (left + right) // 2 : right] = 0.0
+    drawn = explained_with(run, photo, heatmap, monkeypatch)
+    assert drawn.shape == (100, 300, 3)
+    red, blue = drawn[..., 0], drawn[..., 2]
+    assert (red[:, :140] > blue[:, :140] + 40).all()  # the photo's left half: hot
+    assert (blue[:, -140:] > red[:, -140:] + 40).all()  # its right half: cold, top and bottom rows too
+
+
+def test_a_crop_runs_heatmap_goes_onto_the_centre_square_and_the_sides_are_darkened(trained_run, monkeypatch):
+    run = resized(trained_run, "crop")
+    photo = Image.new("RGB", (300, 100), (200, 200, 200))
+    heatmap = torch.zeros(64, 64)
+    heatmap[:, :32] = 1.0  # the left half of what the model saw: columns 100 to 150 of the photo
+    drawn = explained_with(run, photo, heatmap, monkeypatch)
+    assert drawn.shape == (100, 300, 3)
+    assert (drawn[:, :100] == 100).all() and (drawn[:, 200:] == 100).all()  # unseen: the photo, darkened
+    red, blue = drawn[..., 0], drawn[..., 2]
+    assert (red[:, 100:145] > blue[:, 100:145] + 40).all()
+    assert (blue[:, 155:200] > red[:, 155:200] + 40).all()

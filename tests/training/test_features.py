@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imgclf.config import Preprocessing
+from imgclf.config import RESIZE_MODES, Preprocessing
 from imgclf.data.folders import index_folder
 from imgclf.data.images import load_tensor, normalize
 from imgclf.training import features
-from imgclf.training.features import FeatureCache, extract_features
+from imgclf.training.features import FeatureCache, backbone_key, extract_features
 
 
 def test_chunks_keep_every_file_in_its_place_and_list_the_unreadable(small_photos, tmp_path, monkeypatch):
@@ -90,3 +90,13 @@ def test_features_of_an_engine_that_goes_wrong_on_the_photos_never_stay_in_the_c
     assert kept == list(range(len(files))) and not skipped and computed == len(files)
     assert calls == [3, 3, 3]  # not used after the chunk it got wrong
     assert any("differ from PyTorch's" in record.message for record in caplog.records)
+
+
+def test_a_crop_run_and_a_squash_run_never_share_cached_features():
+    extractor = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def key(**preprocessing) -> str:
+        return backbone_key("seed-vgg16", "imagenet", Preprocessing(image_size=64, **preprocessing), extractor, None)
+
+    keys = {key(resize=resize) for resize in RESIZE_MODES} | {key(resize="pad", pad_color=(124, 116, 104))}
+    assert len(keys) == 4

@@ -78,6 +78,17 @@ def _add_data_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
             "($IMGCLF_CACHE/decoded, default ~/.cache/imgclf/decoded)",
         ),
         data.add_argument("--workers", type=int, help="decoding threads / DataLoader workers (default 2)"),
+        data.add_argument(
+            "--resize",
+            metavar="{squash,crop,pad}",
+            help="how a photo becomes the square input: squash it whole (default, as Keras), keep its centre "
+            "square (crop), or keep it whole on --pad-color bars (pad)",
+        ),
+        data.add_argument(
+            "--pad-color",
+            metavar="R,G,B",
+            help="the colour of pad's bars, 0-255 each (default 0,0,0: black; ImageNet's mean grey is 124,116,104)",
+        ),
     ]
 
 

@@ -4,8 +4,9 @@ imgclf train photos/training_set --val photos/val_set                      # dec
 imgclf train photos/training_set --val photos/val_set --no-decode-cache    # decodes every image every run
 
 Each image is stored under the SHA-256 of its file's bytes, in a folder named after everything else that
-shapes its pixels: image size, interpolation, imgclf's `DECODE_VERSION`, the versions of Pillow, its JPEG
-library and PyTorch (which resizes). An edited photo is decoded again; a renamed, moved or copied one is not.
+shapes its pixels: image size, interpolation, resize mode (squash, crop, pad) and pad colour, imgclf's
+`DECODE_VERSION`, the versions of Pillow, its JPEG library and PyTorch (which resizes). An edited photo is
+decoded again; a renamed, moved or copied one is not.
 The folder is `$IMGCLF_CACHE/decoded/<key>/<digest[:2]>/<digest>.pixels` (default `~/.cache/imgclf/decoded`);
 deleting it at any time only costs decoding again. An entry is the image's uint8 pixels as (3, S, S) channel
 planes, then their CRC-32: 12 KB at 64 px, 147 KB at 224 px. `bench/decoded_cache.py` measures reading one
@@ -46,14 +47,16 @@ def cache_root() -> Path:
 def decode_key(preprocessing: Preprocessing) -> str:
     """A short, stable name for everything but the file's bytes that decides the decoded pixels.
 
-    Mean and std are left out: they apply to the stored pixels later, so models that share a size and an
-    interpolation share entries.
+    Mean and std are left out: they apply to the stored pixels later, so models that share a size, an
+    interpolation and a resize mode share entries.
     """
     identity = {
         "entry_format": ENTRY_FORMAT,
         "decode_version": DECODE_VERSION,
         "image_size": preprocessing.image_size,
         "interpolation": preprocessing.interpolation,
+        "resize": preprocessing.resize,
+        "pad_color": list(preprocessing.pad_color),
         "pillow": PIL.__version__,
         "torch": torch.__version__,  # it resizes
         "jpeg": [features.version("jpg"), features.version("libjpeg_turbo")],

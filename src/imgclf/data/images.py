@@ -1,13 +1,16 @@
-"""Opening one image safely: EXIF orientation, every mode to RGB, fast JPEG draft decode, clear errors."""
+"""Opening one image safely: EXIF orientation, every mode to RGB, fast JPEG draft decode, clear errors; then
+bringing it to the model's square input by squashing, centre-cropping or padding it (`Preprocessing.resize`)."""
 
 from __future__ import annotations
 
 import base64
 import io
 import logging
+import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from imgclf.config import ImgclfError, Preprocessing
+from imgclf.config import DEFAULT_PAD_COLOR, ImgclfError, Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +85,18 @@ def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     return gray.convert("RGB")
 
 
-def open_image(path: str | Path, size: int | None = None, interpolation: str = "bilinear") -> Image.Image:
-    """Decode `path` to an RGB image, upright as its EXIF orientation says, squashed to `size`² if given.
+def open_image(
+    path: str | Path,
+    size: int | None = None,
+    interpolation: str = "bilinear",
+    resize: str = "squash",
+    pad_color: tuple[int, int, int] = DEFAULT_PAD_COLOR,
+) -> Image.Image:
+    """Decode `path` to an RGB image, upright as its EXIF orientation says, brought to `size`² if given.
 
-    Large JPEGs are decoded in draft mode straight to about the needed size. Raises `ImageError` naming the
-    file for an empty, truncated, corrupt or non-image file, and for a decompression bomb.
+    `resize` says how ("squash", "crop" or "pad" with `pad_color`: see `Preprocessing`). Large JPEGs are
+    decoded in draft mode straight to about the needed size. Raises `ImageError` naming the file for an empty,
+    truncated, corrupt or non-image file, and for a decompression bomb.
     """
     path = Path(path)
     with _decoding(path):
@@ -94,7 +104,7 @@ def open_image(path: str | Path, size: int | None = None, interpolation: str = "
             raise ImageError(path, "empty file (0 bytes)")
         with Image.open(path) as image:
             _warn_if_large(path, image)
-            return _decode(image, size, interpolation)
+            return _decode(image, _target(size, interpolation, resize, pad_color))
 
 
 LARGE_IMAGE_PIXELS = 40_000_000
@@ -114,6 +124,8 @@ def open_image_bytes(
     formats: tuple[str, ...] | None = UPLOAD_FORMATS,
     name: str = "<upload>",
     max_pixels: int | None = None,
+    resize: str = "squash",
+    pad_color: tuple[int, int, int] = DEFAULT_PAD_COLOR,
 ) -> Image.Image:
     """`open_image` for an image held in memory (an upload), accepting only the Pillow `formats` given.
 
@@ -130,7 +142,7 @@ def open_image_bytes(
         if not data:
             raise ImageError(name, "empty file (0 bytes)")
         with Image.open(io.BytesIO(data), formats=formats) as image:
-            return _decode(image, size, interpolation, max_pixels)
+            return _decode(image, _target(size, interpolation, resize, pad_color), max_pixels)
 
 
 @contextmanager
@@ -157,39 +169,144 @@ def _decoding(name: str | Path, formats: tuple[str, ...] | None = None) -> Itera
         raise ImageError(name, f"corrupt or truncated ({error})") from None
 
 
-def decode_image(image: Image.Image, size: int | None = None, interpolation: str = "bilinear") -> Image.Image:
+def decode_image(
+    image: Image.Image,
+    size: int | None = None,
+    interpolation: str = "bilinear",
+    resize: str = "squash",
+    pad_color: tuple[int, int, int] = DEFAULT_PAD_COLOR,
+) -> Image.Image:
     """Like `open_image`, for an image already opened (for example an upload)."""
     with _decoding("<in-memory image>"):
-        return _decode(image, size, interpolation)
+        return _decode(image, _target(size, interpolation, resize, pad_color))
 
 
-def _decode(image: Image.Image, size: int | None, interpolation: str, max_pixels: int | None = None) -> Image.Image:
+def _target(size: int | None, interpolation: str, resize: str, pad_color: tuple[int, int, int]) -> Preprocessing | None:
+    """The input to bring a decoded image to (mean and std play no part), or None to keep its own size."""
+    if size is None:
+        return None
+    return Preprocessing(size, interpolation=interpolation, resize=resize, pad_color=tuple(pad_color))
+
+
+def _decode(image: Image.Image, target: Preprocessing | None, max_pixels: int | None = None) -> Image.Image:
     # Checked here as well as by the warnings filter of `_decoding`, which is process-wide: another thread
     # leaving its own `catch_warnings` can reset the filter while this one decodes.
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and image.width * image.height > limit:
         raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels, over the limit of {limit}")
-    if size is not None and image.format == "JPEG":
-        # Draft keeps each side at least `size`, so the squash below still has enough pixels.
-        image.draft("RGB", (size, size))
+    if target is not None and image.format == "JPEG":
+        image.draft("RGB", _draft_size(image.width, image.height, target))
     if max_pixels is not None and image.width * image.height > max_pixels:
         raise _OverPixelBudget(f"{image.width}x{image.height} pixels, over the limit of {max_pixels} pixels")
     image.load()
     image = ImageOps.exif_transpose(image)
     image = _to_rgb(image)
-    if size is not None and image.size != (size, size):
-        image = _resize(image, size, interpolation)
-    return image
+    return image if target is None else _fit(image, target)
 
 
-def _resize(image: Image.Image, size: int, interpolation: str) -> Image.Image:
-    """Squash an RGB `image` to `size`², antialiased as Pillow does it, by PyTorch's uint8 kernels where they
-    exist: 0.3–0.4 ms against Pillow's 1.1–2 ms for a 510×340 photo, with the same pixels to within 1 level
-    (rare bicubic overshoots up to 12)."""
+Box = tuple[int, int, int, int]
+"""(left, top, right, bottom) in pixels, right and bottom excluded, as Pillow's boxes."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an image lands in the model's square input: its box `seen` is scaled onto the input's box `filled`.
+
+    Outside `seen` the model sees nothing of the image (crop's cut-off sides); outside `filled` the input is
+    the pad colour (pad's bars).
+    """
+
+    seen: Box
+    filled: Box
+
+
+def _squashed(width: int, height: int, size: int) -> Placement:
+    return Placement((0, 0, width, height), (0, 0, size, size))
+
+
+def _cropped(width: int, height: int, size: int) -> Placement:
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return Placement((left, top, left + side, top + side), (0, 0, size, size))
+
+
+def _padded(width: int, height: int, size: int) -> Placement:
+    scale = size / max(width, height)
+    inner_width, inner_height = max(1, round(width * scale)), max(1, round(height * scale))
+    left, top = (size - inner_width) // 2, (size - inner_height) // 2
+    return Placement((0, 0, width, height), (left, top, left + inner_width, top + inner_height))
+
+
+_PLACEMENTS: dict[str, Callable[[int, int, int], Placement]] = {
+    "squash": _squashed,
+    "crop": _cropped,
+    "pad": _padded,
+}
+
+
+def placement(width: int, height: int, preprocessing: Preprocessing) -> Placement:
+    """Where a `width`×`height` image lands in the input of `preprocessing` (its `resize` and `image_size`).
+
+    >>> placement(600, 400, Preprocessing(image_size=60, resize="crop"))
+    Placement(seen=(100, 0, 500, 400), filled=(0, 0, 60, 60))
+    >>> placement(600, 400, Preprocessing(image_size=60, resize="pad"))
+    Placement(seen=(0, 0, 600, 400), filled=(0, 10, 60, 50))
+    """
+    return _PLACEMENTS[preprocessing.resize](width, height, preprocessing.image_size)
+
+
+def describe_resize(preprocessing: Preprocessing) -> str:
+    """How an image becomes the square input, in words, for files other runtimes read (the ONNX metadata).
+
+    >>> describe_resize(Preprocessing(image_size=224, resize="crop"))
+    'the short side scaled to 224 and the centre 224x224 square kept, with bilinear resampling'
+    """
+    size, how = preprocessing.image_size, preprocessing.resize
+    words = {
+        "squash": f"the whole image squashed to {size}x{size}",
+        "crop": f"the short side scaled to {size} and the centre {size}x{size} square kept",
+        "pad": f"the long side scaled to {size}, centred on a {size}x{size} square of RGB "
+        f"{','.join(map(str, preprocessing.pad_color))}",
+    }[how]
+    return f"{words}, with {preprocessing.interpolation} resampling"
+
+
+def _draft_size(width: int, height: int, preprocessing: Preprocessing) -> tuple[int, int]:
+    """The least size a `width`×`height` JPEG may be drafted to and still give the input all its pixels: the
+    part the model sees must cover the box it fills (crop: the short side at least `image_size`)."""
+    where = placement(width, height, preprocessing)
+    (seen_width, seen_height), (filled_width, filled_height) = _extent(where.seen), _extent(where.filled)
+    return math.ceil(filled_width * width / seen_width), math.ceil(filled_height * height / seen_height)
+
+
+def _extent(box: Box) -> tuple[int, int]:
+    return box[2] - box[0], box[3] - box[1]
+
+
+def _fit(image: Image.Image, preprocessing: Preprocessing) -> Image.Image:
+    """An RGB `image` brought to the model's square input as `preprocessing.resize` says (see `placement`)."""
+    size = preprocessing.image_size
+    if image.size == (size, size):
+        return image  # every mode leaves a square of the input's size as it is
+    where = placement(image.width, image.height, preprocessing)
+    scaled = _resize(image, where.seen, _extent(where.filled), preprocessing.interpolation)
+    if where.filled == (0, 0, size, size):
+        return scaled
+    canvas = Image.new("RGB", (size, size), tuple(preprocessing.pad_color))
+    canvas.paste(scaled, where.filled[:2])
+    return canvas
+
+
+def _resize(image: Image.Image, box: Box, size: tuple[int, int], interpolation: str) -> Image.Image:
+    """Scale the `box` of an RGB `image` to `size` (width, height), antialiased as Pillow does it, by PyTorch's
+    uint8 kernels where they exist: 0.3–0.4 ms against Pillow's 1.1–2 ms for a 510×340 photo, with the same
+    pixels to within 1 level (rare bicubic overshoots up to 12)."""
     if interpolation not in ("bilinear", "bicubic"):
-        return image.resize((size, size), _RESAMPLING[interpolation], reducing_gap=None)
+        return image.resize(size, _RESAMPLING[interpolation], box=box, reducing_gap=None)
+    if box != (0, 0, *image.size):
+        image = image.crop(box)  # a contiguous copy: PyTorch's fast uint8 kernel needs one (3× slower on a view)
     pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0)
-    resized = F.interpolate(pixels, size=(size, size), mode=interpolation, antialias=True)
+    resized = F.interpolate(pixels, size=size[::-1], mode=interpolation, antialias=True)
     return Image.fromarray(resized[0].permute(1, 2, 0).numpy())
 
 
@@ -199,14 +316,24 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def load_tensor(path: str | Path, preprocessing: Preprocessing) -> torch.Tensor:
-    """Decode `path` at the model's input size as a uint8 tensor of shape (3, S, S)."""
-    return image_to_tensor(open_image(path, preprocessing.image_size, preprocessing.interpolation))
+    """Decode `path` to the model's input as a uint8 tensor of shape (3, S, S)."""
+    prep = preprocessing
+    return image_to_tensor(open_image(path, prep.image_size, prep.interpolation, prep.resize, prep.pad_color))
 
 
 def decode_tensor(data: bytes, preprocessing: Preprocessing, name: str) -> torch.Tensor:
     """`load_tensor` for the bytes of the image file `name`, already read: the same pixels, the same errors."""
-    image = open_image_bytes(data, preprocessing.image_size, preprocessing.interpolation, formats=None, name=name)
+    prep = preprocessing
+    image = open_image_bytes(
+        data, prep.image_size, prep.interpolation, None, name, resize=prep.resize, pad_color=prep.pad_color
+    )
     return image_to_tensor(image)
+
+
+def image_tensor(image: Image.Image, preprocessing: Preprocessing) -> torch.Tensor:
+    """`load_tensor` for an image already opened (a PIL image given to predict or explain)."""
+    prep = preprocessing
+    return image_to_tensor(decode_image(image, prep.image_size, prep.interpolation, prep.resize, prep.pad_color))
 
 
 def normalize(batch: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:

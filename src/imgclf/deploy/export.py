@@ -4,7 +4,8 @@ imgclf export runs/efficientnet_lite0-20261125-101500        # → RUN/model.onn
 
 The exported graph takes RGB pixels scaled to [0, 1], shape (N, 3, S, S), and returns class probabilities
 (N, classes): the normalisation and the sigmoid / softmax are inside it, and the ONNX metadata names the
-classes and the preprocessing. Parity is checked at export: validation images go through PyTorch and
+classes and the preprocessing. The run's `--resize` (squash, crop or pad) happens before the graph, so the
+metadata names it (`imgclf.resize`). Parity is checked at export: validation images go through PyTorch and
 onnxruntime, and the export fails when a top-1 class differs or a probability differs by 1e-4 or more.
 `export.json` records the result either way. `parity.safetensors` keeps up to 32 of those images with PyTorch's
 probabilities, so an engine is checked again each time it is loaded.
@@ -33,6 +34,7 @@ from torch import nn
 
 from imgclf.config import ImgclfError, Preprocessing, RunConfig
 from imgclf.data.folders import DatasetError, FolderIndex, list_images, validation_index
+from imgclf.data.images import describe_resize
 from imgclf.data.loading import decode_files
 from imgclf.deploy.engines import OnnxRuntimeEngine, ProbabilityModel, TorchEngine, create_onnx_engine
 from imgclf.deploy.onnx_graph import OPSET, OnnxExportError, to_onnx_bytes
@@ -114,9 +116,10 @@ def onnx_metadata(config: RunConfig, digest: str, temperature: float) -> dict[st
         "imgclf.model": config.train.model,
         "imgclf.class_names": json.dumps(config.class_names),
         "imgclf.preprocessing": json.dumps(asdict(prep)),
+        "imgclf.resize": prep.resize,
         "imgclf.input": (
-            f"RGB pixels / 255 as float32, shape (N, 3, {prep.image_size}, {prep.image_size}), the image squashed to "
-            f"{prep.image_size}x{prep.image_size} with {prep.interpolation} resampling; mean/std are applied inside"
+            f"RGB pixels / 255 as float32, shape (N, 3, {prep.image_size}, {prep.image_size}): "
+            f"{describe_resize(prep)}, before the graph; mean/std are applied inside"
         ),
         "imgclf.output": "class probabilities (N, classes), in the order of imgclf.class_names",
         "imgclf.temperature": repr(temperature),

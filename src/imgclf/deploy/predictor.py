@@ -17,7 +17,7 @@ from PIL import Image
 
 from imgclf.config import ImgclfError, RunConfig
 from imgclf.data.folders import list_images
-from imgclf.data.images import ImageError, decode_image, image_to_tensor, load_tensor
+from imgclf.data.images import ImageError, image_tensor, load_tensor
 from imgclf.deploy.engines import TorchEngine, installed_engines, pick_engine
 from imgclf.deploy.export import ExportError, export_onnx, load_engine
 from imgclf.deploy.notebook import run_html, run_summary
@@ -176,7 +176,7 @@ class Run:
 
     @property
     def preprocessing(self):
-        """The `Preprocessing` (input size, mean, std, interpolation) every input goes through."""
+        """The `Preprocessing` (input size, mean, std, interpolation, resize mode) every input goes through."""
         return self.config.preprocessing
 
     def __repr__(self) -> str:
@@ -198,7 +198,7 @@ class Run:
             if isinstance(item, np.ndarray):
                 item = Image.fromarray(item, "RGB")
             if isinstance(item, Image.Image):
-                return image_to_tensor(decode_image(item, prep.image_size, prep.interpolation))
+                return image_tensor(item, prep)
             return load_tensor(item, prep)
         except ImageError as error:
             return error

@@ -9,8 +9,9 @@ the input. The score is the class's logit; for a two-class run (one logit) it is
 and its negative for the first, so the two classes' heatmaps light up opposite evidence.
 
 The overlay is drawn on the photo as the user sees it: upright as its EXIF orientation says, at its own size
-(shrunk to at most `max_side` pixels on its longer side), not on the squashed square the model saw. The model's
-input is the whole photo squashed to a square, so the heatmap maps back onto the whole photo by a plain resize.
+(shrunk to at most `max_side` pixels on its longer side), not on the square the model saw. The heatmap goes back
+onto the part of the photo the model saw, as the run's `--resize` placed it (`images.placement`): squash, the
+whole photo; crop, its centre square, with the cut-off sides darkened; pad, the whole photo, without the bars.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from imgclf.config import ImgclfError
-from imgclf.data.images import ImageError, decode_image, image_to_tensor, load_tensor, normalize, open_image
+from imgclf.config import ImgclfError, Preprocessing
+from imgclf.data.images import ImageError, decode_image, image_tensor, load_tensor, normalize, open_image, placement
 from imgclf.deploy.predictor import Run
 from imgclf.files import atomic_write_bytes
 from imgclf.models import to_probabilities
@@ -38,6 +39,8 @@ from imgclf.models.backbones import BackboneClassifier
 OUTPUT_SUFFIX = "-gradcam.png"
 DEFAULT_COLORMAP = "jet"
 DEFAULT_MAX_SIDE = 1024
+UNSEEN_DARKENING = 0.5
+"""How much darker the overlay shows the parts of the photo the model did not see (crop's cut-off sides)."""
 
 
 def find_target_layer(model: nn.Module) -> nn.Module:
@@ -232,9 +235,10 @@ class Explanation:
     probability: float
     predicted: str
     heatmap: torch.Tensor
-    """(S, S) in [0, 1] at the model's input size."""
+    """(S, S) in [0, 1] over the model's whole input (pad's bars included)."""
     overlay: Image.Image
-    """The upright photo at its own size (longer side at most `max_side`) with the heatmap over it."""
+    """The upright photo at its own size (longer side at most `max_side`) with the heatmap over the part the
+    model saw."""
 
 
 def explain_image(
@@ -257,7 +261,7 @@ def explain_image(
     prep = run.preprocessing
     if isinstance(image, Image.Image):
         photo = decode_image(image)
-        pixels = image_to_tensor(decode_image(image, prep.image_size, prep.interpolation))
+        pixels = image_tensor(image, prep)
     else:
         pixels = load_tensor(image, prep)
         photo = open_image(image)
@@ -272,8 +276,21 @@ def explain_image(
         probability=float(probabilities[index]),
         predicted=run.class_names[int(probabilities.argmax())],
         heatmap=heatmaps[0],
-        overlay=overlay(photo, heatmaps[0], alpha),
+        overlay=_overlay_seen(photo, heatmaps[0], prep, alpha),
     )
+
+
+def _overlay_seen(photo: Image.Image, heatmap: torch.Tensor, preprocessing: Preprocessing, alpha: float) -> Image.Image:
+    """`overlay` of the heatmap's part that shows the photo onto the part of the photo the model saw; the rest
+    of the photo (crop's cut-off sides) is darkened."""
+    where = placement(photo.width, photo.height, preprocessing)
+    left, top, right, bottom = where.filled
+    seen = overlay(photo.crop(where.seen), heatmap[top:bottom, left:right], alpha)
+    if where.seen == (0, 0, *photo.size):
+        return seen
+    shown = Image.blend(photo.convert("RGB"), Image.new("RGB", photo.size), UNSEEN_DARKENING)
+    shown.paste(seen, where.seen[:2])
+    return shown
 
 
 def _class_index(run: Run, class_name: str | None) -> int | None:

@@ -46,12 +46,15 @@ class Health(BaseModel):
 
 
 class PreprocessingOut(BaseModel):
-    """How an image becomes the model's input."""
+    """How an image becomes the model's input; `resize` (squash, crop or pad, with `pad_color`) says how an
+    upload is brought to the square `image_size`."""
 
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str
+    resize: str
+    pad_color: tuple[int, int, int]
 
 
 class Limits(BaseModel):

@@ -89,14 +89,25 @@ async def read_uploads(request: Request, options: ServeOptions, batch: bool) -> 
 
 
 def open_upload(
-    data: bytes, name: str, options: ServeOptions, size: int | None = None, interpolation: str = "bilinear"
+    data: bytes, name: str, options: ServeOptions, preprocessing: Preprocessing | None = None
 ) -> Image.Image:
     """`open_image_bytes` within the service's pixel limit; over it, the error says which option raises it.
 
+    The image is brought to the model's input as `preprocessing` says; None keeps it at its own size.
     After an image of more than `LARGE_IMAGE_PIXELS`, the memory decoding it took goes back to the system.
     """
+    prep = preprocessing or Preprocessing()
+    size = None if preprocessing is None else prep.image_size
     try:
-        image = open_image_bytes(data, size, interpolation, name=name, max_pixels=options.max_pixels)
+        image = open_image_bytes(
+            data,
+            size,
+            prep.interpolation,
+            name=name,
+            max_pixels=options.max_pixels,
+            resize=prep.resize,
+            pad_color=prep.pad_color,
+        )
     except TooManyPixelsError as error:
         raise TooManyPixelsError(name, f"{error.reason}. {FEWER_PIXELS}") from None
     if _malloc_trim is not None and _pixels(data) > LARGE_IMAGE_PIXELS:
@@ -119,7 +130,7 @@ def decode_upload(
     if len(data) > options.max_upload_bytes:
         return ImageError(name, f"larger than {upload_limit(options)}. {SHRINK}")
     try:
-        image = open_upload(data, name, options, preprocessing.image_size, preprocessing.interpolation)
+        image = open_upload(data, name, options, preprocessing)
     except ImageError as error:
         return error
     return image_to_tensor(image)

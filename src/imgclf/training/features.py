@@ -1,8 +1,9 @@
 """An on-disk cache of a frozen backbone's features, so a head trains on them without running the backbone.
 
 Each image's features are stored once, under a key made of the file's content hash, the model name, its
-starting weights and its preprocessing: an edited photo, another backbone or another input size never
-reuses stale features. The folder is `$IMGCLF_CACHE/features` (default `~/.cache/imgclf/features`).
+starting weights and its whole preprocessing: an edited photo, another backbone, another input size or
+another resize mode (a crop run and a squash run) never reuses stale features. The folder is
+`$IMGCLF_CACHE/features` (default `~/.cache/imgclf/features`).
 """
 
 from __future__ import annotations

@@ -136,7 +136,10 @@ def _train_run(
     # Data
     spec = get_spec(config.model)
     preprocessing = dataclasses.replace(
-        spec.preprocessing, image_size=config.image_size or spec.preprocessing.image_size
+        spec.preprocessing,
+        image_size=config.image_size or spec.preprocessing.image_size,
+        resize=config.resize,
+        pad_color=config.pad_color,
     )
     indexes = _indexed_data(config, saved, processes)
 
