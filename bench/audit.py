@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from imgclf.audit import audit_folders, write_audit
+from imgclf.audit.folders import audit_folders
+from imgclf.audit.writing import write_audit
 
 SPLITS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
 

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 from common import CARS_PLANES
 
-from imgclf.audit import DEFAULT_MODEL, DEFAULT_SIMILARITY, AuditedFile, Embeddings
-from imgclf.audit.embeddings import embed_files, find_embedding_duplicates, find_outliers
-from imgclf.audit.inspection import inspect_files
+from imgclf.audit.embeddings import Embeddings, embed_files, find_embedding_duplicates, find_outliers
+from imgclf.audit.inspection import AuditedFile, inspect_files
 from imgclf.audit.labels import find_label_issues
+from imgclf.audit.options import DEFAULT_MODEL, DEFAULT_SIMILARITY
 from imgclf.data.folders import index_folder
 
 TRASHNET = CARS_PLANES.parent / "trashnet"

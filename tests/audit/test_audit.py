@@ -13,14 +13,11 @@ import pytest
 from PIL import Image
 from tests.conftest import copy_photos
 
-from imgclf.audit import (
-    AuditReport,
-    DuplicateGroup,
-    audit_folders,
-    extension_matches,
-    inspect_file,
-    write_audit,
-)
+from imgclf.audit.duplicates import DuplicateGroup
+from imgclf.audit.folders import audit_folders
+from imgclf.audit.inspection import extension_matches, inspect_file
+from imgclf.audit.report import AuditReport
+from imgclf.audit.writing import write_audit
 from imgclf.cli import main
 from imgclf.data.folders import DatasetError
 

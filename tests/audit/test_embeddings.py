@@ -10,8 +10,11 @@ import pytest
 from PIL import Image, ImageOps
 from tests.conftest import copy_photos
 
-from imgclf.audit import AuditReport, DuplicateGroup, audit_folders, write_audit
+from imgclf.audit.duplicates import DuplicateGroup
 from imgclf.audit.embeddings import similar_pairs
+from imgclf.audit.folders import audit_folders
+from imgclf.audit.report import AuditReport
+from imgclf.audit.writing import write_audit
 from imgclf.config import ImgclfError
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from tests.conftest import copy_photos
 
-from imgclf.audit import AuditedFile, Embeddings, FileFacts, find_label_issues
-from imgclf.audit.labels import out_of_fold_probabilities
+from imgclf.audit.embeddings import Embeddings
+from imgclf.audit.inspection import AuditedFile, FileFacts
+from imgclf.audit.labels import find_label_issues, out_of_fold_probabilities
 from imgclf.cli import main
 
 PER_CLASS = 20

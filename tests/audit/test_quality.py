@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 from tests.conftest import copy_photos
 
-from imgclf.audit import audit_folders, measure_looks
-from imgclf.audit.quality import quality_problems
+from imgclf.audit.folders import audit_folders
+from imgclf.audit.quality import measure_looks, quality_problems
 from imgclf.cli import main
 
 

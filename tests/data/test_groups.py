@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 from tests.conftest import CARS_PLANES
 
-from imgclf.audit import DEFAULT_NEAR_THRESHOLD, HASH_BITS, inspect_file
+from imgclf.audit.inspection import inspect_file
+from imgclf.audit.options import DEFAULT_NEAR_THRESHOLD, HASH_BITS
 from imgclf.data import fingerprints as fingerprints_module
 from imgclf.data import groups
 from imgclf.data.fingerprints import cache_path, fingerprint, fingerprints, map_in_processes

@@ -12,7 +12,7 @@ from imgclf.cli.output import stdout
 from imgclf.training.progress import stderr
 
 if TYPE_CHECKING:  # the type only: the audit's modules import numpy and Pillow
-    from imgclf.audit import AuditReport
+    from imgclf.audit.report import AuditReport
 
 AUDIT_ROWS_SHOWN = 10
 

@@ -249,7 +249,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from imgclf.audit import DEFAULT_MODEL, audit_folders, default_model, write_audit
+    from imgclf.audit.embeddings import default_model
+    from imgclf.audit.folders import audit_folders
+    from imgclf.audit.options import DEFAULT_MODEL
+    from imgclf.audit.writing import write_audit
 
     folders = {name: folder for name, folder in (("train", args.data), ("val", args.val), ("test", args.test))}
     model = None if args.no_model else args.model or default_model()
