@@ -21,6 +21,7 @@ FLOORS = (
     ("training",),
     ("audit", "demo"),
     ("serve",),
+    ("studio",),
     ("cli", "__main__", "__init__"),
 )
 
