@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from imgclf.serve.uploads import read_uploads
 from imgclf.studio import findings, moves, projects
 from imgclf.studio.options import StudioOptions
-from imgclf.studio.thumbnails import thumbnail, thumbnail_folder
+from imgclf.studio.thumbnails import kept_thumbnail, thumbnail, thumbnail_folder
 from imgclf.studio.workspace import Project, Workspace
 
 router = APIRouter(prefix="/api")
@@ -105,12 +105,13 @@ class Restored(BaseModel):
     restored: list[str]
 
 
-def get_workspace(request: Request) -> Workspace:
+# async: FastAPI runs a plain function dependency on a worker thread, one more hop for every request.
+async def get_workspace(request: Request) -> Workspace:
     """The `Workspace` that `create_app` put on the app's state."""
     return request.app.state.workspace
 
 
-def get_options(request: Request) -> StudioOptions:
+async def get_options(request: Request) -> StudioOptions:
     """The `StudioOptions` that `create_app` put on the app's state."""
     return request.app.state.options
 
@@ -181,10 +182,15 @@ def list_images(
 
 
 @router.get("/projects/{project}/thumbnails/{image:path}", response_class=Response)
-def get_thumbnail(project: str, image: str, request: Request, workspace: WorkspaceDep, options: OptionsDep):
+async def get_thumbnail(project: str, image: str, request: Request, workspace: WorkspaceDep, options: OptionsDep):
     """A square JPEG thumbnail of a photo, made on first request and kept; revalidated with its ETag."""
+    # A kept thumbnail is a few small reads, answered on the event loop: the hop to a worker thread and back
+    # cost more than the reads on a busy 2-core machine. Only making one goes to a thread.
     path = projects.image_path(workspace.project(project), image)
-    data, key = thumbnail(path, thumbnail_folder(workspace.root), options.max_pixels, image)
+    folder = thumbnail_folder(workspace.root)
+    data, key = kept_thumbnail(path, folder)
+    if data is None:
+        data, key = await run_in_threadpool(thumbnail, path, folder, options.max_pixels, image)
     headers = {"ETag": f'"{key}"', "Cache-Control": "no-cache"}
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers=headers)

@@ -43,16 +43,22 @@ def make_thumbnail(data: bytes, name: str, max_pixels: int) -> bytes:
     return buffer.getvalue()
 
 
+def kept_thumbnail(photo: Path, folder: Path) -> tuple[bytes | None, str]:
+    """The thumbnail kept in `folder` for `photo` as it is now, or None, and its key (an ETag)."""
+    key = thumbnail_key(photo)
+    try:
+        return (folder / key[:2] / f"{key}.jpg").read_bytes(), key
+    except FileNotFoundError:
+        return None, key
+
+
 def thumbnail(photo: Path, folder: Path, max_pixels: int, name: str) -> tuple[bytes, str]:
     """The JPEG thumbnail of `photo` and its key (an ETag), made and kept in `folder` if the photo is new or changed.
 
     `name` stands for the photo in errors: `ImageError` when it cannot be read, over `max_pixels` included.
     """
-    key = thumbnail_key(photo)
-    path = folder / key[:2] / f"{key}.jpg"
-    try:
-        return path.read_bytes(), key
-    except FileNotFoundError:
+    data, key = kept_thumbnail(photo, folder)
+    if data is None:
         data = make_thumbnail(photo.read_bytes(), name, max_pixels)
-    atomic_write_bytes(path, data, durable=False)
+        atomic_write_bytes(folder / key[:2] / f"{key}.jpg", data, durable=False)
     return data, key
