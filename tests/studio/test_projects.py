@@ -5,13 +5,12 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from tests.serve.test_service import png_header
 from tests.studio.conftest import BASE_URL, tree
 
 from imgclf.audit.folders import audit_folders
@@ -19,16 +18,6 @@ from imgclf.audit.writing import write_audit
 from imgclf.studio.app import create_app
 from imgclf.studio.options import StudioOptions
 from imgclf.studio.projects import safe_file_name
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A tiny PNG that declares `width` × `height` pixels: what a decompression bomb looks like."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 def png(side: int) -> bytes:
@@ -160,6 +149,8 @@ def test_images_are_listed_in_pages_by_class(client, photos):
     ]
     assert client.get("/api/projects/photos/images", params={"class": "boats"}).status_code == 404
     assert client.get("/api/projects/photos/images", params={"limit": 0}).status_code == 400
+    unknown = client.get("/api/projects/photos/images", params={"finding": "ugly"})
+    assert unknown.status_code == 400 and "'label-issue'" in unknown.json()["error"]
 
 
 def test_listing_shows_the_findings_of_a_real_audit(client, photos):

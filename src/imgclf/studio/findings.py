@@ -12,6 +12,7 @@ import json
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 Finding = dict[str, str | None]
@@ -82,7 +83,7 @@ def _read_findings(audit_json: str, mtime_ns: int, size: int, data_dir: str) -> 
     return dict(found)
 
 
-def _add_group(group: dict, ids: _Ids, add) -> None:
+def _add_group(group: dict, ids: _Ids, add: Callable[[dict, Finding], None]) -> None:
     """A duplicate, near-duplicate and leakage finding for each member of a duplicate group."""
     members = group["files"] + group["copies"]
     kind = "duplicate" if group["kind"] == "exact" else "near-duplicate"

@@ -24,7 +24,7 @@ from imgclf.data.images import IMAGE_EXTENSIONS, UPLOAD_FORMATS, ImageError, is_
 from imgclf.data.journal import free_name
 from imgclf.serve.options import ServeOptions
 from imgclf.serve.uploads import Upload, decode_upload
-from imgclf.studio.findings import read_findings
+from imgclf.studio.findings import FINDING_KINDS, read_findings
 from imgclf.studio.workspace import NotFound, Project, StudioError, Workspace, check_name
 
 QUARANTINE = "quarantine"
@@ -204,6 +204,8 @@ def list_images(
     """
     if class_name is not None:
         class_folder(project, class_name)
+    if finding is not None and finding not in FINDING_KINDS:
+        raise StudioError(f"No finding is called {finding!r}. Received: finding={finding!r}. Kinds: {FINDING_KINDS}.")
     index = _index(project)
     if index is None:
         return {"total": 0, "images": []}

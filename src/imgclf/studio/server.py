@@ -45,7 +45,8 @@ def studio(workspace: str | Path, options: StudioOptions | None = None) -> None:
         if not options.local_only:
             logger.warning(
                 "Listening on %s: anyone who can reach this machine can open the studio, see and change every "
-                "project in %s, add photos and start training (there is no password).",
+                "project in %s, import photos from any folder this user can read, and start training (there is no "
+                "password).",
                 options.host,
                 workspace.root,
             )
