@@ -30,7 +30,8 @@ def started(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     return record
 
 
-def test_the_studio_listens_on_this_machine_says_where_and_opens_the_browser(tmp_path, started, caplog):
+def test_the_studio_listens_on_this_machine_says_where_and_opens_the_browser(tmp_path, started, caplog, monkeypatch):
+    monkeypatch.setenv("DISPLAY", ":0")
     with caplog.at_level(logging.INFO, logger="imgclf"):
         studio(tmp_path / "ws")
     [(uvicorn_server, [(host, port)])] = started["served"]
@@ -40,11 +41,20 @@ def test_the_studio_listens_on_this_machine_says_where_and_opens_the_browser(tmp
     assert uvicorn_server.config.access_log is False and (tmp_path / "ws").is_dir()
 
 
-def test_another_host_is_warned_of_and_no_browser_opens_when_asked(tmp_path, started, caplog):
+def test_another_host_is_warned_of_and_no_browser_opens_when_asked(tmp_path, started, caplog, monkeypatch):
+    monkeypatch.setenv("DISPLAY", ":0")
     studio(tmp_path / "ws", StudioOptions(host="0.0.0.0", open_browser=False))
     assert started["opened"] == []
     [warning] = [record for record in caplog.records if record.levelno == logging.WARNING]
     assert "anyone who can reach this machine" in warning.getMessage() and str(tmp_path / "ws") in warning.getMessage()
+
+
+def test_no_browser_opens_without_a_display(tmp_path, started, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(server.sys, "platform", "linux")
+    studio(tmp_path / "ws")
+    assert started["opened"] == [] and len(started["served"]) == 1
 
 
 @pytest.mark.parametrize(

@@ -34,12 +34,14 @@ MAX_STEM_LENGTH = 80
 _UNSAFE_IN_NAMES = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
 _CHECK_SIZE = Preprocessing(image_size=32)  # decoding an upload to check it: JPEGs draft to 1/8 of their size
 
-_locks: dict[Path, threading.Lock] = defaultdict(threading.Lock)
+_locks: dict[Path, threading.Lock] = {}
+_making_locks = threading.Lock()
 
 
 def changing(project: Project) -> threading.Lock:
     """The lock every change of `project`'s files holds, so that two requests never move the same file."""
-    return _locks[project.root]
+    with _making_locks:
+        return _locks.setdefault(project.root, threading.Lock())
 
 
 def _index(project: Project) -> FolderIndex | None:

@@ -6,6 +6,8 @@ imgclf studio my-workspace --port 8765 --no-browser
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import webbrowser
 from contextlib import suppress
 from pathlib import Path
@@ -29,12 +31,18 @@ def page_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
+def has_display() -> bool:
+    """Whether a graphical browser can open here; without one, Python's `webbrowser` would start a text browser
+    (lynx, w3m) in the terminal the studio logs to."""
+    return sys.platform != "linux" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def studio(workspace: str | Path, options: StudioOptions | None = None) -> None:
     """Serve the studio over `workspace` (made when missing) until interrupted (Ctrl-C).
 
     Listens on `options.host` and `options.port` (default 127.0.0.1 and any free port), says where in the log,
-    and opens the page in the default browser unless `options.open_browser` is False. A port out of range or
-    in use fails at once (`ConfigError`).
+    and opens the page in the default browser unless `options.open_browser` is False or there is no display.
+    A port out of range or in use fails at once (`ConfigError`).
     """
     options = options or StudioOptions()
     limits = options.uploads
@@ -53,7 +61,7 @@ def studio(workspace: str | Path, options: StudioOptions | None = None) -> None:
         # No line per request: the hundreds of thumbnails of one page would bury everything else.
         config = server_config(create_app(workspace, options), limits, options.host, options.port, access_log=False)
         logger.info("imgclf studio on %s with the projects in %s (Ctrl-C stops)", url, workspace.root)
-        if options.open_browser:
+        if options.open_browser and has_display():
             # The socket already listens: the browser's first request waits until uvicorn answers it.
             webbrowser.open(url)
         # uvicorn shuts down on Ctrl-C, then raises it again; for a server that is the normal way to end.
