@@ -66,6 +66,8 @@ def test_every_image_is_checked_before_any_moves(client, photos):
     same = move(client, [car, plane], "planes")
     assert same.status_code == 400 and "already" in same.json()["error"]
     assert move(client, [car], "boats").status_code == 404
+    assert move(client, [f"planes/../{car}"], "planes").status_code == 400
+    assert move(client, [car.split("/")[1]], "planes").status_code == 400
     assert move(client, [], "planes").status_code == 400
     assert tree(photos.data_dir) == original
     assert not photos.journals_dir.exists() or list(photos.journals_dir.iterdir()) == []

@@ -59,9 +59,10 @@ def image_id(project: Project, path: str | Path) -> str:
 
 def image_path(project: Project, image: str) -> Path:
     """The photo with the id `image`; `NotFound` unless it is an image file in a class folder of the project."""
-    path = project.inside(Path("data") / image)
-    if not path.is_relative_to(project.data_dir.resolve()) or path.parent == project.data_dir.resolve():
+    parts = image.split("/")
+    if len(parts) < 2 or any(part in ("", ".", "..") for part in parts):
         raise StudioError(f"An image id is CLASS/NAME below the project's data folder. Received: image={image!r}.")
+    path = project.inside(Path("data") / image)
     if not is_image_file(path) or not path.is_file() or Path(image).parts[0].startswith("."):
         raise NotFound(f"The project {project.name!r} has no image {image!r}. Reload the images.")
     return project.data_dir / image
