@@ -66,5 +66,7 @@ def test_the_api_is_documented_and_the_page_is_served(client):
         "/api/projects/{project}/moves",
         "/api/projects/{project}/undo",
     } <= set(schema["paths"])
+    upload = schema["paths"]["/api/projects/{project}/classes/{class_name}/images"]["post"]
+    assert "files" in upload["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

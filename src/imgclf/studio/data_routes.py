@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from imgclf.serve.schemas import BATCH_BODY
 from imgclf.serve.uploads import read_uploads
 from imgclf.studio import findings, moves, projects
 from imgclf.studio.options import StudioOptions
@@ -152,7 +153,7 @@ def create_class(project: str, body: NewName, workspace: WorkspaceDep) -> dict:
     return projects.summary(found)
 
 
-@router.post("/projects/{project}/classes/{class_name}/images", response_model=Added)
+@router.post("/projects/{project}/classes/{class_name}/images", response_model=Added, openapi_extra=BATCH_BODY)
 async def add_images(
     project: str, class_name: str, request: Request, workspace: WorkspaceDep, options: OptionsDep
 ) -> dict:
