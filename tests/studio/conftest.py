@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.conftest import copy_photos
 
 import imgclf
 from imgclf.studio.workspace import Project, Workspace
-from tests.conftest import copy_photos
 
 
 @dataclass(frozen=True)

@@ -112,13 +112,21 @@ def run_detail(project: Project, name: str) -> dict[str, object]:
         "name": name,
         "config": config_summary(config),
         "classes": config.class_names,
-        "metrics": {key: value for key, value in scores.items() if key not in SHOWN_ELSEWHERE}
-        | {"auc": (scores.get("roc") or {}).get("auc")},
+        "metrics": _headline(scores),
         "history": read_history(folder),
         "confusion": scores.get("confusion_matrix"),
         "calibration": None if calibration is None and not reliability else {**(calibration or {}), **reliability},
         "coverage": coverage_curve(validation_images(project, folder, config)),
         "min_confidence": config.train.min_confidence,
+    }
+
+
+def _headline(scores: dict) -> dict:
+    """`metrics.json` less the parts given apart, with the ROC curve's area; empty before the run is finished."""
+    if not scores:
+        return {}
+    return {key: value for key, value in scores.items() if key not in SHOWN_ELSEWHERE} | {
+        "auc": (scores.get("roc") or {}).get("auc")
     }
 
 

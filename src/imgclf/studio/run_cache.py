@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgclf.deploy.predictor import Run, load
 from imgclf.config import ImgclfError
+from imgclf.deploy.predictor import Run, load
 from imgclf.runs import CALIBRATION_FILE, WEIGHTS_FILE
 from imgclf.studio.inspection import run_folder
 from imgclf.studio.workspace import Project, StudioError
