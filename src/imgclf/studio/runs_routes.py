@@ -127,12 +127,20 @@ async def explain(request: Request, project: str, run: str) -> Response:
     (multipart `file`) or an image of the project's data, named by id in a JSON body `{"image": "CLASS/NAME"}`."""
     where, limits = _project(request, project), upload_limits(request)
     if request.headers.get("content-type", "").lower().startswith("application/json"):
-        body = await request.json()
-        photo: Path | Upload = inspection.data_image(where, body.get("image") if isinstance(body, dict) else None)
+        photo: Path | Upload = inspection.data_image(where, await _image_id(request))
     else:
         [photo] = await read_uploads(request, limits, batch=False)
     png = await run_in_threadpool(_explain, _runs(request), where, run, photo, limits)
     return Response(png, media_type="image/png")
+
+
+async def _image_id(request: Request) -> object:
+    """The `image` of a JSON body `{"image": "CLASS/NAME.jpg"}`."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise StudioError('The body is not JSON. Send {"image": "CLASS/NAME.jpg"}, or the photo as `file`.') from None
+    return body.get("image") if isinstance(body, dict) else None
 
 
 def _explain(runs: RunCache, project: Project, run_name: str, photo: Path | Upload, limits: ServeOptions) -> bytes:
