@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,15 @@ def test_new_weights_are_loaded(project: Project) -> None:
     size = before.preprocessing.image_size
     photos = torch.nn.functional.interpolate(photos.float(), size=(size, size)).to(torch.uint8)
     assert not torch.equal(before.predict_tensors(photos), after.predict_tensors(photos))
+
+
+def test_calls_run_on_the_model_thread_with_one_torch_thread(project: Project) -> None:
+    runs, before = RunCache(), torch.get_num_threads()
+    seen = asyncio.run(runs.call(project, "a", lambda run: (run, threading.current_thread(), torch.get_num_threads())))
+    runs.close()
+    assert seen[0] is runs.get(project, "a")
+    assert seen[1] is not threading.main_thread() and seen[1].name.startswith("imgclf-studio-model")
+    assert seen[2] == 1 and torch.get_num_threads() == before, "only the model thread's calls use one thread"
 
 
 def test_only_the_last_runs_used_stay_loaded(project: Project) -> None:

@@ -9,12 +9,13 @@
     GET  /api/projects/P/runs/R/export/FILE        model.onnx or export.json
     GET  /api/projects/P/runs/R/snippet            the `imgclf serve` command and a Python snippet
 
-Uploads are read, limited and decoded by `serve.uploads`, as `imgclf serve` does. The model runs on a worker
-thread (one call at a time per run, `RunCache.calling`), never on the event loop.
+Uploads are read, limited and decoded by `serve.uploads`, as `imgclf serve` does. Models run on the
+`RunCache`'s model thread, one call at a time, never on the event loop.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import shlex
 import time
@@ -24,12 +25,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 from PIL import Image
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from imgclf.config import ImgclfError
 from imgclf.data.images import ImageError
 from imgclf.deploy.export import ONNX_FILE, REPORT_FILE, ExportError
+from imgclf.deploy.predictor import Run
 from imgclf.evaluation.explain import explain_image
 from imgclf.serve.options import ServeOptions
 from imgclf.serve.service import EXPLAIN_SIDE
@@ -101,16 +102,15 @@ async def predict(request: Request, project: str, run: str) -> dict:
     started = time.perf_counter()
     where, limits = _project(request, project), upload_limits(request)
     [upload] = await read_uploads(request, limits, batch=False)
-    answer = await run_in_threadpool(_predict, _runs(request), where, run, upload, limits)
+    answer = await _runs(request).call(where, run, functools.partial(_predict, upload=upload, limits=limits))
     return {**answer, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
-def _predict(runs: RunCache, project: Project, run_name: str, upload: Upload, limits: ServeOptions) -> dict:
-    with runs.calling(project, run_name) as run:
-        image = decode_upload(upload[1], upload[0], run.preprocessing, limits)
-        if isinstance(image, ImageError):
-            raise unreadable(image)
-        prediction = run.prediction_from(run.predict_tensors(image[None])[0])
+def _predict(run: Run, upload: Upload, limits: ServeOptions) -> dict:
+    image = decode_upload(upload[1], upload[0], run.preprocessing, limits)
+    if isinstance(image, ImageError):
+        raise unreadable(image)
+    prediction = run.prediction_from(run.predict_tensors(image[None])[0])
     return {
         "label": prediction.label,
         "index": prediction.index,
@@ -130,7 +130,7 @@ async def explain(request: Request, project: str, run: str) -> Response:
         photo: Path | Upload = inspection.data_image(where, await _image_id(request))
     else:
         [photo] = await read_uploads(request, limits, batch=False)
-    png = await run_in_threadpool(_explain, _runs(request), where, run, photo, limits)
+    png = await _runs(request).call(where, run, functools.partial(_explain, photo=photo, limits=limits))
     return Response(png, media_type="image/png")
 
 
@@ -143,15 +143,14 @@ async def _image_id(request: Request) -> object:
     return body.get("image") if isinstance(body, dict) else None
 
 
-def _explain(runs: RunCache, project: Project, run_name: str, photo: Path | Upload, limits: ServeOptions) -> bytes:
-    with runs.calling(project, run_name) as run:
-        try:
-            image = photo if isinstance(photo, Path) else open_upload(photo[1], photo[0], limits)
-            overlay = explain_image(run, image, max_side=EXPLAIN_SIDE).overlay
-        except ImageError as error:
-            raise unreadable(error) from None
-        except ImgclfError as error:
-            raise HTTPException(501, f"Grad-CAM cannot explain this model: {error}") from None
+def _explain(run: Run, photo: Path | Upload, limits: ServeOptions) -> bytes:
+    try:
+        image = photo if isinstance(photo, Path) else open_upload(photo[1], photo[0], limits)
+        overlay = explain_image(run, image, max_side=EXPLAIN_SIDE).overlay
+    except ImageError as error:
+        raise unreadable(error) from None
+    except ImgclfError as error:
+        raise HTTPException(501, f"Grad-CAM cannot explain this model: {error}") from None
     return _png(overlay)
 
 
@@ -162,16 +161,19 @@ def _png(image: Image.Image) -> bytes:
 
 
 @router.post("/{run}/export")
-def export(request: Request, project: str, run: str) -> dict:
+async def export(request: Request, project: str, run: str) -> dict:
     """Export the run to ONNX in RUN/export/, after checking that it answers as the PyTorch model does."""
     where = _project(request, project)
     out_dir = inspection.run_folder(where, run) / EXPORT_DIR
-    with _runs(request).calling(where, run) as loaded:
-        try:
-            result = loaded.export(out_dir)
-        except ExportError as error:
-            raise StudioError(str(error)) from None
-    return {"files": list(EXPORT_FILES), "parity": result.parity.describe()}
+    parity = await _runs(request).call(where, run, functools.partial(_export, out_dir=out_dir))
+    return {"files": list(EXPORT_FILES), "parity": parity}
+
+
+def _export(run: Run, out_dir: Path) -> str:
+    try:
+        return run.export(out_dir).parity.describe()
+    except ExportError as error:
+        raise StudioError(str(error)) from None
 
 
 @router.get("/{run}/export/{file}", response_class=FileResponse)
