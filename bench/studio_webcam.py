@@ -4,11 +4,11 @@
     .venv/bin/python bench/studio_webcam.py --run runs/efficientnet_lite0-20261125-101500 --frames 200
 
 The page's webcam loop sends one frame, waits for the answer, sends the next; so does this client. Frames are
-640×480 JPEGs (quality 85, as a browser's canvas encodes them) made from the tutorial's validation photos. The
-studio's runs endpoints serve in a process of their own with uvicorn on 127.0.0.1 (a workspace with one project
-holding a copy of the run), as `imgclf studio` serves them; the client sends each frame as the multipart field
-`file` over one keep-alive connection. The issue's target: 10 frames a second or more on 2 cores with the default
-model (efficientnet_lite0, frozen).
+640×480 JPEGs (quality 85) made from the tutorial's validation photos. An app with the studio's runs endpoints
+serves in a process of its own with uvicorn on 127.0.0.1 (a workspace with one project holding a copy of the
+run); the client sends each frame as the multipart field `file` over one keep-alive connection, and the figure
+counts everything from the request to its answer. The issue's target: 10 frames a second or more on 2 cores
+with the default model (efficientnet_lite0, frozen).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,12 +28,20 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import uvicorn
 from common import add_data_option
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from PIL import Image, ImageOps
+from serve_load import free_port, train_lite0
+from starlette.exceptions import HTTPException
 
-import imgclf
 from imgclf.data.folders import list_images
 from imgclf.runs import read_config
+from imgclf.serve.routes import error_as_json
+from imgclf.studio.run_cache import RunCache
+from imgclf.studio.runs_routes import router
+from imgclf.studio.workspace import NotFound, StudioError, Workspace
 
 TARGET_FPS = 10.0
 PROJECT, RUN = "webcam", "efficientnet_lite0-bench"
@@ -56,15 +63,6 @@ def parse_args() -> argparse.Namespace:
 
 def serve(workspace: Path, port: int) -> None:
     """The runs endpoints over `workspace`, as the studio's app has them, until SIGINT."""
-    import uvicorn
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
-    from starlette.exceptions import HTTPException
-
-    from imgclf.serve.routes import error_as_json
-    from imgclf.studio.run_cache import RunCache
-    from imgclf.studio.runs_routes import router
-    from imgclf.studio.workspace import NotFound, StudioError, Workspace
 
     async def studio_error(request, error: StudioError) -> JSONResponse:
         return JSONResponse({"error": str(error)}, status_code=404 if isinstance(error, NotFound) else 400)
@@ -80,20 +78,10 @@ def serve(workspace: Path, port: int) -> None:
 
 def make_workspace(run_dir: Path, scratch: Path) -> Path:
     """A workspace whose project `webcam` holds a copy of `run_dir` (its checkpoint left out)."""
-    from imgclf.studio.workspace import Workspace
-
     workspace = Workspace(scratch / "workspace")
     project = workspace.create_project(PROJECT)
     shutil.copytree(run_dir, project.runs_dir / RUN, ignore=shutil.ignore_patterns("checkpoint"))
     return workspace.root
-
-
-def train_lite0(data: Path, scratch: Path) -> Path:
-    """A default `imgclf train` run (EfficientNet-Lite0, frozen, linear head) on `data`, in `scratch`."""
-    os.environ["IMGCLF_CACHE"] = str(scratch / "cache")
-    print(f"Training efficientnet_lite0 on {data / 'training_set'} ...", flush=True)
-    run = imgclf.train(data / "training_set", val=str(data / "val_set"), out=str(scratch / "lite0"), seed=0)
-    return run.run_dir
 
 
 def frames(data: Path) -> list[bytes]:
@@ -120,12 +108,6 @@ def multipart(frame: bytes) -> tuple[bytes, str]:
         + f"\r\n--{boundary}--\r\n".encode()
     )
     return body, f"multipart/form-data; boundary={boundary}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_server(workspace: Path, port: int, log: Path) -> subprocess.Popen:
