@@ -1,0 +1,122 @@
+"""The studio's job queue, with real trainings in real worker processes (seed-cnn on a few real photos)."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+
+import imgclf
+from conftest import copy_photos, read_history
+from imgclf.studio.jobs import JobQueue
+from imgclf.studio.workspace import Project, Workspace
+
+TINY = {"epochs": 3, "steps_per_epoch": 3, "batch_size": 8, "seed": 0}
+"""The cnn recipe, shortened: a few seconds of training."""
+
+
+@pytest.fixture
+def project(tmp_path: Path, cars_planes: Path) -> Project:
+    """A project of 15 real photos per class (the studio holds 20% out for validation)."""
+    project = Workspace(tmp_path / "workspace").create_project("cars-planes")
+    project.data_dir.rmdir()
+    copy_photos(cars_planes / "training_set", project.data_dir, 15)
+    return project
+
+
+@pytest.fixture
+def jobs(project: Project) -> JobQueue:
+    jobs = JobQueue(Workspace(project.root.parent))
+    yield jobs
+    jobs.close()
+
+
+def collect(jobs: JobQueue, job_id: str, after: int = 0, each=None) -> list[dict]:
+    """Every event of the job until its last, calling `each(event)` as each one comes."""
+
+    async def listen() -> list[dict]:
+        events = []
+        async for event in jobs.events(job_id, after):
+            events.append(event)
+            if each is not None:
+                each(event)
+        return events
+
+    return asyncio.run(listen())
+
+
+def no_worker_left() -> bool:
+    """No worker process (nor any process it started) and no watcher thread is left; multiprocessing's own
+    resource tracker, which lives as long as the tests, is not a worker."""
+    processes = [
+        child
+        for child in psutil.Process().children(recursive=True)
+        if "multiprocessing.resource_tracker" not in " ".join(child.cmdline())
+    ]
+    threads = [thread for thread in threading.enumerate() if thread.name.startswith("studio-job-")]
+    return multiprocessing.active_children() == [] and processes == [] and threads == []
+
+
+def test_jobs_run_one_at_a_time_epoch_by_epoch_and_close_stops_the_running_one(project, jobs):
+    training = jobs.submit(project, "train", {"recipe": "cnn", "options": TINY})
+    audit = jobs.submit(project, "audit", {})
+    long_training = jobs.submit(project, "train", {"recipe": "cnn", "options": {**TINY, "epochs": 100}})
+    waiting_while_training = []
+
+    def check_the_others(event: dict) -> None:
+        if event["type"] != "done":  # once done, the next job starts
+            waiting_while_training.append((jobs.get(audit.id).state, jobs.get(long_training.id).state))
+
+    events = collect(jobs, training.id, each=check_the_others)
+
+    assert set(waiting_while_training) == {("queued", "queued")}
+    kinds = [event["type"] for event in events]
+    assert kinds[:2] == ["queued", "started"] and kinds[-1] == "done" and "step" in kinds
+    assert [event["seq"] for event in events] == sorted(event["seq"] for event in events)
+    assert [event["epoch"] for event in events if event["type"] == "epoch"] == [1, 2, 3]
+    step = next(event for event in events if event["type"] == "step")
+    assert step["epochs"] == 3 and step["steps"] == 3 and step["eta_s"] >= 0
+    assert kinds.index("step") < kinds.index("epoch")
+    run_dir = project.runs_dir / events[-1]["run"]
+    assert events[-1]["run"].startswith("seed-cnn-") and training.state == "done"
+    assert [float(row["val_loss"]) for row in read_history(run_dir)] == [row["val_loss"] for row in training.history]
+    assert imgclf.load(run_dir).predict(sorted((project.data_dir / "planes").iterdir())[0]).label in ("cars", "planes")
+
+    audit_events = collect(jobs, audit.id)
+    assert audit_events[-1]["type"] == "done" and (project.audit_dir / "audit.json").is_file()
+    assert audit.started >= training.finished
+
+    def close_once_training(event: dict) -> None:
+        if event["type"] == "step" and long_training.state == "running":
+            jobs.close()
+
+    last = collect(jobs, long_training.id, each=close_once_training)[-1]
+    assert last["type"] == "cancelled" and long_training.state == "cancelled"
+    assert no_worker_left()
+
+
+def test_cancel_keeps_the_last_complete_epoch_and_resume_trains_on_to_the_end(project, jobs):
+    training = jobs.submit(project, "train", {"recipe": "cnn", "options": {**TINY, "epochs": 100}})
+
+    def cancel_after_epoch_2(event: dict) -> None:
+        if event["type"] == "epoch" and event["epoch"] == 2:
+            jobs.cancel(training.id)
+
+    last = collect(jobs, training.id, each=cancel_after_epoch_2)[-1]
+
+    saved = len(read_history(project.runs_dir / training.run))
+    assert last == {"type": "cancelled", "message": last["message"], "run": training.run, "seq": last["seq"]}
+    assert 2 <= saved < 100 and f"epoch {saved} is saved" in last["message"] and training.state == "cancelled"
+    assert [row["epoch"] for row in training.history] == list(range(1, saved + 1))
+
+    resumed = jobs.submit(project, "resume", {"run": training.run, "epochs": saved + 2})
+    events = collect(jobs, resumed.id)
+
+    assert events[-1] == {"type": "done", "run": training.run, "seq": events[-1]["seq"]}
+    assert [event["epoch"] for event in events if event["type"] == "epoch"] == list(range(1, saved + 3))
+    assert len(read_history(project.runs_dir / training.run)) == saved + 2
+    assert imgclf.load(project.runs_dir / training.run).metrics["accuracy"] is not None
