@@ -62,7 +62,7 @@ def no_worker_left() -> bool:
 
 
 def test_jobs_run_one_at_a_time_epoch_by_epoch_and_close_stops_the_running_one(project, jobs):
-    training = jobs.submit(project, "train", {"recipe": "cnn", "options": TINY})
+    quick = jobs.submit(project, "train", {"recipe": "quick", "options": {"epochs": 3, "batch_size": 8}})
     audit = jobs.submit(project, "audit", {})
     long_training = jobs.submit(project, "train", {"recipe": "cnn", "options": {**TINY, "epochs": 100}})
     waiting_while_training = []
@@ -71,24 +71,27 @@ def test_jobs_run_one_at_a_time_epoch_by_epoch_and_close_stops_the_running_one(p
         if event["type"] != "done":  # once done, the next job starts
             waiting_while_training.append((jobs.get(audit.id).state, jobs.get(long_training.id).state))
 
-    events = collect(jobs, training.id, each=check_the_others)
+    events = collect(jobs, quick.id, each=check_the_others)
 
     assert set(waiting_while_training) == {("queued", "queued")}
     kinds = [event["type"] for event in events]
-    assert kinds[:2] == ["queued", "started"] and kinds[-1] == "done" and "step" in kinds
+    assert kinds[:2] == ["queued", "started"] and kinds[-1] == "done" and "log" in kinds
     assert [event["seq"] for event in events] == sorted(event["seq"] for event in events)
     assert [event["epoch"] for event in events if event["type"] == "epoch"] == [1, 2, 3]
     step = next(event for event in events if event["type"] == "step")
-    assert step["epochs"] == 3 and step["steps"] == 3 and step["eta_s"] >= 0
-    assert kinds.index("step") < kinds.index("epoch")
+    assert (
+        step["epochs"] == 3 and step["steps"] == 3 and step["eta_s"] >= 0 and kinds.index("step") < kinds.index("epoch")
+    )
     run_dir = project.runs_dir / events[-1]["run"]
-    assert events[-1]["run"].startswith("seed-cnn-") and training.state == "done"
-    assert [float(row["val_loss"]) for row in read_history(run_dir)] == [row["val_loss"] for row in training.history]
-    assert imgclf.load(run_dir).predict(sorted((project.data_dir / "planes").iterdir())[0]).label in ("cars", "planes")
+    assert events[-1]["run"].startswith("efficientnet_lite0-") and quick.state == "done"
+    assert [float(row["val_loss"]) for row in read_history(run_dir)] == [row["val_loss"] for row in quick.history]
+    run = imgclf.load(run_dir)
+    assert run.config.train.val_split == 0.2 and run.config.dataset["features_cached"]  # the quick recipe's
+    assert run.predict(sorted((project.data_dir / "planes").iterdir())[0]).label in ("cars", "planes")
 
     audit_events = collect(jobs, audit.id)
     assert audit_events[-1]["type"] == "done" and (project.audit_dir / "audit.json").is_file()
-    assert audit.started >= training.finished
+    assert audit.started >= quick.finished
 
     def close_once_training(event: dict) -> None:
         if event["type"] == "step" and long_training.state == "running":
