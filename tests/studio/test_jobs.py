@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -123,3 +125,42 @@ def test_cancel_keeps_the_last_complete_epoch_and_resume_trains_on_to_the_end(pr
     assert [event["epoch"] for event in events if event["type"] == "epoch"] == list(range(1, saved + 3))
     assert len(read_history(project.runs_dir / training.run)) == saved + 2
     assert imgclf.load(project.runs_dir / training.run).metrics["accuracy"] is not None
+
+
+SERVER = """
+import asyncio, sys
+from imgclf.studio.jobs import JobQueue
+from imgclf.studio.workspace import Workspace
+
+workspace = Workspace(sys.argv[1])
+jobs = JobQueue(workspace)
+job = jobs.submit(workspace.project("cars-planes"), "train", {"recipe": "cnn", "options": {"epochs": 1000}})
+
+async def train_forever():
+    async for event in jobs.events(job.id):
+        if event["type"] == "step":
+            print("training", flush=True)
+            await asyncio.sleep(600)
+
+asyncio.run(train_forever())
+"""
+
+
+def test_a_worker_stops_when_its_server_dies(project):
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(project.root.parent)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout.readline() == "training\n"
+        workers = [
+            child
+            for child in psutil.Process(server.pid).children()
+            if "multiprocessing.resource_tracker" not in " ".join(child.cmdline())
+        ]
+        assert len(workers) == 1
+        server.kill()
+        _, alive = psutil.wait_procs(workers, timeout=60)
+    finally:
+        server.kill()
+        server.wait()
+    assert alive == []
