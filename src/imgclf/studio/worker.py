@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 log = logging.getLogger(__name__)
 
 STEP_EVENT_INTERVAL_S = 0.25
-"""The least time between two "step" events (an epoch's last step is always sent)."""
+"""The least time between two "step" events: a page redraws its progress a few times a second at most."""
 
 
 def work(kind: str, options: dict, epochs: int | None, events: Connection, control: Connection) -> None:
@@ -101,8 +101,9 @@ class EventSender:
 class StepEvents:
     """The `progress(epoch, step, steps)` callback: a "step" event a few times a second, with the time left.
 
-    The time left counts the rest of this epoch at its pace so far, and each epoch to come at the mean length of
-    the epochs this job has ended (validation included); an audit (`epoch` None) has one long "epoch".
+    Once an epoch of this job has ended, each epoch to come takes as long as those did on average (validation
+    included); in the first, each step to come as long as those so far. `eta_s` is None until a step has been
+    timed. An audit (`epoch` None) counts its files as one long epoch.
     """
 
     def __init__(self, sender: EventSender, epochs: int | None):
@@ -118,20 +119,24 @@ class StepEvents:
             if self.first_epoch is None:
                 self.first_epoch, self.started = epoch, now
             self.epoch, self.epoch_started = epoch, now
-        if now - self.sent_at < STEP_EVENT_INTERVAL_S and step < steps:
+        if now - self.sent_at < STEP_EVENT_INTERVAL_S:
             return
         self.sent_at = now
+        left = self._seconds_left(now, epoch, step, steps)
         event = {"epoch": epoch, "epochs": self.epochs, "step": step, "steps": steps}
-        self.sender.send({"type": "step", **event, "eta_s": round(self._seconds_left(now, epoch, step, steps), 1)})
+        self.sender.send({"type": "step", **event, "eta_s": None if left is None else round(left, 1)})
 
-    def _seconds_left(self, now: float, epoch: int | None, step: int, steps: int) -> float:
-        per_step = (now - self.epoch_started) / max(step, 1)
-        this_epoch = (steps - step) * per_step
+    def _seconds_left(self, now: float, epoch: int | None, step: int, steps: int) -> float | None:
         if epoch is None or self.epochs is None:
-            return this_epoch
+            return (now - self.started) / max(step, 1) * (steps - step)
         ended = epoch - self.first_epoch
-        per_epoch = (self.epoch_started - self.started) / ended if ended else per_step * steps
-        return this_epoch + (self.epochs - epoch) * per_epoch
+        if ended:
+            per_epoch = (self.epoch_started - self.started) / ended
+            return max(per_epoch * (self.epochs - epoch + 1) - (now - self.epoch_started), 0.0)
+        if step <= 1:
+            return None  # the first call comes after the first step: nothing is timed yet
+        per_step = (now - self.epoch_started) / (step - 1)
+        return per_step * (steps - step) + per_step * steps * (self.epochs - epoch)
 
 
 class _LogEvents(logging.Handler):
