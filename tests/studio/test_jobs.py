@@ -11,9 +11,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from tests.conftest import copy_photos, read_history
 
 import imgclf
-from conftest import copy_photos, read_history
 from imgclf.studio.jobs import JobQueue
 from imgclf.studio.workspace import Project, Workspace
 
@@ -22,17 +22,17 @@ TINY = {"epochs": 3, "steps_per_epoch": 3, "batch_size": 8, "seed": 0}
 
 
 @pytest.fixture
-def project(tmp_path: Path, cars_planes: Path) -> Project:
+def project(workspace: Workspace, cars_planes: Path) -> Project:
     """A project of 15 real photos per class (the studio holds 20% out for validation)."""
-    project = Workspace(tmp_path / "workspace").create_project("cars-planes")
+    project = workspace.create_project("cars-planes")
     project.data_dir.rmdir()
     copy_photos(cars_planes / "training_set", project.data_dir, 15)
     return project
 
 
 @pytest.fixture
-def jobs(project: Project) -> JobQueue:
-    jobs = JobQueue(Workspace(project.root.parent))
+def jobs(workspace: Workspace) -> JobQueue:
+    jobs = JobQueue(workspace)
     yield jobs
     jobs.close()
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.conftest import copy_photos
 
-from conftest import copy_photos
 from imgclf.studio.recipes import plan_training
 from imgclf.studio.workspace import Project, Workspace
 
 
 @pytest.fixture
-def project(tmp_path: Path, cars_planes: Path) -> Project:
-    project = Workspace(tmp_path / "workspace").create_project("cars-planes")
+def project(workspace: Workspace, cars_planes: Path) -> Project:
+    project = workspace.create_project("cars-planes")
     project.data_dir.rmdir()
     copy_photos(cars_planes / "training_set", project.data_dir, 10)
     return project

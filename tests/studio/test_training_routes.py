@@ -7,34 +7,19 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
+from tests.conftest import copy_photos
 
-from conftest import copy_photos
-from imgclf.studio.jobs import JobQueue
-from imgclf.studio.training_routes import router
-from imgclf.studio.workspace import NotFound, StudioError, Workspace
+from imgclf.studio.workspace import Project, Workspace
 
 
-@pytest.fixture
-def client(tmp_path: Path, cars_planes: Path) -> TestClient:
-    """The routes on an app built as the studio's, over a workspace with a project of 15 real photos per class."""
-    workspace = Workspace(tmp_path / "workspace")
+@pytest.fixture(autouse=True)
+def project(workspace: Workspace, cars_planes: Path) -> Project:
+    """A project of 15 real photos per class, in the workspace of the conftest's `client`."""
     project = workspace.create_project("cars-planes")
     project.data_dir.rmdir()
     copy_photos(cars_planes / "training_set", project.data_dir, 15)
-    app = FastAPI()
-    app.state.workspace, app.state.jobs = workspace, JobQueue(workspace)
-    app.include_router(router)
-
-    @app.exception_handler(StudioError)
-    async def refused(request: Request, error: StudioError) -> JSONResponse:
-        return JSONResponse({"error": str(error)}, status_code=404 if isinstance(error, NotFound) else 400)
-
-    with TestClient(app) as client:
-        yield client
-    app.state.jobs.close()
+    return project
 
 
 def read_stream(client: TestClient, job_id: str, headers: dict | None = None) -> tuple[list[int], list[dict]]:
@@ -83,9 +68,9 @@ def test_missing_projects_runs_and_jobs_are_404(client):
     assert client.get("/api/jobs/0123/events").status_code == 404
 
 
-def test_a_jobs_events_stream_to_its_end_and_resume_after_last_event_id(client, tmp_path):
+def test_a_jobs_events_stream_to_its_end_and_resume_after_last_event_id(client, project):
     # A class folder without photos: the job is queued, then its worker fails with the library's one line.
-    (tmp_path / "workspace" / "cars-planes" / "data" / "trucks").mkdir()
+    (project.data_dir / "trucks").mkdir()
     response = client.post("/api/projects/cars-planes/train", json={"recipe": "cnn", "options": {"epochs": 2}})
     assert response.status_code == 202 and response.json()["state"] in ("queued", "running")
     job_id = response.json()["id"]

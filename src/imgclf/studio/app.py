@@ -6,6 +6,8 @@ passes `SameOriginOnly` first (`security.py`); every error is JSON, `{"error": "
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -20,12 +22,20 @@ from imgclf.data.images import TooManyPixelsError, UnsupportedImageError
 from imgclf.data.journal import FixError
 from imgclf.serve.routes import error_as_json
 from imgclf.studio.data_routes import router as data_router
+from imgclf.studio.jobs import JobQueue
 from imgclf.studio.options import StudioOptions
 from imgclf.studio.security import SameOriginOnly
+from imgclf.studio.training_routes import router as training_router
 from imgclf.studio.workspace import NotFound, Workspace
 
 # The HTTP status of each kind of library error (by its closest class); any other `ImgclfError` is 400.
 ERROR_STATUS = {NotFound: 404, FixError: 409, TooManyPixelsError: 413, UnsupportedImageError: 415}
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    app.state.jobs.close()  # no worker process outlives the server
 
 
 def create_app(workspace: Workspace | str | Path, options: StudioOptions | None = None) -> FastAPI:
@@ -34,14 +44,16 @@ def create_app(workspace: Workspace | str | Path, options: StudioOptions | None 
     >>> app = create_app("imgclf-studio", StudioOptions(port=8765))
     """
     options = options or StudioOptions()
-    app = FastAPI(title="imgclf studio", version=version("imgclf"))
+    app = FastAPI(title="imgclf studio", version=version("imgclf"), lifespan=_lifespan)
     app.state.workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    app.state.jobs = JobQueue(app.state.workspace)
     app.state.options = options
     app.add_middleware(SameOriginOnly, host=options.host)
     app.add_exception_handler(HTTPException, error_as_json)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(ImgclfError, library_error)
     app.include_router(data_router)
+    app.include_router(training_router)
     app.mount("/", StaticFiles(packages=[("imgclf.studio", "static")], html=True), name="page")
     return app
 
