@@ -136,20 +136,21 @@ workspace = Workspace(sys.argv[1])
 jobs = JobQueue(workspace)
 job = jobs.submit(workspace.project("cars-planes"), "train", {"recipe": "cnn", "options": {"epochs": 1000}})
 
-async def train_forever():
+async def train_until_told():
     async for event in jobs.events(job.id):
         if event["type"] == "step":
             print("training", flush=True)
-            await asyncio.sleep(600)
+            sys.stdin.readline()  # the test kills the server here, or says "exit" (with no jobs.close())
+            return
 
-asyncio.run(train_forever())
+asyncio.run(train_until_told())
 """
 
 
-def test_a_worker_stops_when_its_server_dies(project):
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(project.root.parent)], stdout=subprocess.PIPE, text=True
-    )
+@pytest.mark.parametrize("server_goes", ["killed", "exits"])
+def test_a_worker_stops_when_its_server_goes(project, server_goes):
+    command = [sys.executable, "-c", SERVER, str(project.root.parent)]
+    server = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline() == "training\n"
         workers = [
@@ -158,7 +159,12 @@ def test_a_worker_stops_when_its_server_dies(project):
             if "multiprocessing.resource_tracker" not in " ".join(child.cmdline())
         ]
         assert len(workers) == 1
-        server.kill()
+        if server_goes == "killed":
+            server.kill()
+        else:
+            server.stdin.write("exit\n")
+            server.stdin.flush()
+            assert server.wait(timeout=60) == 0
         _, alive = psutil.wait_procs(workers, timeout=60)
     finally:
         server.kill()

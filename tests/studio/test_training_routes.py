@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from tests.conftest import copy_photos
+from tests.studio.conftest import BASE_URL
 
+from imgclf.studio.app import create_app
 from imgclf.studio.workspace import Project, Workspace
 
 
@@ -88,3 +90,13 @@ def test_a_jobs_events_stream_to_its_end_and_resume_after_last_event_id(client, 
         numbers[middle + 1 :],
         events[middle + 1 :],
     )
+
+
+def test_stopping_the_app_stops_its_running_job(workspace, project):
+    app = create_app(workspace)
+    with TestClient(app, base_url=BASE_URL) as client:
+        body = {"recipe": "cnn", "options": {"epochs": 1000}}
+        job = client.post("/api/projects/cars-planes/train", json=body).json()
+        assert job["state"] == "running"
+
+    assert app.state.jobs.get(job["id"]).state == "cancelled" and multiprocessing.active_children() == []

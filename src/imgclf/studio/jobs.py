@@ -15,6 +15,7 @@ that reconnects can replay them from the last one it saw.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import csv
 import multiprocessing
@@ -98,6 +99,8 @@ class JobQueue:
         self._waiting: deque[Job] = deque()
         self._running: _Worker | None = None
         self._closed = False
+        # Before multiprocessing's own exit handler, which would wait for a running worker to end its training.
+        atexit.register(self.close)
 
     def submit(self, project: Project, kind: str, options: dict) -> Job:
         """Queue a job on `project`, checked first; it starts at once when no other job runs.
@@ -166,7 +169,9 @@ class JobQueue:
                 after = event["seq"]
 
     def close(self) -> None:
-        """Cancel every job left and wait for the worker to end (terminating it after `STOP_TIMEOUT_S`)."""
+        """Cancel every job left and wait for the worker to end (terminating it after `STOP_TIMEOUT_S`); also
+        called when the interpreter exits."""
+        atexit.unregister(self.close)
         with self._lock:
             self._closed = True
             while self._waiting:

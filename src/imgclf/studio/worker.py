@@ -3,9 +3,7 @@
 `JobQueue` (`jobs.py`) starts `work` in a fresh process (multiprocessing's "spawn": PyTorch and fork do not mix)
 with two pipes. On `events` the worker sends event dicts: "log" lines, throttled "step" progress, and last "done",
 "error" or "cancelled". On `control` the server sends "cancel", and the pipe ends when the server has gone; either
-way the worker interrupts itself with SIGINT, exactly as Ctrl-C does, so a training keeps its last complete epoch.
-
-Only the standard library is imported at the top: the worker listens on `control` before PyTorch loads.
+way the worker interrupts its work with SIGINT, exactly as Ctrl-C does, so a training keeps its last complete epoch.
 """
 
 from __future__ import annotations
@@ -18,6 +16,13 @@ import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
+
+from imgclf.audit.embeddings import default_model
+from imgclf.audit.folders import audit_folders
+from imgclf.audit.options import DEFAULT_MODEL
+from imgclf.audit.writing import write_audit
+from imgclf.config import ImgclfError
+from imgclf.training.loop import TrainingInterrupted, train
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +37,23 @@ def work(kind: str, options: dict, epochs: int | None, events: Connection, contr
         os.setsid()  # a Ctrl-C in the server's terminal reaches the server alone, which stops this job once
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sender = EventSender(events)
-    threading.Thread(target=_interrupt_when_told, args=(control,), name="studio-control", daemon=True).start()
     _forward_logs(sender)
-    sender.send(_outcome(kind, options, StepEvents(sender, epochs)))
+    working = threading.Event()
+    threading.Thread(target=_interrupt_when_told, args=(control, working), name="studio-control", daemon=True).start()
+    sender.send(_outcome(kind, options, StepEvents(sender, epochs), working))
 
 
-def _outcome(kind: str, options: dict, progress: StepEvents) -> dict:
-    """The job's last event, once `kind` has run."""
-    from imgclf.config import ImgclfError
-    from imgclf.training.loop import TrainingInterrupted
-
+def _outcome(kind: str, options: dict, progress: StepEvents, working: threading.Event) -> dict:
+    """The job's last event, once `kind` has run; `working` is set while the work can be interrupted."""
     try:
-        if kind == "audit":
-            _audit(options["data"], options["out"], progress)
-        else:
-            from imgclf.training.loop import train
-
-            train(progress=progress, **options)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a cancel arriving now comes too late: the work is done
+        working.set()
+        try:
+            if kind == "audit":
+                _audit(options["data"], options["out"], progress)
+            else:
+                train(progress=progress, **options)
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is over: a cancel arriving now comes too late
     except TrainingInterrupted as stop:
         return {"type": "cancelled", "message": str(stop)}
     except KeyboardInterrupt:
@@ -65,11 +69,6 @@ def _outcome(kind: str, options: dict, progress: StepEvents) -> dict:
 def _audit(data: str, out: str, progress: StepEvents) -> None:
     """Audit the project's `data` folder as `imgclf audit` does, with label issues when a backbone is installed,
     and write the audit into `out`."""
-    from imgclf.audit.embeddings import default_model
-    from imgclf.audit.folders import audit_folders
-    from imgclf.audit.options import DEFAULT_MODEL
-    from imgclf.audit.writing import write_audit
-
     model = default_model()
     if model is None:
         log.warning(
@@ -160,8 +159,10 @@ def _forward_logs(sender: EventSender) -> None:
     library.addHandler(terminal)
 
 
-def _interrupt_when_told(control: Connection) -> None:
-    """Wait for "cancel" from the server, or for the server to go, then interrupt the job as Ctrl-C does."""
+def _interrupt_when_told(control: Connection, working: threading.Event) -> None:
+    """Wait for "cancel" from the server, or for the server to go, then interrupt the work as Ctrl-C does (once it
+    has begun: a KeyboardInterrupt anywhere else would end the worker without its last event)."""
     with contextlib.suppress(EOFError, OSError):  # the end of the pipe: the server has gone
         control.recv()
+    working.wait()
     signal.raise_signal(signal.SIGINT)
