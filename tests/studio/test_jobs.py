@@ -15,7 +15,7 @@ from tests.conftest import copy_photos, read_history
 
 import imgclf
 from imgclf.studio.jobs import JobQueue
-from imgclf.studio.workspace import Project, Workspace
+from imgclf.studio.workspace import Project, StudioError, Workspace
 
 TINY = {"epochs": 3, "steps_per_epoch": 3, "batch_size": 8, "seed": 0}
 """The cnn recipe, shortened: a few seconds of training."""
@@ -119,6 +119,8 @@ def test_cancel_keeps_the_last_complete_epoch_and_resume_trains_on_to_the_end(pr
     assert [row["epoch"] for row in training.history] == list(range(1, saved + 1))
 
     resumed = jobs.submit(project, "resume", {"run": training.run, "epochs": saved + 2})
+    with pytest.raises(StudioError, match=f"is being trained by job {resumed.id}"):
+        jobs.submit(project, "resume", {"run": training.run, "epochs": saved + 3})
     events = collect(jobs, resumed.id)
 
     assert events[-1] == {"type": "done", "run": training.run, "seq": events[-1]["seq"]}

@@ -119,6 +119,7 @@ class JobQueue:
         with self._lock:
             if self._closed:
                 raise StudioError("The studio is stopping and takes no more jobs. Start it again.")
+            self._check_run_is_free(job)
             self._jobs[job.id] = job
             self._add_event(job, {"type": "queued"})
             self._waiting.append(job)
@@ -189,15 +190,20 @@ class JobQueue:
         worker.watcher.join()
 
     def _resumable(self, project: Project, run: object) -> str:
-        """`run` when it is a run of `project` that no job is training now."""
+        """`run` when it names a run of `project`, else `NotFound`."""
         run = check_name(run, "run")
         if not (project.runs_dir / run).is_dir():
             raise NotFound(f"There is no run {run!r} in the project {project.name!r}. Received: run={run!r}.")
-        with self._lock:
-            busy = [job for job in self._jobs.values() if not job.ended and job.project == project and job.run == run]
-        if busy:
-            raise StudioError(f"The run {run!r} is being trained by job {busy[0].id}. Received: run={run!r}. Wait.")
         return run
+
+    def _check_run_is_free(self, job: Job) -> None:
+        """Refuse to resume a run that another job is training (holding the lock)."""
+        busy = [other.id for other in self._jobs.values() if not other.ended and other.run_dir == job.run_dir]
+        if job.run is not None and busy:
+            raise StudioError(
+                f"The run {job.run!r} is being trained by job {busy[0]}. Received: run={job.run!r}. Wait for that "
+                "job to end, or cancel it, then resume the run."
+            )
 
     def _start_next(self) -> None:
         """Start the first waiting job when none runs (holding the lock)."""
