@@ -7,27 +7,17 @@ import multiprocessing
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import psutil
 import pytest
-from tests.conftest import copy_photos, read_history
+from tests.conftest import read_history
 
 import imgclf
 from imgclf.studio.jobs import JobQueue
-from imgclf.studio.workspace import Project, StudioError, Workspace
+from imgclf.studio.workspace import StudioError, Workspace
 
 TINY = {"epochs": 3, "steps_per_epoch": 3, "batch_size": 8, "seed": 0}
 """The cnn recipe, shortened: a few seconds of training."""
-
-
-@pytest.fixture
-def project(workspace: Workspace, cars_planes: Path) -> Project:
-    """A project of 15 real photos per class (the studio holds 20% out for validation)."""
-    project = workspace.create_project("cars-planes")
-    project.data_dir.rmdir()
-    copy_photos(cars_planes / "training_set", project.data_dir, 15)
-    return project
 
 
 @pytest.fixture

@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-from tests.conftest import copy_photos
-
 from imgclf.studio.recipes import plan_training
-from imgclf.studio.workspace import Project, Workspace
-
-
-@pytest.fixture
-def project(workspace: Workspace, cars_planes: Path) -> Project:
-    project = workspace.create_project("cars-planes")
-    project.data_dir.rmdir()
-    copy_photos(cars_planes / "training_set", project.data_dir, 10)
-    return project
 
 
 def test_each_recipe_plans_its_options_with_a_fifth_held_out_and_the_users_options_on_top(project):

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.conftest import copy_photos
 from tests.studio.conftest import BASE_URL
 
 from imgclf.studio.app import create_app
-from imgclf.studio.workspace import Project, Workspace
-
-
-@pytest.fixture(autouse=True)
-def project(workspace: Workspace, cars_planes: Path) -> Project:
-    """A project of 15 real photos per class, in the workspace of the conftest's `client`."""
-    project = workspace.create_project("cars-planes")
-    project.data_dir.rmdir()
-    copy_photos(cars_planes / "training_set", project.data_dir, 15)
-    return project
 
 
 def read_stream(client: TestClient, job_id: str, headers: dict | None = None) -> tuple[list[int], list[dict]]:
@@ -56,14 +44,14 @@ def test_recipes_are_listed_with_their_titles(client):
         ({"recipe": "fastest"}, "recipe='fastest'"),
     ],
 )
-def test_a_bad_option_is_refused_naming_it_before_any_process_starts(client, body, named):
+def test_a_bad_option_is_refused_naming_it_before_any_process_starts(client, project, body, named):
     response = client.post("/api/projects/cars-planes/train", json=body)
 
     assert response.status_code == 400 and named in response.json()["error"]
     assert client.get("/api/jobs").json() == {"jobs": []} and multiprocessing.active_children() == []
 
 
-def test_missing_projects_runs_and_jobs_are_404(client):
+def test_missing_projects_runs_and_jobs_are_404(client, project):
     assert client.post("/api/projects/nowhere/train", json={}).status_code == 404
     assert client.post("/api/projects/cars-planes/runs/nothing/resume", json={}).status_code == 404
     assert client.post("/api/jobs/0123/cancel").status_code == 404
