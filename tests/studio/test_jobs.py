@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import read_history
 
 import imgclf
-from imgclf.studio.jobs import JobQueue
+from imgclf.studio.jobs import Job, JobQueue
 from imgclf.studio.workspace import StudioError, Workspace
 
 TINY = {"epochs": 3, "steps_per_epoch": 3, "batch_size": 8, "seed": 0}
@@ -68,7 +68,7 @@ def test_jobs_run_one_at_a_time_epoch_by_epoch_and_close_stops_the_running_one(p
     assert set(waiting_while_training) == {("queued", "queued")}
     kinds = [event["type"] for event in events]
     assert kinds[:2] == ["queued", "started"] and kinds[-1] == "done" and "log" in kinds
-    assert [event["seq"] for event in events] == sorted(event["seq"] for event in events)
+    assert [event["seq"] for event in events] == sorted({event["seq"] for event in events})  # each told once
     assert [event["epoch"] for event in events if event["type"] == "epoch"] == [1, 2, 3]
     steps = [event for event in events if event["type"] == "step"]
     assert (steps[0]["epoch"], steps[0]["epochs"], steps[0]["step"], steps[0]["steps"]) == (1, 3, 1, 3)
@@ -121,7 +121,7 @@ def test_cancel_keeps_the_last_complete_epoch_and_resume_trains_on_to_the_end(pr
 
 SERVER = """
 import asyncio, sys
-from imgclf.studio.jobs import JobQueue
+from imgclf.studio.jobs import Job, JobQueue
 from imgclf.studio.workspace import Workspace
 
 workspace = Workspace(sys.argv[1])
@@ -162,3 +162,19 @@ def test_a_worker_stops_when_its_server_goes(project, server_goes):
         server.kill()
         server.wait()
     assert alive == []
+
+
+def test_a_job_numbers_every_event_and_keeps_only_the_latest_of_consecutive_steps(project):
+    job = Job("1", project, "train", None)
+    step = {"type": "step", "epoch": 1, "epochs": 2, "step": 1, "steps": 9, "eta_s": None}
+    for event in ({"type": "queued"}, step, step | {"step": 5, "eta_s": 3.0}, {"type": "log", "message": "hi"}):
+        job.keep(event)
+    job.keep(step | {"epoch": 2, "step": 9, "eta_s": 0.5})
+
+    assert [(event["type"], event["seq"]) for event in job.events] == [
+        ("queued", 1),
+        ("step", 3),
+        ("log", 4),
+        ("step", 5),
+    ]
+    assert job.events[1]["step"] == 5 and job.progress == {"epoch": 2, "epochs": 2, "step": 9, "steps": 9, "eta_s": 0.5}

@@ -59,6 +59,8 @@ class Job:
     progress: dict | None = None
     history: list[dict] = field(default_factory=list)
     events: list[dict] = field(default_factory=list, repr=False)
+    told: int = 0
+    """The number of the last event."""
     cancelled: bool = False
     waiters: list = field(default_factory=list, repr=False)
     history_stamp: tuple = ()
@@ -70,6 +72,16 @@ class Job:
     @property
     def run_dir(self) -> Path | None:
         return None if self.run is None else self.project.runs_dir / self.run
+
+    def keep(self, event: dict) -> None:
+        """Number `event` after the last one and keep it; a "step" replaces a "step" just before it (a page that
+        reconnects needs only the latest), and is the job's progress."""
+        if event["type"] == "step":
+            self.progress = {name: event[name] for name in ("epoch", "epochs", "step", "steps", "eta_s")}
+            if self.events and self.events[-1]["type"] == "step":
+                self.events.pop()
+        self.told += 1
+        self.events.append({**event, "seq": self.told})
 
     def to_dict(self) -> dict:
         """The job as the API answers it."""
@@ -279,13 +291,8 @@ class JobQueue:
         self._add_event(job, {**event, "run": job.run})
 
     def _add_event(self, job: Job, event: dict) -> None:
-        """Number `event`, keep it (a "step" replaces the "step" just before it) and wake the job's listeners."""
-        if event["type"] == "step":
-            job.progress = {name: event[name] for name in ("epoch", "epochs", "step", "steps", "eta_s")}
-            if job.events and job.events[-1]["type"] == "step":
-                job.events.pop()
-        number = job.events[-1]["seq"] + 1 if job.events else 1
-        job.events.append({**event, "seq": number})
+        """Keep `event` in `job` and wake the job's listeners (holding the lock)."""
+        job.keep(event)
         for loop, woken in job.waiters:
             with contextlib.suppress(RuntimeError):  # that listener's event loop has closed
                 loop.call_soon_threadsafe(_wake, woken)
