@@ -24,6 +24,8 @@ from imgclf.serve.routes import error_as_json
 from imgclf.studio.data_routes import router as data_router
 from imgclf.studio.jobs import JobQueue
 from imgclf.studio.options import StudioOptions
+from imgclf.studio.run_cache import RunCache
+from imgclf.studio.runs_routes import router as runs_router
 from imgclf.studio.security import SameOriginOnly
 from imgclf.studio.training_routes import router as training_router
 from imgclf.studio.workspace import NotFound, Workspace
@@ -34,8 +36,11 @@ ERROR_STATUS = {NotFound: 404, FixError: 409, TooManyPixelsError: 413, Unsupport
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    yield
-    app.state.jobs.close()  # no worker process outlives the server
+    try:
+        yield
+    finally:
+        app.state.jobs.close()  # no worker process outlives the server
+        app.state.runs.close()
 
 
 def create_app(workspace: Workspace | str | Path, options: StudioOptions | None = None) -> FastAPI:
@@ -48,12 +53,15 @@ def create_app(workspace: Workspace | str | Path, options: StudioOptions | None 
     app.state.workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     app.state.jobs = JobQueue(app.state.workspace)
     app.state.options = options
+    app.state.upload_limits = options.uploads
+    app.state.runs = RunCache()
     app.add_middleware(SameOriginOnly, host=options.host)
     app.add_exception_handler(HTTPException, error_as_json)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(ImgclfError, library_error)
     app.include_router(data_router)
     app.include_router(training_router)
+    app.include_router(runs_router)
     app.mount("/", StaticFiles(packages=[("imgclf.studio", "static")], html=True), name="page")
     return app
 
