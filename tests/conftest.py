@@ -55,6 +55,30 @@ def small_photos(tmp_path: Path, cars_planes: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture
+def flat_photos(tmp_path: Path, cars_planes: Path) -> Path:
+    """A flat folder of real photos (8 training and 3 validation per class, named `car_…`, `plane_…`) and its
+    `labels.csv`: file, label and split (train or val) per photo."""
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    rows = [("file", "label", "split")]
+    for split, source, count in (("train", "training_set", 8), ("val", "val_set", 3)):
+        for class_name in ("cars", "planes"):
+            for photo in sorted((cars_planes / source / class_name).iterdir())[:count]:
+                name = f"{class_name[:-1]}_{photo.name}"
+                shutil.copy(photo, folder / name)
+                rows.append((name, class_name, split))
+    write_rows(folder / "labels.csv", rows)
+    return folder
+
+
+def write_rows(path: Path, rows: list[tuple[str, ...]]) -> Path:
+    """Write `rows` (the first names the columns) to the CSV `path`."""
+    with path.open("w", newline="", encoding="utf-8") as file:
+        csv.writer(file).writerows(rows)
+    return path
+
+
 def make_synthetic_classes(root: Path, class_counts: dict[str, int], size: int = 24, seed: int = 0) -> Path:
     """Write PNG images whose colour tells the class (one hue per class, plus noise)."""
     rng = np.random.default_rng(seed)

@@ -170,8 +170,11 @@ class TrainConfig:
     """Everything `imgclf train` needs; the defaults are the CLI's defaults."""
 
     data: str
+    """The folder of class sub-folders; with `labels`, the folder the CSV's paths are relative to."""
     val: str | None = None
     val_split: float | None = None
+    labels: str | None = None
+    """A CSV of file,label rows (optional split column) to train on instead of DATA's class sub-folders."""
     model: str = "efficientnet_lite0"
     image_size: int | None = None
     resize: str = "squash"
@@ -240,7 +243,7 @@ def check_min_confidence(value: float | None) -> None:
         )
 
 
-PATH_OPTIONS = ("data", "val", "weights", "out")
+PATH_OPTIONS = ("data", "val", "labels", "weights", "out")
 _KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 _KIND_ADVICE = {
     "int": "Give a whole number.",
@@ -287,6 +290,12 @@ def _validate_training(config: TrainConfig) -> None:
         "--val-split",
         config.val_split,
         "Give either --val DIR or --val-split, not both.",
+    )
+    _require(
+        config.labels is None or config.val is None,
+        "--val",
+        config.val,
+        "With --labels, validation images are the CSV's val rows (split column) or --val-split; drop --val.",
     )
     if config.val_split is not None:
         _require(0.0 < config.val_split < 1.0, "--val-split", config.val_split, "Use a fraction such as 0.2.")

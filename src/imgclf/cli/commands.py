@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
@@ -36,6 +37,9 @@ from imgclf.evaluation.runs_index import compare_runs, find_run, list_runs, read
 from imgclf.files import is_main_process
 from imgclf.training.progress import EpochBar, stderr
 
+if TYPE_CHECKING:
+    from imgclf.data.folders import FolderIndex
+
 EXIT_AUDIT_PROBLEMS = 3
 
 
@@ -55,7 +59,7 @@ def _train_config(args: argparse.Namespace, options: dict) -> TrainConfig:
     from imgclf.training.options import make_train_config
 
     try:
-        return make_train_config(args.data, **options)
+        return make_train_config(args.data, images=args.images, **options)
     except ConfigError as error:
         if error.option in getattr(args, "options_from_config", ()):
             raise ConfigError(f"{error} ({error.option} is set in the config file {args.config}.)") from None
@@ -102,7 +106,7 @@ RESUME_OPTIONS = (
 
 def _resume_options(args: argparse.Namespace, options: dict) -> dict:
     """The options a resumed run takes; any other option given is an error, since the run keeps its own."""
-    fixed = ["data"] if args.data is not None else []
+    fixed = [name for name in ("data", "images") if getattr(args, name) is not None]
     fixed += [name for name in options if name not in RESUME_OPTIONS]
     if fixed:
         flags = {"data": "DATA", "cache_mem_mb": "--cache-mem", "augment": "--augment (or one of its settings)"}
@@ -119,8 +123,8 @@ def _train(args: argparse.Namespace) -> int:
     from imgclf.training.distributed import torchrun_environment
     from imgclf.training.loop import train
 
-    if args.resume is None and args.data is None:
-        raise ImgclfError("Missing DATA: give a folder with one sub-folder per class, or --resume RUN.")
+    if args.resume is None and args.data is None and args.labels is None:
+        raise ImgclfError("Missing DATA: give a folder with one sub-folder per class, --labels CSV, or --resume RUN.")
     if args.nproc is not None and args.nproc < 1:
         raise ImgclfError(f"Invalid option --nproc. Received: --nproc={args.nproc}. Use 1 or more processes.")
     options = _train_options(args)
@@ -141,14 +145,21 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from imgclf.cli.predicting import finish, load_run, tally_of
-    from imgclf.evaluation.evaluate import evaluate_folder, write_evaluation
+    from imgclf.evaluation.evaluate import evaluate_folder, evaluate_index, write_evaluation
     from imgclf.evaluation.report import REPORT_FILE, write_report
 
+    rows = _evaluated_rows(args) if args.labels is not None else None  # the options checked before the run loads
+    folder = _evaluated_folder(args) if rows is None else None
     run = load_run(args)
-    evaluation = evaluate_folder(run, args.folder, args.batch_size, args.tta)
+    if rows is None:
+        evaluation = evaluate_folder(run, folder, args.batch_size, args.tta)
+        name = Path(folder).resolve().name
+    else:
+        evaluation = evaluate_index(run, rows, args.batch_size, args.tta)
+        name = Path(args.labels).stem + (f"-{args.split}" if args.split else "")
     tally = tally_of(evaluation.predictions)
     tally.check()  # when no image could be read, its line alone and nothing written
-    out_dir = Path(args.out) if args.out else run.run_dir / f"eval-{Path(args.folder).resolve().name}"
+    out_dir = Path(args.out) if args.out else run.run_dir / f"eval-{name}"
     write_evaluation(evaluation, out_dir)
     write_report(run, evaluation, out_dir / REPORT_FILE)
     print_evaluation(evaluation)
@@ -157,9 +168,31 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluated_folder(args: argparse.Namespace) -> str:
+    """`imgclf evaluate`'s DIR; raises `ImgclfError` when neither it nor --labels is given, or a CSV option is."""
+    given = [option for option in ("images", "split") if getattr(args, option) is not None]
+    if given:
+        raise ImgclfError(f"--{given[0]} goes with --labels CSV. Received: --{given[0]}. Add --labels, or drop it.")
+    if args.folder is None:
+        raise ImgclfError("Missing DIR: give a labelled folder (DIR/<class>/<image>) or --labels CSV.")
+    return args.folder
+
+
+def _evaluated_rows(args: argparse.Namespace) -> FolderIndex:
+    """The images of `imgclf evaluate --labels CSV` (its `--split` rows, or all); DIR cannot be given too."""
+    from imgclf.data.run_data import labelled_images
+
+    if args.folder is not None:
+        raise ImgclfError(
+            f"Give DIR or --labels, not both. Received: DIR={args.folder}, --labels={args.labels}. For a CSV whose "
+            "paths are relative to DIR, use --images DIR."
+        )
+    return labelled_images(args.labels, args.images, args.split)
+
+
 def _report(args: argparse.Namespace) -> int:
     from imgclf.cli.predicting import load_run
-    from imgclf.data.folders import validation_index
+    from imgclf.data.run_data import validation_index
     from imgclf.devices import resolve_device
     from imgclf.evaluation.evaluate import evaluate_folder, evaluate_index
     from imgclf.evaluation.report import REPORT_FILE, write_report

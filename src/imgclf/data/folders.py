@@ -313,9 +313,15 @@ def split_folder(config: TrainConfig, data_index: FolderIndex) -> tuple[FolderIn
         check_same_classes(data_index, val_index)
         check_classes_have_images(val_index)
         return data_index, val_index
+    return hold_out(config, data_index)
+
+
+def hold_out(config: TrainConfig, data_index: FolderIndex) -> tuple[FolderIndex, FolderIndex]:
+    """(train, val): the stratified, seeded `--val-split` of `data_index` (default 0.2), copies of one photo
+    (`photo_groups`) kept on one side."""
     fraction = config.val_split if config.val_split is not None else 0.2
     if config.val_split is None:
-        log.info("No --val folder given: holding out %g of %s for validation (--val-split).", fraction, config.data)
+        log.info("No --val folder given: holding out %g of %s for validation (--val-split).", fraction, data_index.root)
     groups = photo_groups(data_index.files)
     train_rows, val_rows = stratified_split(data_index.labels, fraction, config.seed, groups)
     if groups:
@@ -331,8 +337,3 @@ def photo_groups(files: Sequence[str]) -> list[list[int]]:
     """Indices of `files` holding the same photo (identical bytes or pHash within `NEAR_THRESHOLD` bits), 2 or more."""
     found = fingerprints(files)
     return duplicate_groups([digest for digest, _ in found], [phash for _, phash in found], NEAR_THRESHOLD)
-
-
-def validation_index(config: TrainConfig) -> FolderIndex:
-    """The validation images a run was trained with (its `--val` folder or its `--val-split` of DATA)."""
-    return split_folder(config, index_folder(config.data))[1]

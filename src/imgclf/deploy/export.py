@@ -33,9 +33,10 @@ import torch
 from torch import nn
 
 from imgclf.config import ImgclfError, Preprocessing, RunConfig
-from imgclf.data.folders import DatasetError, FolderIndex, list_images, validation_index
+from imgclf.data.folders import DatasetError, FolderIndex, list_images
 from imgclf.data.images import describe_resize
 from imgclf.data.loading import decode_files
+from imgclf.data.run_data import validation_index
 from imgclf.deploy.engines import OnnxRuntimeEngine, ProbabilityModel, TorchEngine, create_onnx_engine
 from imgclf.deploy.onnx_graph import OPSET, OnnxExportError, to_onnx_bytes
 from imgclf.files import atomic_write_bytes, cache_dir, save_tensors, write_json

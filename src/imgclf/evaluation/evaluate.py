@@ -128,7 +128,7 @@ def evaluate_index(run: Run, index: FolderIndex, batch_size: int = 32, tta: bool
     if unknown:
         raise DatasetError(
             f"{index.root} has classes {index.class_names} but the model knows {run.class_names}; "
-            f"{unknown} cannot be scored. Evaluate on a folder with the model's class sub-folders."
+            f"{unknown} cannot be scored. Evaluate on images of the model's classes."
         )
     true_labels = [run.class_names.index(index.class_names[label]) for label in index.labels]
     predictions = run.predict(index.files, batch_size=batch_size, tta=tta)

@@ -18,7 +18,8 @@ from torch import nn
 
 from imgclf.config import AugmentConfig, Preprocessing
 from imgclf.data import loading
-from imgclf.data.folders import SKIPPED_SHOWN, FolderIndex, SkippedFile, validation_index
+from imgclf.data.folders import SKIPPED_SHOWN, FolderIndex, SkippedFile
+from imgclf.data.run_data import validation_index
 from imgclf.deploy.predictor import Run, load
 from imgclf.evaluation.evaluate import evaluate_index
 from imgclf.evaluation.report import REPORT_FILE

@@ -40,7 +40,13 @@ from imgclf.training import distributed
 from imgclf.training.checkpoints import TrainingProgress, has_saved_epoch
 from imgclf.training.distributed import Processes
 from imgclf.training.finish import finish
-from imgclf.training.options import index_data, make_train_config, resumed_config, run_config
+from imgclf.training.options import (
+    index_data,
+    make_train_config,
+    resumed_config,
+    run_config,
+    warn_if_labels_changed,
+)
 from imgclf.training.phases import Phase, PhaseKind, PhaseSetup, plan_phases, setup_phase
 from imgclf.training.progress import epoch_bar
 from imgclf.training.sources import TrainingInputs, check_sources
@@ -81,7 +87,8 @@ def train(
     progress: ProgressCallback | Literal[False] | None = None,
     **options,
 ) -> Run:
-    """Train a classifier on `data` (a folder of class sub-folders) and return the loaded best `Run`.
+    """Train a classifier on `data` (a folder of class sub-folders), or on `labels=` (a CSV of file,label rows,
+    paths relative to `images=`), and return the loaded best `Run`.
 
     Options are `TrainConfig`'s fields (`val`, `model`, `augment`, `epochs`, ...). `resume` continues a run
     directory from its last saved epoch (`epochs` may be raised), or finishes a run stopped after its last epoch.
@@ -185,9 +192,11 @@ def _train_run(
 def _indexed_data(config: TrainConfig, saved: RunConfig | None, processes: Processes) -> tuple:
     """The (train, val) folder indexes; a resumed run must find the classes it was trained on."""
     indexes = index_data(config, warn=processes.is_main)
+    if saved is not None and processes.is_main:
+        warn_if_labels_changed(config, saved)
     if saved is not None and indexes[0].class_names != saved.class_names:
         raise RunError(
-            f"{config.data} now has classes {indexes[0].class_names} but the run was trained on "
+            f"{config.labels or config.data} now has classes {indexes[0].class_names} but the run was trained on "
             f"{saved.class_names}; resume needs the same classes."
         )
     return indexes
