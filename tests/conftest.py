@@ -72,6 +72,21 @@ def flat_photos(tmp_path: Path, cars_planes: Path) -> Path:
     return folder
 
 
+WIDE = 1.7
+"""A photo at least this many times as wide as high (16:9 and wider) also has the label `wide`."""
+
+
+def label_wide_photos(folder: Path) -> Path:
+    """`folder/multi.csv`: `flat_photos`' rows, each photo labelled with its class and, when it is wide (a real
+    property: its aspect ratio), `wide` too (`"cars;wide"`)."""
+    with (folder / "labels.csv").open(newline="") as file:
+        header, *rows = list(csv.reader(file))
+    for row in rows:
+        width, height = Image.open(folder / row[0]).size
+        row[1] += ";wide" if width >= WIDE * height else ""
+    return write_rows(folder / "multi.csv", [tuple(header), *map(tuple, rows)])
+
+
 def write_rows(path: Path, rows: list[tuple[str, ...]]) -> Path:
     """Write `rows` (the first names the columns) to the CSV `path`."""
     with path.open("w", newline="", encoding="utf-8") as file:

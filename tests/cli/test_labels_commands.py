@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 
+from tests.conftest import label_wide_photos
+
 from imgclf.cli import main
 
 
@@ -31,3 +33,19 @@ def test_evaluate_takes_dir_or_labels_not_both_and_says_so_before_loading_the_ru
 def test_train_without_data_nor_labels_names_both(capsys):
     assert main(["train", "--model", "seed-cnn"]) == 1
     assert "give a folder with one sub-folder per class, --labels CSV, or --resume RUN" in capsys.readouterr().err
+
+
+def test_evaluate_a_multi_label_run_on_a_csvs_rows(flat_photos, tmp_path, capsys):
+    multi, run_dir = str(label_wide_photos(flat_photos)), tmp_path / "run"
+    assert main(["train", "--labels", multi, "--model", "seed-cnn", "--epochs", "1", "--out", str(run_dir)]) == 0
+    capsys.readouterr()
+
+    assert main(["evaluate", str(run_dir), "--labels", multi, "--split", "val"]) == 0
+
+    assert "mAP: " in capsys.readouterr().out
+    with (run_dir / "eval-multi-val" / "predictions.csv").open(newline="") as file:
+        assert len(list(csv.DictReader(file))) == 6
+    assert main(["report", str(run_dir)]) == 1
+    assert (
+        "is a multi-label run, which this evaluation (and report.html) does not handle yet" in capsys.readouterr().err
+    )

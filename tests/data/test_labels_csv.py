@@ -6,9 +6,9 @@ import csv
 from pathlib import Path
 
 import pytest
-from tests.conftest import write_rows
+from tests.conftest import label_wide_photos, write_rows
 
-from imgclf.data.folders import DatasetError
+from imgclf.data.folders import DatasetError, label_set
 from imgclf.data.labels_csv import file_facts, read_labels
 
 
@@ -125,3 +125,25 @@ def test_file_facts_count_the_rows_and_hash_the_bytes(flat_photos):
 
     assert facts["labels_rows"] == 22 and len(facts["labels_sha256"]) == 64
     assert file_facts(flat_photos / "labels.csv")["labels_sha256"] != facts["labels_sha256"]
+
+
+def test_a_cell_of_several_labels_makes_the_table_multi_label(flat_photos):
+    table = read_labels(label_wide_photos(flat_photos), flat_photos)
+
+    index = table.index
+    assert index.multi_label and index.class_names == ["cars", "planes", "wide"]
+    wide = [Path(file).name for file, label in zip(index.files, index.labels) if 2 in label_set(label)]
+    assert 0 < len(wide) < 22 and all(label_set(label)[0] in (0, 1) for label in index.labels)
+    assert index.class_counts() == [11, 11, len(wide)]
+    assert table.part("val").multi_label and table.part("val").class_counts()[:2] == [3, 3]
+
+
+def test_multi_label_reads_single_labels_as_sets_and_needs_three_labels(flat_photos):
+    multi = label_wide_photos(flat_photos)
+    multi.write_text(multi.read_text().replace("cars;wide", "wide").replace("planes;wide", "wide"))
+
+    assert not read_labels(multi, flat_photos).index.multi_label
+    table = read_labels(multi, flat_photos, multi_label=True)
+    assert table.index.multi_label and set(table.index.labels) == {0b001, 0b010, 0b100}  # bit masks, not indices
+    with pytest.raises(DatasetError, match=r"is multi-label with 2 labels. Received: label=\['cars', 'planes'\]"):
+        read_labels(flat_photos / "labels.csv", flat_photos, multi_label=True)

@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+from tests.conftest import label_wide_photos
 
 import imgclf
 from imgclf.config import ConfigError, ImgclfError
@@ -64,3 +65,38 @@ def test_the_images_folder_defaults_to_the_csvs_own(flat_photos):
 def test_csv_options_that_do_not_go_together_are_one_line(options, error, message):
     with pytest.raises(error, match=message):
         make_train_config("data" if "labels" in options else None, **options)
+
+
+def test_a_multi_label_run_tunes_thresholds_scores_and_predicts_label_sets(flat_photos, tmp_path):
+    multi = label_wide_photos(flat_photos)
+
+    run = imgclf.train(labels=multi, resize="pad", out=str(tmp_path / "run"), **{**QUICK, "epochs": 4})
+
+    config = json.loads((run.run_dir / "config.json").read_text())
+    assert config["train"]["multi_label"] and config["class_names"] == ["cars", "planes", "wide"]
+    thresholds = json.loads((run.run_dir / "thresholds.json").read_text())
+    assert sorted(thresholds) == ["cars", "planes", "wide"] and all(0 <= t <= 1 for t in thresholds.values())
+    metrics = json.loads((run.run_dir / "metrics.json").read_text())
+    assert metrics["images"] == 6 and 0 < metrics["mean_average_precision"] <= 1
+    assert {"subset_accuracy", "hamming_loss", "micro_f1", "macro_f1"} <= set(metrics)
+    assert [row["threshold"] for row in metrics["per_class"]] == [thresholds[c] for c in ("cars", "planes", "wide")]
+    with (run.run_dir / "predictions.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 6 and {"wide" in row["true_labels"] for row in rows} == {True, False}
+    prediction = run.predict(next(flat_photos.glob("plane_*.jpg")))
+    expected = sorted(
+        (c for c in thresholds if prediction.probabilities[c] >= thresholds[c]),
+        key=lambda c: -prediction.probabilities[c],
+    )
+    assert prediction.labels == expected  # the labels at or above their thresholds, most probable first
+    assert prediction.label == ";".join(prediction.labels) and prediction.index is None
+    assert sum(prediction.probabilities.values()) != pytest.approx(1.0)  # a sigmoid per label, not a softmax
+
+
+def test_what_does_not_handle_a_multi_label_run_yet_says_so(flat_photos, tmp_path):
+    run = imgclf.train(labels=label_wide_photos(flat_photos), out=str(tmp_path / "run"), **{**QUICK, "epochs": 1})
+
+    photo = next(flat_photos.glob("car_*.jpg"))
+    for refused in (lambda: run.export(tmp_path / "export"), lambda: imgclf.explain_image(run, photo)):
+        with pytest.raises(ImgclfError, match="is a multi-label run, which"):
+            refused()

@@ -11,12 +11,12 @@ import contextlib
 import dataclasses
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
 from imgclf.caches import cache_sizes, clear_caches, format_size
 from imgclf.cli.audit_output import print_audit
+from imgclf.cli.evaluating import evaluate_command
 from imgclf.cli.output import (
     cache_table,
     comparison_table,
@@ -36,9 +36,6 @@ from imgclf.config import AUGMENT_PRESETS, ConfigError, ImgclfError, TrainConfig
 from imgclf.evaluation.runs_index import compare_runs, find_run, list_runs, read_summary
 from imgclf.files import is_main_process
 from imgclf.training.progress import EpochBar, stderr
-
-if TYPE_CHECKING:
-    from imgclf.data.folders import FolderIndex
 
 EXIT_AUDIT_PROBLEMS = 3
 
@@ -141,53 +138,6 @@ def _train(args: argparse.Namespace) -> int:
     if is_main_process():
         print_run_files(run.run_dir)
     return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from imgclf.cli.predicting import finish, load_run, tally_of
-    from imgclf.evaluation.evaluate import evaluate_folder, evaluate_index, write_evaluation
-    from imgclf.evaluation.report import REPORT_FILE, write_report
-
-    rows = _evaluated_rows(args) if args.labels is not None else None  # the options checked before the run loads
-    folder = _evaluated_folder(args) if rows is None else None
-    run = load_run(args)
-    if rows is None:
-        evaluation = evaluate_folder(run, folder, args.batch_size, args.tta)
-        name = Path(folder).resolve().name
-    else:
-        evaluation = evaluate_index(run, rows, args.batch_size, args.tta)
-        name = Path(args.labels).stem + (f"-{args.split}" if args.split else "")
-    tally = tally_of(evaluation.predictions)
-    tally.check()  # when no image could be read, its line alone and nothing written
-    out_dir = Path(args.out) if args.out else run.run_dir / f"eval-{name}"
-    write_evaluation(evaluation, out_dir)
-    write_report(run, evaluation, out_dir / REPORT_FILE)
-    print_evaluation(evaluation)
-    stdout.print(f"Wrote {out_dir / 'metrics.json'}, {out_dir / 'predictions.csv'} and {out_dir / REPORT_FILE}")
-    finish(tally, args.strict, str(out_dir / "metrics.json"))
-    return 0
-
-
-def _evaluated_folder(args: argparse.Namespace) -> str:
-    """`imgclf evaluate`'s DIR; raises `ImgclfError` when neither it nor --labels is given, or a CSV option is."""
-    given = [option for option in ("images", "split") if getattr(args, option) is not None]
-    if given:
-        raise ImgclfError(f"--{given[0]} goes with --labels CSV. Received: --{given[0]}. Add --labels, or drop it.")
-    if args.folder is None:
-        raise ImgclfError("Missing DIR: give a labelled folder (DIR/<class>/<image>) or --labels CSV.")
-    return args.folder
-
-
-def _evaluated_rows(args: argparse.Namespace) -> FolderIndex:
-    """The images of `imgclf evaluate --labels CSV` (its `--split` rows, or all); DIR cannot be given too."""
-    from imgclf.data.run_data import labelled_images
-
-    if args.folder is not None:
-        raise ImgclfError(
-            f"Give DIR or --labels, not both. Received: DIR={args.folder}, --labels={args.labels}. For a CSV whose "
-            "paths are relative to DIR, use --images DIR."
-        )
-    return labelled_images(args.labels, args.images, args.split)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -419,7 +369,7 @@ def _predict(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": _train,
     "predict": _predict,
-    "evaluate": _evaluate,
+    "evaluate": evaluate_command,
     "summary": _summary,
     "export": _export,
     "report": _report,

@@ -60,6 +60,13 @@ def _add_data_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
             "--images", metavar="DIR", help="the folder the --labels paths are relative to (default: the CSV's)"
         ),
         data.add_argument(
+            "--multi-label",
+            action="store_true",
+            default=None,
+            help="each image has a set of labels (one sigmoid per label, thresholds tuned for F1); implied by a "
+            'label cell such as "shirt;hat"',
+        ),
+        data.add_argument(
             "--val-split",
             type=float,
             metavar="F",

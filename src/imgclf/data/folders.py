@@ -43,19 +43,36 @@ class FolderIndex:
     skipped_not_image: int = 0
     loose_files: int = 0
     skipped_linked_folders: int = 0  # links not followed: loops, or folders already searched
+    multi_label: bool = False
+    """Each image has a set of classes: its label is then a bit mask, bit c set for class c (`label_set`)."""
 
     def class_counts(self) -> list[int]:
+        """The images of each class (in multi-label data, the images whose set holds the class)."""
+        if self.multi_label:
+            return [sum(label >> index & 1 for label in self.labels) for index in range(len(self.class_names))]
         counts = Counter(self.labels)
         return [counts.get(index, 0) for index in range(len(self.class_names))]
 
     def subset(self, indices: Sequence[int]) -> FolderIndex:
-        return FolderIndex(
-            self.root, self.class_names, [self.files[i] for i in indices], [self.labels[i] for i in indices]
-        )
+        files, labels = [self.files[i] for i in indices], [self.labels[i] for i in indices]
+        return FolderIndex(self.root, self.class_names, files, labels, multi_label=self.multi_label)
 
     def without(self, files: Collection[str]) -> FolderIndex:
         """The index less `files` (the unreadable ones, say)."""
         return self.subset([i for i, file in enumerate(self.files) if file not in files])
+
+
+MAX_MULTI_LABEL_CLASSES = 63
+"""A multi-label image's classes are the bits of one int64 label, so that every loader carries it unchanged."""
+
+
+def label_set(label: int) -> list[int]:
+    """The class indices of a multi-label image's bit-mask `label`, ascending.
+
+    >>> label_set(0b101)
+    [0, 2]
+    """
+    return [index for index in range(MAX_MULTI_LABEL_CLASSES) if label >> index & 1]
 
 
 @dataclass

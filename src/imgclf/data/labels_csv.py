@@ -10,7 +10,8 @@ plane7.jpg,planes,val
 ```
 
 Rows are numbered as a spreadsheet shows them (the header is row 1), so that every error points at its row.
-The table becomes the `FolderIndex` a class folder gives, so training reads it unchanged.
+The table becomes the `FolderIndex` a class folder gives, so training reads it unchanged. A label cell may hold
+several labels separated by `;` (`"shirt;hat"`): the table is then multi-label (see `FolderIndex.multi_label`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from imgclf.data.folders import DatasetError, FolderIndex
+from imgclf.data.folders import MAX_MULTI_LABEL_CLASSES, DatasetError, FolderIndex
 from imgclf.data.images import IMAGE_EXTENSIONS, is_image_file
 
 COLUMNS = ("file", "label")
 SPLIT_COLUMN = "split"
+LABEL_SEPARATOR = ";"
 SPLITS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 """The `split` column's accepted values (any case) and the split each names."""
 ROWS_SHOWN = 5
@@ -53,16 +55,21 @@ class LabelsTable:
 class _Row:
     number: int
     file: str
-    label: str
+    labels: tuple[str, ...]
     split: str | None
 
+    @property
+    def label(self) -> str:
+        return LABEL_SEPARATOR.join(self.labels)
 
-def read_labels(path: str | Path, images: str | Path) -> LabelsTable:
+
+def read_labels(path: str | Path, images: str | Path, multi_label: bool = False) -> LabelsTable:
     """Read `path` (columns `file,label`, optional `split`) into sorted classes and files under `images`.
 
+    The table is multi-label when `multi_label` is set or a label cell holds several labels (`"shirt;hat"`).
     Raises `DatasetError` in one line naming the row for a missing column or cell, a path leading out of
-    `images`, a missing or non-image file, a file listed twice, an unknown split, or fewer than 2 classes.
-    Blank rows are passed over.
+    `images`, a missing or non-image file, a file listed twice, an unknown split, or fewer than 2 classes
+    (3 in multi-label data, at most 63). Blank rows are passed over.
 
     >>> table = read_labels("labels.csv", "photos")
     >>> table.index.class_names, table.part("val").files[:1]
@@ -71,21 +78,31 @@ def read_labels(path: str | Path, images: str | Path) -> LabelsTable:
     header, records = _read_records(Path(path))
     rows = _rows(path, header, records)
     _check_paths(path, images, rows)
-    class_names = sorted({row.label for row in rows})
+    multi_label = multi_label or any(len(row.labels) > 1 for row in rows)
+    class_names = sorted({label for row in rows for label in row.labels})
+    _check_class_count(path, class_names, multi_label)
+    rows.sort(key=lambda row: (row.labels, row.file))  # sorted classes, then files, as a folder's index is
+    files = [str(Path(images, row.file)) for row in rows]
+    if multi_label:
+        labels = [sum(1 << class_names.index(label) for label in row.labels) for row in rows]
+    else:
+        labels = [class_names.index(row.label) for row in rows]
+    index = FolderIndex(str(path), class_names, files, labels, multi_label=multi_label)
+    splits = [row.split for row in rows] if SPLIT_COLUMN in header else None
+    return LabelsTable(str(path), index, [row.number for row in rows], splits)
+
+
+def _check_class_count(path: str | Path, class_names: list[str], multi_label: bool) -> None:
     if len(class_names) < 2:
         raise DatasetError(
             f"{path} names one class only. Received: label={class_names}. A classifier needs 2 or more classes: "
             "label the images of another class too."
         )
-    rows.sort(key=lambda row: (row.label, row.file))  # sorted classes, then files, as a folder's index is
-    index = FolderIndex(
-        str(path),
-        class_names,
-        [str(Path(images, row.file)) for row in rows],
-        [class_names.index(row.label) for row in rows],
-    )
-    splits = [row.split for row in rows] if SPLIT_COLUMN in header else None
-    return LabelsTable(str(path), index, [row.number for row in rows], splits)
+    if multi_label and not 3 <= len(class_names) <= MAX_MULTI_LABEL_CLASSES:
+        raise DatasetError(
+            f"{path} is multi-label with {len(class_names)} labels. Received: label={class_names}. Multi-label "
+            f"data takes 3 to {MAX_MULTI_LABEL_CLASSES} labels; with two, train one class per image (no ;)."
+        )
 
 
 def file_facts(path: str | Path) -> dict[str, object]:
@@ -165,7 +182,10 @@ def _rows(path: str | Path, header: list[str], records: list[tuple[int, list[str
                     f"{path} row {number} has an unknown split. Received: split={cells[SPLIT_COLUMN]!r}. Use "
                     f"{', '.join(SPLITS)} (any case), or leave the split column out and hold out --val-split."
                 )
-        rows.append(_Row(number, cells["file"], cells["label"], split))
+        labels = tuple(sorted({label.strip() for label in cells["label"].split(LABEL_SEPARATOR) if label.strip()}))
+        if not labels:
+            raise DatasetError(f"{path} row {number} has no label. Received: label={cells['label']!r}. Fill the cell.")
+        rows.append(_Row(number, cells["file"], labels, split))
     if not rows:
         raise DatasetError(f"{path} has no rows below its header. Add one row per image: file,label.")
     return rows

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def split_data(config: TrainConfig) -> tuple[FolderIndex, FolderIndex]:
     """(train, val) for a run: `folders.split_folder` of DATA, or `split_table` of the `--labels` CSV."""
     if config.labels is not None:
-        return split_table(config, read_labels(config.labels, config.data))
+        return split_table(config, read_labels(config.labels, config.data, config.multi_label))
     data_index = folders.index_folder(config.data)
     if data_index.skipped_hidden or data_index.skipped_not_image or data_index.loose_files:
         log.info(
@@ -61,10 +61,13 @@ def split_table(config: TrainConfig, table: LabelsTable) -> tuple[FolderIndex, F
     return train, val
 
 
-def labelled_images(labels: str | Path, images: str | Path | None = None, split: str | None = None) -> FolderIndex:
+def labelled_images(
+    labels: str | Path, images: str | Path | None = None, split: str | None = None, multi_label: bool = False
+) -> FolderIndex:
     """The images of a labels CSV (`images`: the folder its paths are relative to, default the CSV's), all of
-    them or those of `split` ("train", "val" or "test"; the CSV needs a split column)."""
-    table = read_labels(labels, images if images is not None else Path(labels).parent)
+    them or those of `split` ("train", "val" or "test"; the CSV needs a split column); `multi_label` reads
+    every label cell as a set, as a multi-label run needs."""
+    table = read_labels(labels, images if images is not None else Path(labels).parent, multi_label)
     if split is None:
         return table.index
     if table.splits is None:

@@ -234,6 +234,11 @@ def _export(
     out_dir: str | Path | None,
     images: Sequence[str | Path] | None,
 ) -> ExportResult:
+    if config.train.multi_label:
+        raise ExportError(
+            f"{run_dir} is a multi-label run, which imgclf cannot export to ONNX yet. Predict it with the PyTorch "
+            "engine (--engine torch)."
+        )
     start = time.perf_counter()
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir)
     digest = weights_digest(run_dir)

@@ -116,6 +116,7 @@ class Evaluation:
 
 def evaluate_folder(run: Run, folder: str | Path, batch_size: int = 32, tta: bool = False) -> Evaluation:
     """Predict every image of `folder`: `folder/<class>/...` (its classes among the run's) or a flat folder."""
+    run.check_single_label("evaluating a folder")
     if not find_classes(folder):
         predictions = run.predict(list_images([folder]), batch_size=batch_size, tta=tta)
         return Evaluation(str(folder), run.class_names, None, predictions, tta, run.min_confidence)
@@ -124,6 +125,7 @@ def evaluate_folder(run: Run, folder: str | Path, batch_size: int = 32, tta: boo
 
 def evaluate_index(run: Run, index: FolderIndex, batch_size: int = 32, tta: bool = False) -> Evaluation:
     """Predict and score the labelled images of `index`; its classes must be among the run's."""
+    run.check_single_label("this evaluation (and report.html)")
     unknown = [name for name in index.class_names if name not in run.class_names]
     if unknown:
         raise DatasetError(

@@ -91,6 +91,14 @@ def resumed_config(run_dir: str | Path, **options) -> tuple[RunConfig, TrainConf
     return saved, config, state
 
 
+def with_multi_label(config: TrainConfig, train_index: folders.FolderIndex) -> TrainConfig:
+    """`config`, made multi-label when its CSV's label cells hold several labels (saved so in `config.json`)."""
+    if not train_index.multi_label or config.multi_label:
+        return config
+    log.info("%s holds images with several labels: training multi-label (one sigmoid per label).", config.labels)
+    return validate(dataclasses.replace(config, multi_label=True))
+
+
 def warn_if_labels_changed(config: TrainConfig, saved: RunConfig) -> None:
     """Warn when a resumed run's labels CSV is not the one it started with (another SHA-256)."""
     started_with = saved.dataset.get("labels_sha256")
