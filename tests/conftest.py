@@ -59,8 +59,23 @@ def small_photos(tmp_path: Path, cars_planes: Path) -> Path:
 def flat_photos(tmp_path: Path, cars_planes: Path) -> Path:
     """A flat folder of real photos (8 training and 3 validation per class, named `car_…`, `plane_…`) and its
     `labels.csv`: file, label and split (train or val) per photo."""
-    folder = tmp_path / "flat"
-    folder.mkdir()
+    return make_flat_photos(tmp_path / "flat", cars_planes)
+
+
+@pytest.fixture(scope="session")
+def multi_label_run(tmp_path_factory: pytest.TempPathFactory, cars_planes: Path) -> imgclf.Run:
+    """seed-cnn trained briefly on `flat_photos` labelled cars or planes, and wide (`label_wide_photos`), with
+    `--resize pad` (shared by the tests that only read it)."""
+    folder = make_flat_photos(tmp_path_factory.mktemp("multi") / "flat", cars_planes)
+    run_dir = tmp_path_factory.mktemp("runs") / "multi-label"
+    return imgclf.train(
+        labels=label_wide_photos(folder), model="seed-cnn", resize="pad", epochs=4, seed=0, out=str(run_dir)
+    )
+
+
+def make_flat_photos(folder: Path, cars_planes: Path) -> Path:
+    """Fill `folder` as `flat_photos` describes."""
+    folder.mkdir(parents=True)
     rows = [("file", "label", "split")]
     for split, source, count in (("train", "training_set", 8), ("val", "val_set", 3)):
         for class_name in ("cars", "planes"):

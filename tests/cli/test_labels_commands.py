@@ -45,7 +45,8 @@ def test_evaluate_a_multi_label_run_on_a_csvs_rows(flat_photos, tmp_path, capsys
     assert "mAP: " in capsys.readouterr().out
     with (run_dir / "eval-multi-val" / "predictions.csv").open(newline="") as file:
         assert len(list(csv.DictReader(file))) == 6
-    assert main(["report", str(run_dir)]) == 1
-    assert (
-        "is a multi-label run, which this evaluation (and report.html) does not handle yet" in capsys.readouterr().err
-    )
+    assert "Mistakes per label" in (run_dir / "eval-multi-val" / "report.html").read_text()
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "report.html")]) == 0
+    assert "mAP: " in capsys.readouterr().out and "average precision" in (tmp_path / "report.html").read_text()
+    assert main(["evaluate", str(run_dir), str(flat_photos)]) == 1
+    assert "is a multi-label run, which evaluating a folder does not handle yet" in capsys.readouterr().err

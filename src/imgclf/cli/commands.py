@@ -26,6 +26,7 @@ from imgclf.cli.output import (
     format_runs,
     predictions_table,
     print_evaluation,
+    print_multi_label_evaluation,
     print_run_files,
     progress_bar,
     runs_table,
@@ -145,6 +146,7 @@ def _report(args: argparse.Namespace) -> int:
     from imgclf.data.run_data import validation_index
     from imgclf.devices import resolve_device
     from imgclf.evaluation.evaluate import evaluate_folder, evaluate_index
+    from imgclf.evaluation.multi_label import evaluate_multi_label
     from imgclf.evaluation.report import REPORT_FILE, write_report
     from imgclf.runs import CALIBRATION_FILE
     from imgclf.training.finish import calibrate_run
@@ -154,10 +156,15 @@ def _report(args: argparse.Namespace) -> int:
     run = load_run(args)
     if args.folder is not None:
         evaluation = evaluate_folder(run, args.folder, args.batch_size, args.tta)
+    elif run.thresholds is not None:
+        evaluation = evaluate_multi_label(run, validation_index(run.config.train), args.batch_size)
     else:
         evaluation = evaluate_index(run, validation_index(run.config.train), args.batch_size, args.tta)
     path = write_report(run, evaluation, args.out or run.run_dir / REPORT_FILE)
-    print_evaluation(evaluation)
+    if run.thresholds is None:
+        print_evaluation(evaluation)
+    else:
+        print_multi_label_evaluation(evaluation.to_dict())
     stdout.print(f"Wrote {path}")
     return 0
 

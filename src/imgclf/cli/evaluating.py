@@ -73,6 +73,7 @@ def _evaluate_multi_label(args: argparse.Namespace, run: Run, rows: FolderIndex)
     """`imgclf evaluate` of a multi-label run on a CSV's rows: `metrics.json` and `predictions.csv`."""
     from imgclf.cli.predicting import finish, tally_of
     from imgclf.evaluation.multi_label import evaluate_multi_label, write_multi_label_evaluation
+    from imgclf.evaluation.report import REPORT_FILE, write_report
 
     evaluation = evaluate_multi_label(run, rows, args.batch_size)
     tally = tally_of(evaluation.predictions)
@@ -80,7 +81,8 @@ def _evaluate_multi_label(args: argparse.Namespace, run: Run, rows: FolderIndex)
     name = Path(args.labels).stem + (f"-{args.split}" if args.split else "")
     out_dir = Path(args.out) if args.out else run.run_dir / f"eval-{name}"
     write_multi_label_evaluation(evaluation, out_dir)
+    write_report(run, evaluation, out_dir / REPORT_FILE)
     print_multi_label_evaluation(evaluation.to_dict())
-    stdout.print(f"Wrote {out_dir / 'metrics.json'} and {out_dir / 'predictions.csv'}")
+    stdout.print(f"Wrote {out_dir / 'metrics.json'}, {out_dir / 'predictions.csv'} and {out_dir / REPORT_FILE}")
     finish(tally, args.strict, str(out_dir / "metrics.json"))
     return 0

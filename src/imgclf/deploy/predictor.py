@@ -340,8 +340,7 @@ def load(run_dir: str | Path, weights: str = WEIGHTS_FILE, engine: str = "torch"
             run_dir,
         )
     torch_device = resolve_device(device)
-    # Only PyTorch runs a multi-label model's sigmoids: export does not write them yet.
-    name = "torch" if config.train.multi_label and engine == "auto" else pick_engine(engine, torch_device)
+    name = pick_engine(engine, torch_device)
     if name == "torch":
         return Run(run_dir, config, load_model(run_dir, config, weights), device=torch_device)
     if weights != WEIGHTS_FILE:

@@ -125,7 +125,7 @@ def evaluate_folder(run: Run, folder: str | Path, batch_size: int = 32, tta: boo
 
 def evaluate_index(run: Run, index: FolderIndex, batch_size: int = 32, tta: bool = False) -> Evaluation:
     """Predict and score the labelled images of `index`; its classes must be among the run's."""
-    run.check_single_label("this evaluation (and report.html)")
+    run.check_single_label("scoring labelled folders")
     unknown = [name for name in index.class_names if name not in run.class_names]
     if unknown:
         raise DatasetError(

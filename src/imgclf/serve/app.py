@@ -38,7 +38,6 @@ def create_app(run: Run, options: ServeOptions | None = None) -> FastAPI:
 
     >>> app = create_app(imgclf.load("runs/seed-cnn-20261125-101500"), ServeOptions(timeout_s=5))
     """
-    run.check_single_label("imgclf serve")
     app = FastAPI(
         title="imgclf",
         summary=f"Image classifier {run.config.train.model} ({', '.join(run.class_names)})",

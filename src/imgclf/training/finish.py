@@ -4,8 +4,7 @@ validation images, the validation inputs kept for export's parity check, then th
 imgclf train --resume RUN      # a run stopped between its last epoch and these files: finishes it
 imgclf report RUN              # a run without calibration.json: fits its temperature first
 
-A run has finished when `calibration.json`, `metrics.json` and `report.html` are all there (`has_finished`); a
-multi-label run, when `calibration.json`, `metrics.json` and `thresholds.json` are.
+A run has finished when `calibration.json`, `metrics.json` and `report.html` are all there (`has_finished`).
 """
 
 from __future__ import annotations
@@ -38,9 +37,8 @@ METRICS_FILE = "metrics.json"
 
 
 def has_finished(run_dir: Path) -> bool:
-    """Whether training finished `run_dir`: it is calibrated, scored and reported (multi-label: given thresholds)."""
-    last = THRESHOLDS_FILE if (run_dir / THRESHOLDS_FILE).is_file() else REPORT_FILE
-    return all((run_dir / name).is_file() for name in (CALIBRATION_FILE, METRICS_FILE, last))
+    """Whether training finished `run_dir`: it is calibrated, scored and reported."""
+    return all((run_dir / name).is_file() for name in (CALIBRATION_FILE, METRICS_FILE, REPORT_FILE))
 
 
 def finish(
@@ -125,7 +123,7 @@ def _complete_multi_label_run(
     writer.write_thresholds(dict(zip(class_names, thresholds)))
     log.info("Thresholds tuned for F1 on the %d validation images; run saved in %s", len(labels), writer.run_dir)
     run = load(writer.run_dir, device=str(inputs.processes.device))
-    writer.write_multi_label_evaluation(evaluate_multi_label(run, inputs.indexes[1], config.batch_size))
+    writer.write_multi_label_evaluation(run, evaluate_multi_label(run, inputs.indexes[1], config.batch_size))
     return run
 
 

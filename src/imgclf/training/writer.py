@@ -10,8 +10,7 @@ runs/<model>-<date>-<time>/ (or --out)
   calibration.json                 the temperature fitted on the validation images
   thresholds.json                  a multi-label run's threshold per label, tuned for F1 on the validation images
   parity-inputs.safetensors        a few validation images and the calibrated probabilities, for export's check
-  metrics.json, predictions.csv, report.html   the best weights evaluated on the validation images (multi-label:
-                                   no report.html yet)
+  metrics.json, predictions.csv, report.html   the best weights evaluated on the validation images
 """
 
 from __future__ import annotations
@@ -148,9 +147,10 @@ class RunWriter:
         """`thresholds.json`: a multi-label run's threshold per label."""
         write_json(self.run_dir / THRESHOLDS_FILE, thresholds)
 
-    def write_multi_label_evaluation(self, evaluation: MultiLabelEvaluation) -> None:
-        """`metrics.json` and `predictions.csv` of a finished multi-label run."""
+    def write_multi_label_evaluation(self, run: Run, evaluation: MultiLabelEvaluation) -> None:
+        """`metrics.json`, `predictions.csv` and `report.html` of a finished multi-label `run`."""
         write_multi_label_evaluation(evaluation, self.run_dir)
+        write_report(run, evaluation, self.run_dir / REPORT_FILE)
 
     def write_evaluation(self, run: Run, evaluation: Evaluation) -> None:
         """`metrics.json`, `predictions.csv` and `report.html` of the finished `run`."""
