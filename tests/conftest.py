@@ -55,6 +55,60 @@ def small_photos(tmp_path: Path, cars_planes: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture
+def flat_photos(tmp_path: Path, cars_planes: Path) -> Path:
+    """A flat folder of real photos (8 training and 3 validation per class, named `car_…`, `plane_…`) and its
+    `labels.csv`: file, label and split (train or val) per photo."""
+    return make_flat_photos(tmp_path / "flat", cars_planes)
+
+
+@pytest.fixture(scope="session")
+def multi_label_run(tmp_path_factory: pytest.TempPathFactory, cars_planes: Path) -> imgclf.Run:
+    """seed-cnn trained briefly on `flat_photos` labelled cars or planes, and wide (`label_wide_photos`), with
+    `--resize pad` (shared by the tests that only read it)."""
+    folder = make_flat_photos(tmp_path_factory.mktemp("multi") / "flat", cars_planes)
+    run_dir = tmp_path_factory.mktemp("runs") / "multi-label"
+    return imgclf.train(
+        labels=label_wide_photos(folder), model="seed-cnn", resize="pad", epochs=4, seed=0, out=str(run_dir)
+    )
+
+
+def make_flat_photos(folder: Path, cars_planes: Path) -> Path:
+    """Fill `folder` as `flat_photos` describes."""
+    folder.mkdir(parents=True)
+    rows = [("file", "label", "split")]
+    for split, source, count in (("train", "training_set", 8), ("val", "val_set", 3)):
+        for class_name in ("cars", "planes"):
+            for photo in sorted((cars_planes / source / class_name).iterdir())[:count]:
+                name = f"{class_name[:-1]}_{photo.name}"
+                shutil.copy(photo, folder / name)
+                rows.append((name, class_name, split))
+    write_rows(folder / "labels.csv", rows)
+    return folder
+
+
+WIDE = 1.7
+"""A photo at least this many times as wide as high (16:9 and wider) also has the label `wide`."""
+
+
+def label_wide_photos(folder: Path) -> Path:
+    """`folder/multi.csv`: `flat_photos`' rows, each photo labelled with its class and, when it is wide (a real
+    property: its aspect ratio), `wide` too (`"cars;wide"`)."""
+    with (folder / "labels.csv").open(newline="") as file:
+        header, *rows = list(csv.reader(file))
+    for row in rows:
+        width, height = Image.open(folder / row[0]).size
+        row[1] += ";wide" if width >= WIDE * height else ""
+    return write_rows(folder / "multi.csv", [tuple(header), *map(tuple, rows)])
+
+
+def write_rows(path: Path, rows: list[tuple[str, ...]]) -> Path:
+    """Write `rows` (the first names the columns) to the CSV `path`."""
+    with path.open("w", newline="", encoding="utf-8") as file:
+        csv.writer(file).writerows(rows)
+    return path
+
+
 def make_synthetic_classes(root: Path, class_counts: dict[str, int], size: int = 24, seed: int = 0) -> Path:
     """Write PNG images whose colour tells the class (one hue per class, plus noise)."""
     rng = np.random.default_rng(seed)

@@ -170,8 +170,13 @@ class TrainConfig:
     """Everything `imgclf train` needs; the defaults are the CLI's defaults."""
 
     data: str
+    """The folder of class sub-folders; with `labels`, the folder the CSV's paths are relative to."""
     val: str | None = None
     val_split: float | None = None
+    labels: str | None = None
+    """A CSV of file,label rows (optional split column) to train on instead of DATA's class sub-folders."""
+    multi_label: bool = False
+    """Each image has a set of labels (a CSV's "shirt;hat"): sigmoid outputs, thresholds tuned per class."""
     model: str = "efficientnet_lite0"
     image_size: int | None = None
     resize: str = "squash"
@@ -240,7 +245,7 @@ def check_min_confidence(value: float | None) -> None:
         )
 
 
-PATH_OPTIONS = ("data", "val", "weights", "out")
+PATH_OPTIONS = ("data", "val", "labels", "weights", "out")
 _KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 _KIND_ADVICE = {
     "int": "Give a whole number.",
@@ -288,6 +293,11 @@ def _validate_training(config: TrainConfig) -> None:
         config.val_split,
         "Give either --val DIR or --val-split, not both.",
     )
+    if config.labels is not None:
+        _require(config.val is None, "--val", config.val, "With --labels, give val rows or --val-split; drop --val.")
+    if config.multi_label:
+        _require(config.labels is not None, "--multi-label", True, "Multi-label data is a CSV: add --labels CSV.")
+        _require(config.class_weight == "none", "--class-weight", config.class_weight, "Multi-label runs take none.")
     if config.val_split is not None:
         _require(0.0 < config.val_split < 1.0, "--val-split", config.val_split, "Use a fraction such as 0.2.")
     _require(config.optimizer in OPTIMIZERS, "--optimizer", config.optimizer, f"Choose one of {list(OPTIMIZERS)}.")

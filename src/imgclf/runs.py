@@ -1,8 +1,8 @@
 """The run directory's format: its file names, and reading its config, weights and temperature.
 
 A run directory holds `config.json`, `model.safetensors` (the best weights), `calibration.json`, `history.csv`,
-`loss.png`, `accuracy.png`, `summary.txt`, `skipped.csv` when files were skipped, and `checkpoint/` for
-`--resume`. Reading it reads only JSON and safetensors: nothing is ever unpickled.
+`loss.png`, `accuracy.png`, `summary.txt`, `skipped.csv` when files were skipped, `thresholds.json` when it is
+multi-label, and `checkpoint/` for `--resume`. Reading it reads only JSON and safetensors: nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from imgclf.models import BuildOptions, create_model
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CALIBRATION_FILE = "calibration.json"
+THRESHOLDS_FILE = "thresholds.json"
+"""A multi-label run's threshold per class, tuned on the validation images for F1."""
 UNSURE = "unsure"
 CHECKPOINT_DIR = "checkpoint"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
@@ -95,6 +97,23 @@ def read_temperature(run_dir: str | Path) -> float:
             f"from {MIN_TEMPERATURE} to {MAX_TEMPERATURE}; delete the file to predict uncalibrated, or retrain."
         )
     return float(temperature)
+
+
+def read_thresholds(run_dir: str | Path, class_names: list[str]) -> list[float]:
+    """A multi-label run's per-class thresholds from `thresholds.json`, in the order of `class_names`.
+
+    Raises `RunError` when the file is missing, or lacks a class or holds a threshold outside [0, 1].
+    """
+    path = Path(run_dir) / THRESHOLDS_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} is a multi-label run without {THRESHOLDS_FILE}. Finish it: imgclf train --resume.")
+    values = _read_json(path, "Finish the run again: delete the file and run imgclf train --resume.")
+    thresholds = [values.get(name) if isinstance(values, dict) else None for name in class_names]
+    if not all(type(value) in (int, float) and 0 <= value <= 1 for value in thresholds):
+        raise RunError(
+            f"Invalid thresholds in {path}. Received: {values!r}. Give each of {class_names} a number from 0 to 1."
+        )
+    return [float(value) for value in thresholds]
 
 
 def load_model(run_dir: str | Path, config: RunConfig, weights: str = WEIGHTS_FILE) -> torch.nn.Module:

@@ -23,8 +23,8 @@ from imgclf.data.folders import (
     photo_groups,
     split_folder,
     stratified_split,
-    validation_index,
 )
+from imgclf.data.run_data import validation_index
 
 TRAINING_SET = CARS_PLANES / "training_set"
 

@@ -218,3 +218,17 @@ def test_predicting_with_an_exported_engine_prints_only_the_answer(exported_run,
     captured = capsys.readouterr()
     assert "checked against PyTorch" not in captured.out + captured.err
     assert Path(photo).name in captured.out
+
+
+def test_a_multi_label_export_holds_the_thresholds_and_its_engine_gives_the_same_label_sets(multi_label_run, tmp_path):
+    photos = sorted(Path(multi_label_run.config.train.data).glob("*.jpg"))
+    thresholds = json.loads((multi_label_run.run_dir / "thresholds.json").read_text())
+
+    result = export.export_onnx(multi_label_run, tmp_path / "export")
+
+    report = json.loads(result.report_path.read_text())
+    assert report["multi_label"] and report["thresholds"] == thresholds and report["parity"]["passed"]
+    metadata = {prop.key: prop.value for prop in onnx.load(result.onnx_path).metadata_props}
+    assert json.loads(metadata["imgclf.thresholds"]) == thresholds
+    onnx_run = imgclf.load(multi_label_run.run_dir, engine="onnx")
+    assert [p.labels for p in onnx_run.predict(photos)] == [p.labels for p in multi_label_run.predict(photos)]

@@ -483,3 +483,15 @@ def test_imgclf_serve_answers_on_the_port_it_reports_and_stops_on_ctrl_c(trained
     finally:
         server.kill()
         server.wait()
+
+
+def test_a_multi_label_run_answers_with_its_label_set(multi_label_run):
+    photo = sorted(Path(multi_label_run.config.train.data).glob("*.jpg"))[0]
+
+    with TestClient(create_app(multi_label_run)) as client:
+        answer = client.post("/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")}).json()
+        batch = client.post("/predict/batch", files=[("files", (photo.name, photo.read_bytes(), "image/jpeg"))])
+
+    expected = multi_label_run.predict(photo)
+    assert answer["labels"] == expected.labels and answer["label"] == ";".join(expected.labels)
+    assert batch.json()["predictions"][0]["labels"] == expected.labels

@@ -135,8 +135,8 @@ def test_early_stopping_stops_when_val_loss_stalls(tmp_path):
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_finite_epoch(small_photos, tmp_path, monkeypatch):
     steps = []
 
-    def nan_at_epoch_2_step_2(logits, labels, weights):
-        loss = compute_loss(logits, labels, weights)
+    def nan_at_epoch_2_step_2(logits, labels, weights, multi_label):
+        loss = compute_loss(logits, labels, weights, multi_label)
         steps.append(loss)
         return loss * float("nan") if len(steps) == 4 else loss  # 2 steps an epoch: epoch 2, step 2
 

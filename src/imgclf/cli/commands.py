@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from imgclf.caches import cache_sizes, clear_caches, format_size
 from imgclf.cli.audit_output import print_audit
+from imgclf.cli.evaluating import evaluate_command
 from imgclf.cli.output import (
     cache_table,
     comparison_table,
@@ -25,6 +26,7 @@ from imgclf.cli.output import (
     format_runs,
     predictions_table,
     print_evaluation,
+    print_multi_label_evaluation,
     print_run_files,
     progress_bar,
     runs_table,
@@ -55,7 +57,7 @@ def _train_config(args: argparse.Namespace, options: dict) -> TrainConfig:
     from imgclf.training.options import make_train_config
 
     try:
-        return make_train_config(args.data, **options)
+        return make_train_config(args.data, images=args.images, **options)
     except ConfigError as error:
         if error.option in getattr(args, "options_from_config", ()):
             raise ConfigError(f"{error} ({error.option} is set in the config file {args.config}.)") from None
@@ -102,7 +104,7 @@ RESUME_OPTIONS = (
 
 def _resume_options(args: argparse.Namespace, options: dict) -> dict:
     """The options a resumed run takes; any other option given is an error, since the run keeps its own."""
-    fixed = ["data"] if args.data is not None else []
+    fixed = [name for name in ("data", "images") if getattr(args, name) is not None]
     fixed += [name for name in options if name not in RESUME_OPTIONS]
     if fixed:
         flags = {"data": "DATA", "cache_mem_mb": "--cache-mem", "augment": "--augment (or one of its settings)"}
@@ -119,8 +121,8 @@ def _train(args: argparse.Namespace) -> int:
     from imgclf.training.distributed import torchrun_environment
     from imgclf.training.loop import train
 
-    if args.resume is None and args.data is None:
-        raise ImgclfError("Missing DATA: give a folder with one sub-folder per class, or --resume RUN.")
+    if args.resume is None and args.data is None and args.labels is None:
+        raise ImgclfError("Missing DATA: give a folder with one sub-folder per class, --labels CSV, or --resume RUN.")
     if args.nproc is not None and args.nproc < 1:
         raise ImgclfError(f"Invalid option --nproc. Received: --nproc={args.nproc}. Use 1 or more processes.")
     options = _train_options(args)
@@ -139,29 +141,12 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    from imgclf.cli.predicting import finish, load_run, tally_of
-    from imgclf.evaluation.evaluate import evaluate_folder, write_evaluation
-    from imgclf.evaluation.report import REPORT_FILE, write_report
-
-    run = load_run(args)
-    evaluation = evaluate_folder(run, args.folder, args.batch_size, args.tta)
-    tally = tally_of(evaluation.predictions)
-    tally.check()  # when no image could be read, its line alone and nothing written
-    out_dir = Path(args.out) if args.out else run.run_dir / f"eval-{Path(args.folder).resolve().name}"
-    write_evaluation(evaluation, out_dir)
-    write_report(run, evaluation, out_dir / REPORT_FILE)
-    print_evaluation(evaluation)
-    stdout.print(f"Wrote {out_dir / 'metrics.json'}, {out_dir / 'predictions.csv'} and {out_dir / REPORT_FILE}")
-    finish(tally, args.strict, str(out_dir / "metrics.json"))
-    return 0
-
-
 def _report(args: argparse.Namespace) -> int:
     from imgclf.cli.predicting import load_run
-    from imgclf.data.folders import validation_index
+    from imgclf.data.run_data import validation_index
     from imgclf.devices import resolve_device
     from imgclf.evaluation.evaluate import evaluate_folder, evaluate_index
+    from imgclf.evaluation.multi_label import evaluate_multi_label
     from imgclf.evaluation.report import REPORT_FILE, write_report
     from imgclf.runs import CALIBRATION_FILE
     from imgclf.training.finish import calibrate_run
@@ -171,10 +156,15 @@ def _report(args: argparse.Namespace) -> int:
     run = load_run(args)
     if args.folder is not None:
         evaluation = evaluate_folder(run, args.folder, args.batch_size, args.tta)
+    elif run.thresholds is not None:
+        evaluation = evaluate_multi_label(run, validation_index(run.config.train), args.batch_size)
     else:
         evaluation = evaluate_index(run, validation_index(run.config.train), args.batch_size, args.tta)
     path = write_report(run, evaluation, args.out or run.run_dir / REPORT_FILE)
-    print_evaluation(evaluation)
+    if run.thresholds is None:
+        print_evaluation(evaluation)
+    else:
+        print_multi_label_evaluation(evaluation.to_dict())
     stdout.print(f"Wrote {path}")
     return 0
 
@@ -399,7 +389,7 @@ def _predict(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": _train,
     "predict": _predict,
-    "evaluate": _evaluate,
+    "evaluate": evaluate_command,
     "summary": _summary,
     "export": _export,
     "report": _report,

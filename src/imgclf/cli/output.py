@@ -183,6 +183,24 @@ def sorted_table(result: Sorted, out_dir: Path) -> Table:
     return table
 
 
+def print_multi_label_evaluation(values: dict) -> None:
+    """The headline numbers and per-label table of a multi-label evaluation's `metrics.json` values."""
+    stdout.print(
+        f"mAP: {values['mean_average_precision']:.4f}  subset accuracy: {values['subset_accuracy']:.4f}  "
+        f"Hamming loss: {values['hamming_loss']:.4f}  micro F1: {values['micro_f1']:.4f}  "
+        f"({values['images']} images scored, {values['unreadable']} unreadable)"
+    )
+    per_class = Table(title="Per label")
+    for column in ("label", "threshold", "precision", "recall", "F1", "AP", "support"):
+        per_class.add_column(column, justify="left" if column == "label" else "right")
+    for row in values["per_class"]:
+        numbers = [row[key] for key in ("threshold", "precision", "recall", "f1", "average_precision")]
+        per_class.add_row(
+            escape(row["class"]), *("–" if n is None else f"{n:.4f}" for n in numbers), str(row["support"])
+        )
+    stdout.print(per_class)
+
+
 def print_evaluation(evaluation) -> None:
     """The headline numbers, per-class table and confusion matrix of an evaluation (predictions if unlabelled)."""
     values = evaluation.to_dict()

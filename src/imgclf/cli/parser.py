@@ -157,10 +157,16 @@ def _add_evaluate(add_command: AddCommand) -> None:
         description="Score a run on DIR/<class>/<image>: accuracy, per-class precision/recall/F1, confusion "
         "matrix, ROC and AUC (two classes), top-5 accuracy (more than 5 classes), log-loss, calibration, coverage "
         "by confidence and the misclassified files, into metrics.json, predictions.csv and report.html. "
-        "A flat folder without class sub-folders gets predictions only.",
+        "A flat folder without class sub-folders gets predictions only. --labels CSV scores a CSV's file,label "
+        "rows instead of DIR.",
     )
     evaluate.add_argument("run", metavar="RUN")
-    evaluate.add_argument("folder", metavar="DIR")
+    evaluate.add_argument("folder", nargs="?", metavar="DIR")
+    evaluate.add_argument("--labels", metavar="CSV", help="score the images of a CSV's file,label rows instead of DIR")
+    evaluate.add_argument("--images", metavar="DIR", help="the folder the --labels paths are relative to")
+    evaluate.add_argument(
+        "--split", choices=("train", "val", "test"), help="score only the CSV's rows of this split (default: all)"
+    )
     evaluate.add_argument("--out", metavar="DIR", help="where to write the results (default RUN/eval-<DIR name>)")
     _add_prediction_options(evaluate)
     evaluate.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")

@@ -51,6 +51,22 @@ def _add_data_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     return [
         data.add_argument("--val", metavar="DIR", help="validation folder with the same class sub-folders"),
         data.add_argument(
+            "--labels",
+            metavar="CSV",
+            help="train on a CSV's file,label rows instead of DATA's class sub-folders (optional split column: "
+            "train, val, test)",
+        ),
+        data.add_argument(
+            "--images", metavar="DIR", help="the folder the --labels paths are relative to (default: the CSV's)"
+        ),
+        data.add_argument(
+            "--multi-label",
+            action="store_true",
+            default=None,
+            help="each image has a set of labels (one sigmoid per label, thresholds tuned for F1); implied by a "
+            'label cell such as "shirt;hat"',
+        ),
+        data.add_argument(
             "--val-split",
             type=float,
             metavar="F",

@@ -43,19 +43,36 @@ class FolderIndex:
     skipped_not_image: int = 0
     loose_files: int = 0
     skipped_linked_folders: int = 0  # links not followed: loops, or folders already searched
+    multi_label: bool = False
+    """Each image has a set of classes: its label is then a bit mask, bit c set for class c (`label_set`)."""
 
     def class_counts(self) -> list[int]:
+        """The images of each class (in multi-label data, the images whose set holds the class)."""
+        if self.multi_label:
+            return [sum(label >> index & 1 for label in self.labels) for index in range(len(self.class_names))]
         counts = Counter(self.labels)
         return [counts.get(index, 0) for index in range(len(self.class_names))]
 
     def subset(self, indices: Sequence[int]) -> FolderIndex:
-        return FolderIndex(
-            self.root, self.class_names, [self.files[i] for i in indices], [self.labels[i] for i in indices]
-        )
+        files, labels = [self.files[i] for i in indices], [self.labels[i] for i in indices]
+        return FolderIndex(self.root, self.class_names, files, labels, multi_label=self.multi_label)
 
     def without(self, files: Collection[str]) -> FolderIndex:
         """The index less `files` (the unreadable ones, say)."""
         return self.subset([i for i, file in enumerate(self.files) if file not in files])
+
+
+MAX_MULTI_LABEL_CLASSES = 63
+"""A multi-label image's classes are the bits of one int64 label, so that every loader carries it unchanged."""
+
+
+def label_set(label: int) -> list[int]:
+    """The class indices of a multi-label image's bit-mask `label`, ascending.
+
+    >>> label_set(0b101)
+    [0, 2]
+    """
+    return [index for index in range(MAX_MULTI_LABEL_CLASSES) if label >> index & 1]
 
 
 @dataclass
@@ -313,9 +330,15 @@ def split_folder(config: TrainConfig, data_index: FolderIndex) -> tuple[FolderIn
         check_same_classes(data_index, val_index)
         check_classes_have_images(val_index)
         return data_index, val_index
+    return hold_out(config, data_index)
+
+
+def hold_out(config: TrainConfig, data_index: FolderIndex) -> tuple[FolderIndex, FolderIndex]:
+    """(train, val): the stratified, seeded `--val-split` of `data_index` (default 0.2), copies of one photo
+    (`photo_groups`) kept on one side."""
     fraction = config.val_split if config.val_split is not None else 0.2
     if config.val_split is None:
-        log.info("No --val folder given: holding out %g of %s for validation (--val-split).", fraction, config.data)
+        log.info("No --val folder given: holding out %g of %s for validation (--val-split).", fraction, data_index.root)
     groups = photo_groups(data_index.files)
     train_rows, val_rows = stratified_split(data_index.labels, fraction, config.seed, groups)
     if groups:
@@ -331,8 +354,3 @@ def photo_groups(files: Sequence[str]) -> list[list[int]]:
     """Indices of `files` holding the same photo (identical bytes or pHash within `NEAR_THRESHOLD` bits), 2 or more."""
     found = fingerprints(files)
     return duplicate_groups([digest for digest, _ in found], [phash for _, phash in found], NEAR_THRESHOLD)
-
-
-def validation_index(config: TrainConfig) -> FolderIndex:
-    """The validation images a run was trained with (its `--val` folder or its `--val-split` of DATA)."""
-    return split_folder(config, index_folder(config.data))[1]

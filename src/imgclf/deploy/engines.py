@@ -40,18 +40,24 @@ _PACKAGES = {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino"}
 class ProbabilityModel(nn.Module):
     """Pixels in [0, 1] → normalise → model → logits / temperature → class probabilities.
 
-    The PyTorch engine runs it, and it is the graph that `imgclf export` writes.
+    The PyTorch engine runs it, and it is the graph that `imgclf export` writes. `multi_label`: each class's own
+    sigmoid, not a softmax.
     """
 
-    def __init__(self, model: nn.Module, preprocessing: Preprocessing, temperature: float = 1.0):
+    def __init__(
+        self, model: nn.Module, preprocessing: Preprocessing, temperature: float = 1.0, multi_label: bool = False
+    ):
         super().__init__()
         self.model = model
         self.temperature = temperature
+        self.multi_label = multi_label
         self.register_buffer("mean", torch.tensor(preprocessing.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(preprocessing.std).view(1, 3, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         logits = self.model((pixels - self.mean) / self.std)
+        if self.multi_label:
+            return torch.sigmoid(logits.float() / self.temperature)
         return to_probabilities(logits.float() / self.temperature)
 
 
@@ -68,10 +74,11 @@ class TorchEngine:
         preprocessing: Preprocessing,
         temperature: float = 1.0,
         device: torch.device = CPU,
+        multi_label: bool = False,
     ):
         self.device = device
         model = fold_if_exact(model.eval(), check_batch(preprocessing.image_size))
-        network = ProbabilityModel(model, preprocessing, temperature).to(device).eval()
+        network = ProbabilityModel(model, preprocessing, temperature, multi_label).to(device).eval()
         self.network = network.to(memory_format=torch.channels_last)
 
     @torch.inference_mode()

@@ -33,13 +33,14 @@ import torch
 from torch import nn
 
 from imgclf.config import ImgclfError, Preprocessing, RunConfig
-from imgclf.data.folders import DatasetError, FolderIndex, list_images, validation_index
+from imgclf.data.folders import DatasetError, FolderIndex, list_images
 from imgclf.data.images import describe_resize
 from imgclf.data.loading import decode_files
+from imgclf.data.run_data import validation_index
 from imgclf.deploy.engines import OnnxRuntimeEngine, ProbabilityModel, TorchEngine, create_onnx_engine
 from imgclf.deploy.onnx_graph import OPSET, OnnxExportError, to_onnx_bytes
 from imgclf.files import atomic_write_bytes, cache_dir, save_tensors, write_json
-from imgclf.runs import WEIGHTS_FILE, RunError, load_model, load_tensors, read_temperature
+from imgclf.runs import WEIGHTS_FILE, RunError, load_model, load_tensors, read_temperature, read_thresholds
 
 if TYPE_CHECKING:
     from imgclf.deploy.predictor import Run  # the predictor loads engines from here
@@ -109,9 +110,17 @@ def weights_digest(run_dir: str | Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def onnx_metadata(config: RunConfig, digest: str, temperature: float) -> dict[str, str]:
-    """The ONNX metadata: classes, preprocessing and input layout, so the file explains itself."""
+def onnx_metadata(
+    config: RunConfig, digest: str, temperature: float, thresholds: dict[str, float] | None = None
+) -> dict[str, str]:
+    """The ONNX metadata: classes, preprocessing and input layout, so the file explains itself; a multi-label
+    run's `thresholds` too."""
     prep = config.preprocessing
+    multi_label = {
+        "imgclf.output": "each label's own sigmoid probability (N, labels), in the order of imgclf.class_names; a "
+        "label is predicted when its probability reaches its threshold in imgclf.thresholds",
+        "imgclf.thresholds": json.dumps(thresholds),
+    }
     return {
         "imgclf.model": config.train.model,
         "imgclf.class_names": json.dumps(config.class_names),
@@ -124,14 +133,22 @@ def onnx_metadata(config: RunConfig, digest: str, temperature: float) -> dict[st
         "imgclf.output": "class probabilities (N, classes), in the order of imgclf.class_names",
         "imgclf.temperature": repr(temperature),
         "imgclf.weights_sha256": digest,
+        **(multi_label if thresholds is not None else {}),
     }
 
 
-def to_onnx(model: nn.Module, preprocessing: Preprocessing, temperature: float, metadata: dict[str, str]) -> bytes:
-    """The model with its normalisation, temperature and output activation, as ONNX with a dynamic batch size."""
+def to_onnx(
+    model: nn.Module,
+    preprocessing: Preprocessing,
+    temperature: float,
+    metadata: dict[str, str],
+    multi_label: bool = False,
+) -> bytes:
+    """The model with its normalisation, temperature and output activation (a sigmoid per label when
+    `multi_label`), as ONNX with a dynamic batch size."""
     import onnx
 
-    wrapper = ProbabilityModel(model.float().eval(), preprocessing, temperature)
+    wrapper = ProbabilityModel(model.float().eval(), preprocessing, temperature, multi_label)
     wrapper = wrapper.to(memory_format=torch.contiguous_format)
     size = preprocessing.image_size
     try:
@@ -238,11 +255,13 @@ def _export(
     digest = weights_digest(run_dir)
     inputs = parity_inputs(Path(run_dir), config, images, digest, temperature)
     pixels, names = inputs.images, inputs.names
-    metadata = onnx_metadata(config, digest, temperature)
-    onnx_bytes = to_onnx(model, config.preprocessing, temperature, metadata)
+    multi_label = config.train.multi_label
+    thresholds = dict(zip(config.class_names, read_thresholds(run_dir, config.class_names))) if multi_label else None
+    metadata = onnx_metadata(config, digest, temperature, thresholds)
+    onnx_bytes = to_onnx(model, config.preprocessing, temperature, metadata, multi_label)
     reference = inputs.probabilities
     if reference is None:
-        reference = TorchEngine(model.eval(), config.preprocessing, temperature)(pixels)
+        reference = TorchEngine(model.eval(), config.preprocessing, temperature, multi_label=multi_label)(pixels)
     candidate = OnnxRuntimeEngine(onnx_bytes)(pixels)
     parity = compare("onnx", reference, candidate, names, TOLERANCE)
     report = {
@@ -253,6 +272,7 @@ def _export(
         "temperature": temperature,
         "class_names": config.class_names,
         "preprocessing": asdict(config.preprocessing),
+        **({"multi_label": True, "thresholds": thresholds} if multi_label else {}),
         "parity": {**asdict(parity), "passed": parity.passed},
         "versions": _versions(),
     }

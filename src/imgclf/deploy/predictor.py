@@ -22,7 +22,17 @@ from imgclf.deploy.engines import TorchEngine, installed_engines, pick_engine
 from imgclf.deploy.export import ExportError, export_onnx, load_engine
 from imgclf.deploy.notebook import run_html, run_summary
 from imgclf.devices import CPU, resolve_device
-from imgclf.runs import CALIBRATION_FILE, UNSURE, WEIGHTS_FILE, RunError, load_model, read_config, read_temperature
+from imgclf.runs import (
+    CALIBRATION_FILE,
+    THRESHOLDS_FILE,
+    UNSURE,
+    WEIGHTS_FILE,
+    RunError,
+    load_model,
+    read_config,
+    read_temperature,
+    read_thresholds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +43,9 @@ class Prediction:
 
     Below the run's `min_confidence` the label is `unsure` and the index None (`probability` is still the top
     class's). `error` is set (and the rest empty) when the image could not be read.
+
+    A multi-label run's prediction has `labels`: every class whose probability (its own sigmoid) reaches the
+    class's threshold, most probable first, maybe none; `label` is them joined by `;` and `index` None.
     """
 
     file: str
@@ -41,6 +54,7 @@ class Prediction:
     probability: float | None
     probabilities: dict[str, float]
     error: str | None = None
+    labels: list[str] | None = None
 
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
@@ -133,9 +147,10 @@ class Run:
         self.config = config
         self.temperature = read_temperature(run_dir)
         self.min_confidence = config.train.min_confidence
+        self.thresholds = read_thresholds(run_dir, config.class_names) if config.train.multi_label else None
         self._model = None if model is None else model.eval()
         if engine is None:
-            engine = TorchEngine(self.model, config.preprocessing, self.temperature, device)
+            engine = TorchEngine(self.model, config.preprocessing, self.temperature, device, config.train.multi_label)
         self.engine = engine
 
     @property
@@ -271,6 +286,8 @@ class Run:
 
     def prediction_from(self, probabilities: torch.Tensor, file: str = "") -> Prediction:
         """The `Prediction` for one image's class probabilities, `unsure` below the run's `min_confidence`."""
+        if self.thresholds is not None:
+            return self._labels_from(probabilities, file)
         index = int(probabilities.argmax())
         probability = float(probabilities[index])
         unsure = self.min_confidence is not None and probability < self.min_confidence
@@ -280,6 +297,27 @@ class Run:
             index=None if unsure else index,
             probability=probability,
             probabilities={c: float(p) for c, p in zip(self.class_names, probabilities)},
+        )
+
+    def check_single_label(self, what: str) -> None:
+        """Raise `RunError` when the run is multi-label, which `what` (a command or feature) does not handle yet."""
+        if self.thresholds is not None:
+            raise RunError(
+                f"{self.run_dir} is a multi-label run, which {what} does not handle yet. Received: a run with "
+                f"{THRESHOLDS_FILE}. Use imgclf predict, or imgclf evaluate RUN --labels CSV."
+            )
+
+    def _labels_from(self, probabilities: torch.Tensor, file: str) -> Prediction:
+        """A multi-label run's `Prediction`: the classes at or above their thresholds, most probable first."""
+        order = sorted(range(len(self.class_names)), key=lambda c: -float(probabilities[c]))
+        labels = [self.class_names[c] for c in order if float(probabilities[c]) >= self.thresholds[c]]
+        return Prediction(
+            file=file,
+            label=";".join(labels),
+            index=None,
+            probability=float(probabilities[order[0]]),
+            probabilities={c: float(p) for c, p in zip(self.class_names, probabilities)},
+            labels=labels,
         )
 
 

@@ -116,6 +116,7 @@ class Evaluation:
 
 def evaluate_folder(run: Run, folder: str | Path, batch_size: int = 32, tta: bool = False) -> Evaluation:
     """Predict every image of `folder`: `folder/<class>/...` (its classes among the run's) or a flat folder."""
+    run.check_single_label("evaluating a folder")
     if not find_classes(folder):
         predictions = run.predict(list_images([folder]), batch_size=batch_size, tta=tta)
         return Evaluation(str(folder), run.class_names, None, predictions, tta, run.min_confidence)
@@ -124,11 +125,12 @@ def evaluate_folder(run: Run, folder: str | Path, batch_size: int = 32, tta: boo
 
 def evaluate_index(run: Run, index: FolderIndex, batch_size: int = 32, tta: bool = False) -> Evaluation:
     """Predict and score the labelled images of `index`; its classes must be among the run's."""
+    run.check_single_label("scoring labelled folders")
     unknown = [name for name in index.class_names if name not in run.class_names]
     if unknown:
         raise DatasetError(
             f"{index.root} has classes {index.class_names} but the model knows {run.class_names}; "
-            f"{unknown} cannot be scored. Evaluate on a folder with the model's class sub-folders."
+            f"{unknown} cannot be scored. Evaluate on images of the model's classes."
         )
     true_labels = [run.class_names.index(index.class_names[label]) for label in index.labels]
     predictions = run.predict(index.files, batch_size=batch_size, tta=tta)

@@ -257,6 +257,7 @@ def explain_image(
     >>> explanation.label, explanation.overlay.size
     ('planes', (510, 340))
     """
+    run.check_single_label("Grad-CAM")
     class_index = _class_index(run, class_name)
     prep = run.preprocessing
     if isinstance(image, Image.Image):
@@ -334,6 +335,7 @@ def explain_files(
     >>> explain_files(imgclf.load("runs/seed-cnn"), ["car.jpg", "plane.jpg"], "heatmaps")[0].output
     PosixPath('heatmaps/car-gradcam.png')
     """
+    run.check_single_label("Grad-CAM")
     _class_index(run, class_name)  # both checked before any image is read
     _check_alpha(alpha)
     out_dir = Path(out_dir)

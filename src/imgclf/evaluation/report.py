@@ -2,6 +2,7 @@
 
 Every image (plots, thumbnails, Grad-CAM overlays) is embedded as a data URI and nothing links outside the
 file. Each confusion-matrix cell opens the thumbnails and names of its images (CSS `:target`, no script).
+A multi-label run's report shows its thresholds, scores per label and, per label, the images it got wrong.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from imgclf.deploy.predictor import Run
 from imgclf.evaluation import metrics
 from imgclf.evaluation.evaluate import Evaluation
 from imgclf.evaluation.explain import explain_image
+from imgclf.evaluation.multi_label import MultiLabelEvaluation
 from imgclf.evaluation.plots import plot_confusion, plot_metric, plot_reliability, plot_roc
 from imgclf.files import atomic_write_text
 
@@ -279,14 +281,88 @@ def build_report(run: Run, evaluation: Evaluation, explain: bool = True) -> str:
     else:
         body = _predictions_only(evaluation, thumbnails)
     sections = _configuration(run) + _dataset(run, evaluation) + _curves(run) + body + _explanations(explanations)
+    return _page(title, intro, sections)
+
+
+def _page(title: str, intro: str, sections: str) -> str:
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
         f"<style>{_STYLE}</style></head><body><h1>{_e(title)}</h1>{intro}{sections}</body></html>\n"
     )
 
 
-def write_report(run: Run, evaluation: Evaluation, path: str | Path, explain: bool = True) -> Path:
-    """Write `build_report(...)` to `path`, atomically."""
+def write_report(
+    run: Run, evaluation: Evaluation | MultiLabelEvaluation, path: str | Path, explain: bool = True
+) -> Path:
+    """Write `build_report(...)` (`build_multi_label_report(...)` for a multi-label evaluation) to `path`,
+    atomically."""
     path = Path(path)
-    atomic_write_text(path, build_report(run, evaluation, explain))
+    if isinstance(evaluation, MultiLabelEvaluation):
+        atomic_write_text(path, build_multi_label_report(run, evaluation))
+    else:
+        atomic_write_text(path, build_report(run, evaluation, explain))
     return path
+
+
+def build_multi_label_report(run: Run, evaluation: MultiLabelEvaluation) -> str:
+    """The HTML text of the report for a multi-label `run` and `evaluation` (no Grad-CAM yet)."""
+    values = evaluation.to_dict()
+    title = f"imgclf report: {run.run_dir.name}"
+    intro = (
+        f"<p>Multi-label model <code>{_e(run.config.train.model)}</code>, labels {_e(', '.join(run.class_names))}; "
+        f"evaluated on <code>{_e(evaluation.source)}</code> ({values['images']} images).</p>"
+    )
+    dataset = run.config.dataset
+    counts = [
+        (f"{split} ({dataset.get(f'{split}_root', '')})", *dataset[f"{split}_class_counts"])
+        for split in ("train", "val")
+        if dataset.get(f"{split}_class_counts")
+    ]
+    counts.append((f"evaluated ({evaluation.source})", *map(int, evaluation.truth.sum(axis=0))))
+    sections = (
+        _configuration(run)
+        + "<h2>Dataset</h2><p>Images per label (an image counts in each of its labels).</p>"
+        + _table(("split", *evaluation.class_names), counts)
+        + _curves(run)
+        + (_multi_label_metrics(values) + _label_mistakes(evaluation, _Thumbnails()) if values["images"] else "")
+    )
+    return _page(title, intro, sections)
+
+
+def _multi_label_metrics(values: dict) -> str:
+    names = {"mean_average_precision": "mean average precision", "subset_accuracy": "subset accuracy"}
+    names |= {"hamming_loss": "Hamming loss", "micro_f1": "micro F1", "macro_f1": "macro F1"}
+    headline = [(name, values[key]) for key, name in names.items()]
+    columns = ("threshold", "precision", "recall", "f1", "average_precision", "support")
+    per_label = [(r["class"], *("–" if r[c] is None else r[c] for c in columns)) for r in values["per_class"]]
+    return (
+        "<h2>Metrics</h2>"
+        + _table(("metric", "value"), headline)
+        + "<p>A label is predicted when its probability reaches its threshold, tuned for F1 on the validation "
+        "images.</p>"
+        + _table(("label", "threshold", "precision", "recall", "F1", "average precision", "support"), per_label)
+    )
+
+
+def _label_mistakes(evaluation: MultiLabelEvaluation, thumbnails: _Thumbnails) -> str:
+    """Per label, the images it was given wrongly (most probable first) and those it missed (least first)."""
+    parts = []
+    read = [(i, p) for i, p in enumerate(evaluation.predictions) if p.error is None]
+    for column, name in enumerate(evaluation.class_names):
+        given = sorted(
+            ((p.probabilities[name], p) for i, p in read if name in p.labels and not evaluation.truth[i, column]),
+            key=lambda pair: -pair[0],
+        )
+        missed = sorted(
+            ((p.probabilities[name], p) for i, p in read if name not in p.labels and evaluation.truth[i, column]),
+            key=lambda pair: pair[0],
+        )
+        for what, rows in (("given wrongly", given), ("missed", missed)):
+            if rows:
+                shown = "".join(
+                    _thumb(thumbnails(p.file), f"{Path(p.file).name}: {probability:.2f}")
+                    for probability, p in rows[:MOST_CONFIDENTLY_WRONG]
+                )
+                parts.append(f'<h3>{_e(name)} {what} ({len(rows)})</h3><div class="gallery">{shown}</div>')
+    body = "".join(parts) or "<p>None: every label of every image was right.</p>"
+    return "<h2>Mistakes per label</h2>" + body

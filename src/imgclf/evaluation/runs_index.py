@@ -113,7 +113,7 @@ def read_summary(run_dir: str | Path) -> RunSummary:
         run_dir=run_dir,
         date=_last_written(run_dir),
         model=config.train.model if config else None,
-        data=config.train.data if config else None,
+        data=(config.train.labels or config.train.data) if config else None,
         epochs=len(history) if history is not None else None,
         best_val_accuracy=best,
         seconds=sum(row["seconds"] for row in history) if history is not None else None,
@@ -193,6 +193,7 @@ def _dataset_sizes(config: RunConfig) -> dict[str, object]:
         "classes": len(config.class_names),
         "training images": config.dataset.get("train_count"),
         "validation images": config.dataset.get("val_count"),
+        **({"labels SHA-256": config.dataset["labels_sha256"]} if "labels_sha256" in config.dataset else {}),
     }
 
 

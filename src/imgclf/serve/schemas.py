@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_serializer
 
 
-class PredictionOut(BaseModel):
+class _LabelsIfMultiLabel(BaseModel):
+    """Leaves `labels` out of the answer unless it has them: a single-label run answers as it always has."""
+
+    @model_serializer(mode="wrap")
+    def _labels_if_given(self, handler):
+        values = handler(self)
+        if values.get("labels") is None:
+            values.pop("labels", None)
+        return values
+
+
+class PredictionOut(_LabelsIfMultiLabel):
     """One image's answer; below the run's `--min-confidence` the label is `unsure` and the index null."""
 
     label: str
     index: int | None
     probability: float
     probabilities: dict[str, float]
+    labels: list[str] | None = None
+    """A multi-label run's labels at or above their thresholds, most probable first (`label` joins them by ;)."""
     model: str
     latency_ms: float
 
 
-class BatchItem(BaseModel):
+class BatchItem(_LabelsIfMultiLabel):
     """One image of a batch: its prediction, or `error` when it could not be read or is over the size limit."""
 
     file: str
@@ -24,6 +37,7 @@ class BatchItem(BaseModel):
     index: int | None = None
     probability: float | None = None
     probabilities: dict[str, float] | None = None
+    labels: list[str] | None = None
     error: str | None = None
 
 

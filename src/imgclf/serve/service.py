@@ -82,9 +82,11 @@ class Service:
             raise HTTPException(500, f"The model failed on this image ({error!r}); see the server log.") from None
 
     def describe(self, row: list[float]) -> dict:
-        """One image's `label`, `index`, `probability` and `probabilities` from its class probabilities."""
+        """One image's `label`, `index`, `probability` and `probabilities` from its class probabilities, and a
+        multi-label run's `labels`."""
         prediction = self.run.prediction_from(torch.tensor(row))
-        return {key: getattr(prediction, key) for key in ("label", "index", "probability", "probabilities")}
+        keys = ("label", "index", "probability", "probabilities", "labels")
+        return {key: getattr(prediction, key) for key in keys if key != "labels" or prediction.labels is not None}
 
     async def explain(self, upload: Upload) -> bytes | ImgclfError:
         """The PNG of the photo with its Grad-CAM overlay, or the error saying why there is none."""

@@ -18,15 +18,17 @@ from torch import nn
 
 from imgclf.config import AugmentConfig, Preprocessing
 from imgclf.data import loading
-from imgclf.data.folders import SKIPPED_SHOWN, FolderIndex, SkippedFile, validation_index
+from imgclf.data.folders import SKIPPED_SHOWN, FolderIndex, SkippedFile
+from imgclf.data.run_data import validation_index
 from imgclf.deploy.predictor import Run, load
 from imgclf.evaluation.evaluate import evaluate_index
+from imgclf.evaluation.multi_label import evaluate_multi_label, tune_thresholds
 from imgclf.evaluation.report import REPORT_FILE
-from imgclf.runs import CALIBRATION_FILE, load_model, read_config
+from imgclf.runs import CALIBRATION_FILE, THRESHOLDS_FILE, RunError, load_model, read_config
 from imgclf.training.checkpoints import TrainingProgress
 from imgclf.training.phases import PhaseSetup
 from imgclf.training.sources import TrainingInputs
-from imgclf.training.steps import Step, calibrate
+from imgclf.training.steps import Step, calibrate, label_sets, predict_logits
 from imgclf.training.writer import SKIPPED_FILE, RunWriter
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,8 @@ def _complete_run(
     writer.keep_best()
     writer.write_plots(done.history)
     model.load_state_dict(writer.best_weights())
+    if config.multi_label:
+        return _complete_multi_label_run(model, setup, inputs, writer)
     if setup is not None:
         calibration = calibrate(setup.model, setup.val, setup.step, config.batch_size)
     else:
@@ -102,6 +106,27 @@ def _complete_run(
     return run
 
 
+def _complete_multi_label_run(
+    model: nn.Module, setup: PhaseSetup | None, inputs: TrainingInputs, writer: RunWriter
+) -> Run:
+    """Tune each label's threshold for F1 on the validation images, then score the run there. The thresholds
+    take the temperature's place: `calibration.json` keeps 1."""
+    config, class_names = inputs.config, inputs.class_names
+    if setup is not None:
+        plan = loading.sequential_batches(len(setup.val), config.batch_size)
+        logits, labels = predict_logits(setup.model, setup.val, setup.step, plan)
+    else:
+        validation = Validation(inputs.indexes[1], inputs.preprocessing, config.batch_size, config.workers)
+        logits, labels = _logits_on_images(model, validation, inputs.precision, multi_label=True)
+    thresholds = tune_thresholds(label_sets(labels, len(class_names)).numpy(), torch.sigmoid(logits).numpy())
+    writer.write_calibration({"temperature": 1.0, "images": len(labels), "multi_label": f"see {THRESHOLDS_FILE}"})
+    writer.write_thresholds(dict(zip(class_names, thresholds)))
+    log.info("Thresholds tuned for F1 on the %d validation images; run saved in %s", len(labels), writer.run_dir)
+    run = load(writer.run_dir, device=str(inputs.processes.device))
+    writer.write_multi_label_evaluation(run, evaluate_multi_label(run, inputs.indexes[1], config.batch_size))
+    return run
+
+
 @dataclass(frozen=True)
 class Validation:
     """The validation images of a run, and how to read them: at its preprocessing, in batches, on threads."""
@@ -114,10 +139,26 @@ class Validation:
 
 def _calibrate_on_images(model: nn.Module, validation: Validation, precision: torch.dtype | None) -> dict:
     """`calibrate` the whole `model` on the validation images, streamed (autocast to `precision`, None: fp32)."""
+    source, step = _validation_batches(model, validation, precision)
+    return calibrate(model, source, step, validation.batch_size)
+
+
+def _logits_on_images(
+    model: nn.Module, validation: Validation, precision: torch.dtype | None, multi_label: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole `model`'s logits and the labels of the validation images, streamed."""
+    source, step = _validation_batches(model, validation, precision)
+    step.multi_label = multi_label
+    return predict_logits(model, source, step, loading.sequential_batches(len(source), validation.batch_size))
+
+
+def _validation_batches(
+    model: nn.Module, validation: Validation, precision: torch.dtype | None
+) -> tuple[loading.BatchSource, Step]:
+    """The validation images streamed, and the step that feeds them to `model` unaugmented."""
     device = next(model.parameters()).device
     source = loading.BatchSource(validation.index, validation.preprocessing, False, validation.workers)
-    step = Step(device, precision, False, validation.preprocessing, AugmentConfig())
-    return calibrate(model, source, step, validation.batch_size)
+    return source, Step(device, precision, False, validation.preprocessing, AugmentConfig())
 
 
 def calibrate_run(run_dir: str | Path, device: torch.device, batch_size: int) -> dict:
@@ -125,6 +166,8 @@ def calibrate_run(run_dir: str | Path, device: torch.device, batch_size: int) ->
     the parity inputs that go with it; returns the calibration. The validation images must be where they were."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
+    if config.train.multi_label:
+        raise RunError(f"{run_dir} is a multi-label run, which has no temperature. Finish it: imgclf train --resume.")
     model = load_model(run_dir, config).to(device).eval()
     validation = Validation(validation_index(config.train), config.preprocessing, batch_size, config.train.workers)
     calibration = _calibrate_on_images(model, validation, None)

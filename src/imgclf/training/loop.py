@@ -40,11 +40,18 @@ from imgclf.training import distributed
 from imgclf.training.checkpoints import TrainingProgress, has_saved_epoch
 from imgclf.training.distributed import Processes
 from imgclf.training.finish import finish
-from imgclf.training.options import index_data, make_train_config, resumed_config, run_config
+from imgclf.training.options import (
+    index_data,
+    make_train_config,
+    resumed_config,
+    run_config,
+    warn_if_labels_changed,
+    with_multi_label,
+)
 from imgclf.training.phases import Phase, PhaseKind, PhaseSetup, plan_phases, setup_phase
 from imgclf.training.progress import epoch_bar
 from imgclf.training.sources import TrainingInputs, check_sources
-from imgclf.training.steps import compute_loss, evaluate, predicted_labels
+from imgclf.training.steps import compute_loss, evaluate, hits
 from imgclf.training.tracking import Tracker, tracker_for
 from imgclf.training.writer import SKIPPED_FILE, RunWriter, claim_run_dir
 
@@ -81,7 +88,8 @@ def train(
     progress: ProgressCallback | Literal[False] | None = None,
     **options,
 ) -> Run:
-    """Train a classifier on `data` (a folder of class sub-folders) and return the loaded best `Run`.
+    """Train a classifier on `data` (a folder of class sub-folders), or on `labels=` (a CSV of file,label rows,
+    paths relative to `images=`), and return the loaded best `Run`.
 
     Options are `TrainConfig`'s fields (`val`, `model`, `augment`, `epochs`, ...). `resume` continues a run
     directory from its last saved epoch (`epochs` may be raised), or finishes a run stopped after its last epoch.
@@ -142,6 +150,7 @@ def _train_run(
         pad_color=config.pad_color,
     )
     indexes = _indexed_data(config, saved, processes)
+    config = with_multi_label(config, indexes[0])
 
     # Model
     classes = len(indexes[0].class_names)
@@ -185,9 +194,11 @@ def _train_run(
 def _indexed_data(config: TrainConfig, saved: RunConfig | None, processes: Processes) -> tuple:
     """The (train, val) folder indexes; a resumed run must find the classes it was trained on."""
     indexes = index_data(config, warn=processes.is_main)
+    if saved is not None and processes.is_main:
+        warn_if_labels_changed(config, saved)
     if saved is not None and indexes[0].class_names != saved.class_names:
         raise RunError(
-            f"{config.data} now has classes {indexes[0].class_names} but the run was trained on "
+            f"{config.labels or config.data} now has classes {indexes[0].class_names} but the run was trained on "
             f"{saved.class_names}; resume needs the same classes."
         )
     return indexes
@@ -290,7 +301,7 @@ def train_epoch(
             batch, labels, loss_weight = batch.new_zeros((1, *batch.shape[1:])), labels.new_zeros(1), 0.0
         labels = labels.to(processes.device, non_blocking=True)
         logits = setup.step.forward(setup.train_model, batch, augment_generator)
-        loss = compute_loss(logits, labels, setup.loss_weights)
+        loss = compute_loss(logits, labels, setup.loss_weights, setup.step.multi_label)
         setup.optimizer.zero_grad(set_to_none=True)
         # DDP averages the processes' gradients; the weight makes that the global batch's gradient.
         setup.scaler.scale(loss if loss_weight == 1 else loss * loss_weight).backward()
@@ -303,7 +314,7 @@ def train_epoch(
                 break
         if loss_weight:  # weight 0: a stand-in row for a process left out of a small batch
             total_loss += value * len(labels)
-            correct += int((predicted_labels(logits.detach()) == labels).sum())
+            correct += hits(logits.detach(), labels, setup.step.multi_label)
             seen += len(labels)
         if progress is not None:
             progress(epoch, index, len(plan))

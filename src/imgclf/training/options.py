@@ -14,6 +14,8 @@ import torch
 
 from imgclf.config import AUGMENT_PRESETS, AugmentConfig, ConfigError, ImgclfError, RunConfig, TrainConfig, validate
 from imgclf.data import folders
+from imgclf.data.labels_csv import file_facts
+from imgclf.data.run_data import split_data
 from imgclf.devices import resolve_device, resolve_precision
 from imgclf.models import get_spec
 from imgclf.runs import RunError, read_config
@@ -26,8 +28,14 @@ from imgclf.training.tracking import check_installed
 log = logging.getLogger(__name__)
 
 
-def make_train_config(data: str | Path | None, augment: str | AugmentConfig = "none", **options) -> TrainConfig:
-    """Build and validate a `TrainConfig` from keyword options; `augment` is a preset name or a config."""
+def make_train_config(
+    data: str | Path | None, augment: str | AugmentConfig = "none", images: str | Path | None = None, **options
+) -> TrainConfig:
+    """Build and validate a `TrainConfig` from keyword options; `augment` is a preset name or a config.
+
+    With `labels` (a CSV), `images` is the folder its paths are relative to (default: the CSV's folder).
+    """
+    data = _images_folder(data, images, options.get("labels"))
     if isinstance(augment, str):
         if augment not in AUGMENT_PRESETS:
             raise ImgclfError(
@@ -35,7 +43,7 @@ def make_train_config(data: str | Path | None, augment: str | AugmentConfig = "n
             )
         augment = AUGMENT_PRESETS[augment]
     if data is None:
-        raise ImgclfError("No data folder given. Give DATA, a folder with one sub-folder per class.")
+        raise ImgclfError("No data folder given. Give DATA, a folder with one sub-folder per class, or --labels CSV.")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(options) - fields)
     if unknown:
@@ -48,6 +56,19 @@ def make_train_config(data: str | Path | None, augment: str | AugmentConfig = "n
             "efficientnet_lite0."
         )
     return config
+
+
+def _images_folder(data: str | Path | None, images: str | Path | None, labels: str | Path | None) -> str | Path | None:
+    """DATA: the folder of class sub-folders, or the `labels` CSV's `images` folder (default the CSV's own)."""
+    if images is not None and labels is None:
+        raise ImgclfError(f"--images names the folder of a labels CSV. Received: --images={images}. Add --labels CSV.")
+    if labels is None:
+        return data
+    if data is not None and images is not None:
+        raise ImgclfError(
+            f"Give the images folder once. Received: DATA={data} and --images={images}. Drop DATA, keep --images."
+        )
+    return data if data is not None else images if images is not None else Path(labels).parent
 
 
 def resumed_config(run_dir: str | Path, **options) -> tuple[RunConfig, TrainConfig, dict]:
@@ -70,6 +91,29 @@ def resumed_config(run_dir: str | Path, **options) -> tuple[RunConfig, TrainConf
     return saved, config, state
 
 
+def with_multi_label(config: TrainConfig, train_index: folders.FolderIndex) -> TrainConfig:
+    """`config`, made multi-label when its CSV's label cells hold several labels (saved so in `config.json`)."""
+    if not train_index.multi_label or config.multi_label:
+        return config
+    log.info("%s holds images with several labels: training multi-label (one sigmoid per label).", config.labels)
+    return validate(dataclasses.replace(config, multi_label=True))
+
+
+def warn_if_labels_changed(config: TrainConfig, saved: RunConfig) -> None:
+    """Warn when a resumed run's labels CSV is not the one it started with (another SHA-256)."""
+    started_with = saved.dataset.get("labels_sha256")
+    if config.labels is not None and started_with is not None:
+        now = file_facts(config.labels)
+        if now["labels_sha256"] != started_with:
+            log.warning(
+                "%s has changed since the run started (%s rows then, %s now): the resumed epochs train on its rows "
+                "as they are now.",
+                config.labels,
+                saved.dataset.get("labels_rows"),
+                now["labels_rows"],
+            )
+
+
 def check_before_training(config: TrainConfig) -> None:
     """Raise the errors that `train` would raise on `config` before its first step: device, precision, folders,
     a missing tracker.
@@ -77,7 +121,7 @@ def check_before_training(config: TrainConfig) -> None:
     `imgclf train --nproc N` checks here once, rather than have N processes start and each say the same.
     """
     resolve_precision(config.precision, resolve_device(config.device))
-    folders.split_folder(config, folders.index_folder(config.data))
+    split_data(config)
     check_installed(config.track)
 
 
@@ -87,16 +131,7 @@ def index_data(config: TrainConfig, warn: bool = True) -> tuple[folders.FolderIn
     `warn`: whether to warn when the validation folder overlaps the training folder (in several processes only
     the main one does). Imbalanced classes are warned of once the unreadable images are known (see `loop.py`).
     """
-    data_index = folders.index_folder(config.data)
-    if data_index.skipped_hidden or data_index.skipped_not_image or data_index.loose_files:
-        log.info(
-            "Passed over in %s: %d hidden files, %d non-image files, %d files outside class folders.",
-            config.data,
-            data_index.skipped_hidden,
-            data_index.skipped_not_image,
-            data_index.loose_files,
-        )
-    train_index, val_index = folders.split_folder(config, data_index)
+    train_index, val_index = split_data(config)
     log.info("Training: %s", folders.describe(train_index))
     log.info("Validation: %s", folders.describe(val_index))
     warning = folders.overlap_warning(config.data, config.val) if warn and config.val is not None else None
@@ -119,6 +154,7 @@ def run_config(inputs: TrainingInputs, setup: PhaseSetup, skipped: list[folders.
         "skipped": len(skipped),
         "in_memory": setup.train.holds_features or setup.train.decoded is not None,
         "features_cached": setup.train.holds_features,
+        **(file_facts(inputs.config.labels) if inputs.config.labels is not None else {}),
     }
     hardware = {
         "device": inputs.processes.device.type,

@@ -134,5 +134,6 @@ def setup_phase(phase: Phase, model: nn.Module, inputs: TrainingInputs, previous
             frozen = frozen_backbone(inputs, extractor, len(train))
             if frozen is not None:
                 step, trained = dataclasses.replace(step, frozen=frozen), head
+    step.multi_label = config.multi_label
     weights = class_weights(train.labels, len(inputs.class_names)).to(device) if config.class_weight == "auto" else None
     return PhaseSetup(step, train, val, optimizer, trained, processes.wrap(trained), scaler, weights)

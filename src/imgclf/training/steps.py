@@ -44,6 +44,8 @@ class Step:
     augment: AugmentConfig
     features: bool = False
     frozen: Backbone | None = None
+    multi_label: bool = False
+    """Labels are bit masks of classes (`folders.label_set`): one sigmoid per class, binary cross-entropy."""
 
     def forward(self, model: nn.Module, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Logits of `model` for a batch (of features: `model` is then the head's trainable end).
@@ -83,8 +85,15 @@ def class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
     return torch.tensor(len(labels) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
 
 
-def compute_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """Binary cross-entropy for one logit, cross-entropy otherwise; per-class weights scale each sample."""
+def compute_loss(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, multi_label: bool = False
+) -> torch.Tensor:
+    """Binary cross-entropy for one logit, cross-entropy otherwise; per-class weights scale each sample.
+
+    `multi_label`: binary cross-entropy of each class's logit against whether the image's bit mask holds it.
+    """
+    if multi_label:
+        return F.binary_cross_entropy_with_logits(logits, label_sets(labels, logits.shape[1]))
     if logits.shape[1] == 1:
         per_sample = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float(), reduction="none")
     else:
@@ -92,6 +101,21 @@ def compute_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
     if weights is not None:
         per_sample = per_sample * weights[labels]
     return per_sample.mean()
+
+
+def label_sets(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """Multi-label bit masks (N,) as 0/1 floats (N, classes): column c is 1 where bit c is set."""
+    bits = torch.arange(classes, device=labels.device)
+    return ((labels[:, None] >> bits) & 1).float()
+
+
+def hits(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool = False) -> float:
+    """How many images are right: the predicted class is the label, or in multi-label data the share of each
+    image's classes whose logit is on the right side of 0 (Keras's binary accuracy: 1 − Hamming loss)."""
+    if multi_label:
+        right = (logits > 0) == label_sets(labels, logits.shape[1]).bool()
+        return float(right.float().mean(dim=1).sum())
+    return int((predicted_labels(logits) == labels).sum())
 
 
 def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
@@ -143,8 +167,8 @@ def evaluate(
     """
     plan = processes.take_turns(loading.sequential_batches(len(source), batch_size))
     logits, labels = predict_logits(model, source, step, plan)
-    loss_sum = float(compute_loss(logits, labels, None)) * len(labels) if len(labels) else 0.0
-    correct = int((predicted_labels(logits) == labels).sum())
+    loss_sum = float(compute_loss(logits, labels, None, step.multi_label)) * len(labels) if len(labels) else 0.0
+    correct = hits(logits, labels, step.multi_label)
     loss_sum, correct, count = processes.sum(loss_sum, correct, len(labels))
     return (loss_sum / count, correct / count) if count else (0.0, 0.0)
 

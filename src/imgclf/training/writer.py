@@ -8,6 +8,7 @@ runs/<model>-<date>-<time>/ (or --out)
   history.csv, loss.png, accuracy.png   every epoch's loss and accuracy, training and validation
   skipped.csv                      the unreadable images and why, when there were any
   calibration.json                 the temperature fitted on the validation images
+  thresholds.json                  a multi-label run's threshold per label, tuned for F1 on the validation images
   parity-inputs.safetensors        a few validation images and the calibrated probabilities, for export's check
   metrics.json, predictions.csv, report.html   the best weights evaluated on the validation images
 """
@@ -25,11 +26,12 @@ from imgclf.data.folders import FolderIndex, SkippedFile
 from imgclf.deploy.export import save_parity_inputs
 from imgclf.deploy.predictor import Run
 from imgclf.evaluation.evaluate import Evaluation, write_evaluation
+from imgclf.evaluation.multi_label import MultiLabelEvaluation, write_multi_label_evaluation
 from imgclf.evaluation.plots import plot_metric
 from imgclf.evaluation.report import REPORT_FILE, write_report
 from imgclf.files import atomic_write_text, save_figure, write_csv, write_json
 from imgclf.models import summarize
-from imgclf.runs import CALIBRATION_FILE, CONFIG_FILE, WEIGHTS_FILE, RunError, load_tensors
+from imgclf.runs import CALIBRATION_FILE, CONFIG_FILE, THRESHOLDS_FILE, WEIGHTS_FILE, RunError, load_tensors
 from imgclf.training import checkpoints
 from imgclf.training.checkpoints import TrainingProgress
 from imgclf.training.phases import Phase, PhaseSetup
@@ -145,6 +147,15 @@ class RunWriter:
         """`parity-inputs.safetensors`: validation images of `index` with the calibrated `run`'s probabilities (on
         the CPU), so that export and every engine check parity on the run directory alone."""
         save_parity_inputs(run, index, workers)
+
+    def write_thresholds(self, thresholds: dict[str, float]) -> None:
+        """`thresholds.json`: a multi-label run's threshold per label."""
+        write_json(self.run_dir / THRESHOLDS_FILE, thresholds)
+
+    def write_multi_label_evaluation(self, run: Run, evaluation: MultiLabelEvaluation) -> None:
+        """`metrics.json`, `predictions.csv` and `report.html` of a finished multi-label `run`."""
+        write_multi_label_evaluation(evaluation, self.run_dir)
+        write_report(run, evaluation, self.run_dir / REPORT_FILE)
 
     def write_evaluation(self, run: Run, evaluation: Evaluation) -> None:
         """`metrics.json`, `predictions.csv` and `report.html` of the finished `run`."""
