@@ -33,6 +33,16 @@ def test_the_studio_takes_photos_to_an_exported_model(tmp_path, cars_planes):
         # The tutorial's photos hold the same airliner twice, at two sizes.
         walk.audit(page, "near-duplicate")
         expect(page.locator("#grid .tile[data-id^='planes/airplane-1554870']")).to_have_count(2)
+        page.keyboard.press("?")
+        expect(page.locator("#help")).to_contain_text("Quarantine the selected photos")
+        page.keyboard.press("Escape")
+        page.click("#class-list button[data-class='cars']")
+        photo = walk.move_with_keys(page, 2)
+        expect(page.locator("#class-list button[data-class='planes'] .count")).to_have_text("81")
+        assert (project / "data" / "planes" / Path(photo).name).is_file()
+        page.keyboard.press("Control+z")
+        expect(page.locator("#class-list button[data-class='planes'] .count")).to_have_text("80")
+        assert (project / "data" / photo).is_file()
 
         grown = walk.train_quick(page, epochs=4)
         assert grown == [0, 2, 4, 6, 8]  # train and validation loss, drawn as each epoch ended

@@ -51,6 +51,17 @@ def audit(page: Page, finding: str) -> None:
     expect(page.locator(f"#grid .tile .badge.{finding}").first).to_be_visible()
 
 
+def move_with_keys(page: Page, number: int) -> str:
+    """Select the first photo of the grid and press `number` to move it to that class; returns the photo's id."""
+    photo = page.locator("#grid .tile").first
+    image_id = photo.get_attribute("data-id")
+    photo.click()
+    expect(photo).to_have_attribute("aria-selected", "true")
+    page.keyboard.press(str(number))
+    expect(page.locator("#toasts")).to_contain_text("Moved 1 photo")
+    return image_id
+
+
 def train_quick(page: Page, epochs: int = TRAIN_EPOCHS) -> list[int]:
     """Train the quick recipe for `epochs` and wait until it ends; returns the loss chart's point counts as they
     grew."""

@@ -18,7 +18,7 @@ export function lineChart(target, series, options = {}) {
     xMin: options.xMin ?? Math.min(...xs, 1),
     xMax: options.xMax ?? Math.max(...xs, 2),
     yMin: options.yMin ?? Math.min(...ys, 0),
-    yMax: options.yMax ?? niceMax(Math.max(...ys, 0.1)),
+    yMax: options.yMax ?? niceStep(Math.max(...ys, 0.1) / 4) * 4,
   };
   const x = (value) => MARGIN.left + ((value - box.xMin) / (box.xMax - box.xMin || 1)) * (WIDTH - MARGIN.left - MARGIN.right);
   const y = (value) => HEIGHT - MARGIN.bottom - ((value - box.yMin) / (box.yMax - box.yMin || 1)) * (HEIGHT - MARGIN.top - MARGIN.bottom);
@@ -31,9 +31,10 @@ export function lineChart(target, series, options = {}) {
   }
 }
 
-function niceMax(value) {
-  const step = 10 ** Math.floor(Math.log10(value));
-  return Math.ceil(value / step) * step;
+/** The smallest of 1, 2, 2.5 or 5 times a power of ten that is at least `value`: round tick steps. */
+function niceStep(value) {
+  const power = 10 ** Math.floor(Math.log10(value));
+  return [1, 2, 2.5, 5, 10].map((factor) => factor * power).find((step) => step >= value);
 }
 
 function ticks(min, max, count) {

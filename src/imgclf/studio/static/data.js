@@ -10,7 +10,7 @@ import { grabFrame, pause, startCamera } from "./webcam.js";
 import { classNames, emit, on, refreshProject, state } from "./state.js";
 
 const PAGE = 200;
-const view = { className: null, finding: "", offset: 0, total: 0, stopCamera: null, auditing: false };
+const view = { className: null, finding: "", offset: 0, total: 0, shownProject: null, stopCamera: null, auditing: false };
 let grid;
 
 export function init() {

@@ -101,6 +101,7 @@ async function loadRun(name) {
   $("cell").hidden = true;
   $("run-detail").hidden = false;
   $("run-title").textContent = name;
+  $("run-metrics").replaceChildren(el("span", { class: "spinner" }), " Reading the run…");
   let run;
   try {
     details.delete(name); // a resumed run changes

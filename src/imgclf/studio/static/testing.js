@@ -141,7 +141,8 @@ function showLive(answer) {
   const rate = camera.frames.length > 1 ? (1000 * (camera.frames.length - 1)) / (now - camera.frames[0]) : 0;
   $("webcam-label").textContent = answer.unsure ? "unsure" : answer.label;
   $("webcam-label").dataset.label = answer.label;
-  $("webcam-rate").textContent = `${percent(answer.confidence)} · ${rate.toFixed(1)} per second`;
+  const speed = camera.frames.length > 1 ? `${rate.toFixed(1)} per second` : "measuring the speed…";
+  $("webcam-rate").textContent = `${percent(answer.confidence)} · ${speed}`;
   $("webcam-bars").replaceChildren(...bars(answer.probabilities, answer.label));
 }
 
