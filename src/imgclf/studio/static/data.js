@@ -140,7 +140,7 @@ function renderPager() {
 }
 
 function selectionChanged(ids) {
-  $("selection-count").textContent = ids.length ? `${ids.length} selected` : "";
+  $("selection-count").textContent = ids.length ? `${ids.length} selected` : "Click a photo to select it";
   $("move-button").disabled = !ids.length;
   $("quarantine-button").disabled = !ids.length;
 }

@@ -126,10 +126,9 @@ function showMetrics(run) {
     ["Log loss", metrics.log_loss === undefined ? "–" : Number(metrics.log_loss).toFixed(3)],
     ["Calibration error", percent(run.calibration?.ece)],
     ["Epochs", String(run.history?.length ?? "–")],
-    ["Model", run.config?.train?.model ?? run.config?.model ?? "–"],
   ];
   $("run-metrics").replaceChildren(...items.map(([term, value]) =>
-    el("div", {}, el("dt", { text: term }), el("dd", { class: value.length > 10 ? "long" : null, text: value }))));
+    el("div", {}, el("dt", { text: term }), el("dd", { text: value }))));
 }
 
 function showConfusion(run) {

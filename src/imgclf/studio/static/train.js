@@ -209,7 +209,9 @@ async function loadJobs() {
 }
 
 function jobRow(job) {
-  const progress = job.progress ? `epoch ${job.progress.epoch} of ${job.progress.epochs}` : "";
+  const progress = !job.progress ? ""
+    : job.progress.epochs ? `epoch ${job.progress.epoch} of ${job.progress.epochs}`
+      : job.progress.steps ? `step ${job.progress.step} of ${job.progress.steps}` : "";
   const active = ACTIVE.has(job.state);
   return el("tr", { dataset: { job: job.id } },
     el("td", { text: job.kind }),
