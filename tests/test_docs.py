@@ -40,6 +40,7 @@ COMMANDS = (
     "cache",
     "demo",
     "runs",
+    "studio",
 )
 
 

@@ -24,6 +24,7 @@ COMMANDS = (
     "explain",
     "cache",
     "runs",
+    "studio",
 )
 
 

@@ -18,6 +18,7 @@ imgclf fix ISSUES.csv --data DATA [--dry-run] [--create-classes]   |   imgclf fi
 imgclf explain RUN IMAGE... [--out DIR] [--class NAME] [--alpha 0.5]
 imgclf cache [--clear features|decoded|onnx|all] [--older-than DAYS]
 imgclf runs [DIR] [--compare A B] [--format table|csv|json]
+imgclf studio [WORKSPACE] [--host 127.0.0.1] [--port 0] [--no-browser]   (a local browser app)
 """
 
 from __future__ import annotations

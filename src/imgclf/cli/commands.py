@@ -248,6 +248,19 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _studio(args: argparse.Namespace) -> int:
+    from imgclf.studio.options import StudioOptions
+    from imgclf.studio.server import studio
+
+    given = {
+        "max_upload_bytes": None if args.max_upload_mb is None else round(args.max_upload_mb * 1024 * 1024),
+        "max_pixels": args.max_pixels,
+    }
+    limits = {name: value for name, value in given.items() if value is not None}
+    studio(args.workspace, StudioOptions(args.host, args.port, not args.no_browser, **limits))
+    return 0
+
+
 def _audit(args: argparse.Namespace) -> int:
     from imgclf.audit.embeddings import default_model
     from imgclf.audit.folders import audit_folders
@@ -397,4 +410,5 @@ COMMANDS = {
     "explain": _explain,
     "cache": _cache,
     "runs": _runs,
+    "studio": _studio,
 }

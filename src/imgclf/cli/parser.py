@@ -69,6 +69,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Action]]
         _add_explain,
         _add_cache,
         _add_runs,
+        _add_studio,
     ):
         add(commands.add_parser)
     return parser, {action.dest: action for action in train_options}
@@ -260,6 +261,31 @@ def _add_serve(add_command: AddCommand) -> None:
     serve.add_argument("--max-batch", type=int, metavar="N", help="most images per model call (default 8)")
     serve.add_argument(
         "--max-pixels", type=int, metavar="N", help="most pixels of one image, read from its header (default 40000000)"
+    )
+
+
+def _add_studio(add_command: AddCommand) -> None:
+    studio = add_command(
+        "studio",
+        help="a local browser app: collect and fix photos, train, inspect, test and export",
+        description="Open the imgclf studio, a browser app over a WORKSPACE folder of projects, on this machine "
+        "only (127.0.0.1). It prints its address and opens the browser; Ctrl-C stops. Its API is at /docs.",
+    )
+    studio.add_argument(
+        "workspace",
+        nargs="?",
+        default="imgclf-studio",
+        metavar="WORKSPACE",
+        help="folder of projects, made when missing (default ./imgclf-studio)",
+    )
+    studio.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)"
+    )
+    studio.add_argument("--port", type=int, default=0, help="default 0: any free port")
+    studio.add_argument("--no-browser", action="store_true", help="print the address without opening a browser")
+    studio.add_argument("--max-upload-mb", type=finite_float, metavar="MB", help="largest photo accepted (default 25)")
+    studio.add_argument(
+        "--max-pixels", type=int, metavar="N", help="most pixels of one photo, read from its header (default 40000000)"
     )
 
 

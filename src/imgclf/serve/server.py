@@ -65,11 +65,15 @@ def listen_backlog(options: ServeOptions) -> int:
     return max(1, min(BACKLOG, (descriptor_limit() - options.max_connections) // 2))
 
 
-def server_config(app: FastAPI, options: ServeOptions, host: str, port: int) -> uvicorn.Config:
-    """uvicorn's settings for `app`, with the connection limits of `options` (see `imgclf.serve.connections`)."""
+def server_config(app: FastAPI, options: ServeOptions, host: str, port: int, access_log: bool = True) -> uvicorn.Config:
+    """uvicorn's settings for `app`, with the connection limits of `options` (see `imgclf.serve.connections`);
+    `access_log`: log a line for every request."""
     guard = ConnectionGuard(options.max_connections, options.header_timeout_s)
     protocol = functools.partial(GuardedH11Protocol, guard=guard)
-    return uvicorn.Config(app, host=host, port=port, http=protocol, backlog=listen_backlog(options), log_level="info")
+    backlog = listen_backlog(options)
+    return uvicorn.Config(
+        app, host=host, port=port, http=protocol, backlog=backlog, log_level="info", access_log=access_log
+    )
 
 
 def listen(host: str, port: int, backlog: int = BACKLOG) -> list[socket.socket]:

@@ -1,0 +1,72 @@
+"""The data API as a whole: documented at /openapi.json, JSON errors, and no request writes outside the workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.studio.conftest import tree
+
+
+def outside(tmp_path: Path) -> dict[str, str]:
+    """Every file under `tmp_path` except the workspace's, with a hash of its bytes."""
+    return {name: digest for name, digest in tree(tmp_path).items() if not name.startswith("workspace/")}
+
+
+def test_no_request_writes_outside_the_workspace(client, photos, tmp_path, cars_planes):
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "keep.txt").write_text("mine")
+    car = sorted(photos.data_dir.joinpath("cars").iterdir())[0]
+    before = outside(tmp_path)
+    photo = ("files", ("../../../victim/owned.jpg", car.read_bytes(), "image/jpeg"))
+    requests = [
+        ("post", "/api/projects", {"json": {"name": "../victim"}}),
+        ("post", "/api/projects", {"json": {"name": "/tmp/victim"}}),
+        ("post", "/api/projects/import", {"json": {"name": "../victim2", "folder": str(cars_planes / "val_set")}}),
+        ("post", "/api/projects/photos/classes", {"json": {"name": "../../victim"}}),
+        ("post", "/api/projects/photos/classes/..%2F..%2F..%2Fvictim/images", {"files": [photo]}),
+        ("post", "/api/projects/..%2Fvictim/classes", {"json": {"name": "x"}}),
+        ("post", "/api/projects/photos/moves", {"json": {"images": ["../../../victim/keep.txt"], "to": "cars"}}),
+        ("post", "/api/projects/photos/moves", {"json": {"images": [f"cars/{car.name}"], "to": "../../../victim"}}),
+        ("post", "/api/projects/photos/moves", {"json": {"images": ["cars/../../project.json"], "to": "planes"}}),
+        ("post", "/api/projects/photos/undo", {"json": {"journal": "../../../victim/keep.txt"}}),
+        ("get", "/api/projects/photos/thumbnails/..%2F..%2F..%2Fvictim%2Fkeep.txt", {}),
+        ("get", "/api/projects/photos/files/..%2F..%2F..%2Fvictim%2Fkeep.txt", {}),
+        ("get", "/api/projects/photos/files/..%2Fproject.json", {}),
+    ]
+    for method, url, arguments in requests:
+        response = getattr(client, method)(url, **arguments)
+        assert 400 <= response.status_code < 500, (url, response.status_code, response.text)
+        assert "error" in response.json()
+    assert outside(tmp_path) == before
+    assert [project.name for project in client.app.state.workspace.projects()] == ["photos"]
+
+
+def test_the_original_photo_is_served_as_stored(client, photos):
+    car = sorted(photos.data_dir.joinpath("cars").iterdir())[0]
+    response = client.get(f"/api/projects/photos/files/cars/{car.name}")
+    assert response.status_code == 200 and response.content == car.read_bytes()
+    assert response.headers["content-type"] == "image/jpeg"
+
+
+def test_projects_are_listed_and_unknown_ones_are_404(client, photos):
+    assert [p["name"] for p in client.get("/api/projects").json()["projects"]] == ["photos"]
+    missing = client.get("/api/projects/fish")
+    assert missing.status_code == 404 and "no project 'fish'" in missing.json()["error"]
+    assert client.get("/api/no-such-endpoint").json()["error"].startswith("Nothing at /api/no-such-endpoint")
+
+
+def test_the_api_is_documented_and_the_page_is_served(client):
+    schema = client.get("/openapi.json").json()
+    assert schema["info"]["title"] == "imgclf studio"
+    assert {
+        "/api/projects",
+        "/api/projects/import",
+        "/api/projects/{project}/classes/{class_name}/images",
+        "/api/projects/{project}/images",
+        "/api/projects/{project}/moves",
+        "/api/projects/{project}/undo",
+    } <= set(schema["paths"])
+    upload = schema["paths"]["/api/projects/{project}/classes/{class_name}/images"]["post"]
+    assert "files" in upload["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
