@@ -2,7 +2,7 @@
 
 const BASE = "api/";
 
-export class ApiError extends Error {
+class ApiError extends Error {
   constructor(message, status) {
     super(message);
     this.status = status;

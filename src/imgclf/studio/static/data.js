@@ -1,6 +1,6 @@
 // The Data view: classes and their counts, adding photos (files, folders, webcam), the audit, and labelling.
 
-import { follow, getJson, postForm, postJson, projectUrl, enc } from "./api.js";
+import { enc, follow, getJson, isFinal, postForm, postJson, projectUrl } from "./api.js";
 import { $, busy, el, fail, isTyping, plural, toast } from "./dom.js";
 import { move, QUARANTINE, undo } from "./changes.js";
 import { PhotoGrid } from "./grid.js";
@@ -204,7 +204,7 @@ async function startAudit(event) {
     if (message.type === "step" && message.steps) {
       $("audit-summary").textContent = `Auditing the photos… ${message.step} of ${message.steps}`;
     }
-    if (!["done", "error", "cancelled"].includes(message.type)) return;
+    if (!isFinal(message.type)) return;
     view.auditing = false;
     button.disabled = false;
     button.removeAttribute("aria-busy");

@@ -86,6 +86,18 @@ export function bars(probabilities, top, limit = 5) {
         el("span", { class: "percent", text: percent(p) })));
 }
 
+/** Show the view `name`'s empty state (`#NAME-empty`: `title`, `text` and a link to Train) instead of its content
+ *  (`#NAME-content`) when `empty`; returns `empty`. */
+export function emptyUntilTrained(name, empty, title, text) {
+  $(`${name}-empty`).hidden = !empty;
+  $(`${name}-content`).hidden = empty;
+  if (empty) {
+    $(`${name}-empty`).replaceChildren(el("h2", { text: title }), el("p", { text }),
+      el("a", { class: "button", href: "#train", text: "Go to Train" }));
+  }
+  return empty;
+}
+
 /** Whether a key press belongs to a text field or an open window rather than to the page's shortcuts. */
 export function isTyping(event) {
   const target = event.target;

@@ -1,7 +1,7 @@
 // The Export view: build and download the ONNX file and export.json; the serve command and a Python snippet.
 
 import { enc, getJson, postJson, runUrl, url } from "./api.js";
-import { $, busy, el, fail, toast } from "./dom.js";
+import { $, busy, el, emptyUntilTrained, fail, toast } from "./dom.js";
 import { on, state } from "./state.js";
 
 let shownRun = null;
@@ -22,15 +22,9 @@ export function show() {
 const visible = () => !$("view-export").hidden;
 
 function render() {
-  const empty = !state.run;
-  $("export-empty").hidden = !empty;
-  $("export-content").hidden = empty;
-  if (empty) {
-    $("export-empty").replaceChildren(el("h2", { text: "Nothing to export yet" }),
-      el("p", { text: "Train a model first; its ONNX file and the command to serve it will be here." }),
-      el("a", { class: "button", href: "#train", text: "Go to Train" }));
-    return;
-  }
+  const empty = emptyUntilTrained("export", !state.run, "Nothing to export yet",
+    "Train a model first; its ONNX file and the command to serve it will be here.");
+  if (empty) return;
   if (state.run === shownRun) return;
   shownRun = state.run;
   $("export-files").replaceChildren();

@@ -13,7 +13,7 @@ export function tile(project, image, { caption = null, badges = [] } = {}) {
 }
 
 /** Badges for an image's audit findings. */
-export function findingBadges(findings = []) {
+function findingBadges(findings = []) {
   return findings.map((finding) => el("span", {
     class: `badge ${finding.kind}`,
     text: finding.kind,

@@ -2,7 +2,7 @@
 // photos), most confidently wrong, calibration and the unsure threshold.
 
 import { getJson, postJson, runUrl } from "./api.js";
-import { $, busy, duration, el, fail, percent } from "./dom.js";
+import { $, busy, duration, el, emptyUntilTrained, fail, percent } from "./dom.js";
 import { undo } from "./changes.js";
 import { COLOURS, lineChart, number } from "./charts.js";
 import { tile } from "./grid.js";
@@ -40,15 +40,9 @@ export function show() {
 const visible = () => !$("view-runs").hidden;
 
 function render() {
-  const empty = state.runs.length === 0;
-  $("runs-empty").hidden = !empty;
-  $("runs-content").hidden = empty;
-  if (empty) {
-    $("runs-empty").replaceChildren(el("h2", { text: "No runs yet" }),
-      el("p", { text: "Train a model in the Train view; every training run appears here with its metrics and mistakes." }),
-      el("a", { class: "button", href: "#train", text: "Go to Train" }));
-    return;
-  }
+  const empty = emptyUntilTrained("runs", state.runs.length === 0, "No runs yet",
+    "Train a model in the Train view; every training run appears here with its metrics and mistakes.");
+  if (empty) return;
   $("runs-table").tBodies[0].replaceChildren(...[...state.runs].reverse().map(runRow));
   if (state.run && state.run !== shownRun) loadRun(state.run);
   drawComparison();

@@ -1,7 +1,7 @@
 // The Test view: photos dropped or picked, and the webcam live, answered by the chosen run; Grad-CAM on demand.
 
 import { postForm, runUrl } from "./api.js";
-import { $, bars, busy, el, fail, percent } from "./dom.js";
+import { $, bars, busy, el, emptyUntilTrained, fail, percent } from "./dom.js";
 import { grabFrame, startCamera } from "./webcam.js";
 import { on, state } from "./state.js";
 
@@ -38,15 +38,9 @@ export function hide() {
 const visible = () => !$("view-test").hidden;
 
 function render() {
-  const empty = !state.run;
-  $("test-empty").hidden = !empty;
-  $("test-content").hidden = empty;
-  if (empty) {
-    $("test-empty").replaceChildren(el("h2", { text: "Nothing to test yet" }),
-      el("p", { text: "Train a model first; then drop photos here or hold things up to the webcam." }),
-      el("a", { class: "button", href: "#train", text: "Go to Train" }));
-    stopWebcam();
-  }
+  const empty = emptyUntilTrained("test", !state.run, "Nothing to test yet",
+    "Train a model first; then drop photos here or hold things up to the webcam.");
+  if (empty) stopWebcam();
 }
 
 const predictUrl = () => runUrl(state.project.name, state.run, "/predict");

@@ -36,7 +36,7 @@ export function chosenFiles(input) {
 
 /** Which class each file goes to: a loose file to `fallback`; a file in a folder to that folder's name; a file
  *  in a folder of folders (a data folder, e.g. training_set/cars/x.jpg) to its sub-folder's name. */
-export function byClass(files, fallback) {
+function byClass(files, fallback) {
   const groups = new Map();
   const loose = [];
   for (const { file, path } of files) {
