@@ -120,6 +120,8 @@ function start() {
     });
   }
   window.addEventListener("hashchange", route);
+  // A photo dropped beside a drop zone would otherwise replace the page with itself.
+  for (const type of ["dragover", "drop"]) document.addEventListener(type, (event) => event.preventDefault());
   loadProjects().catch(fail);
 }
 

@@ -3,7 +3,7 @@
 import { enc, follow, getJson, postJson, projectUrl } from "./api.js";
 import { $, busy, duration, el, fail, toast } from "./dom.js";
 import { drawHistory, number } from "./charts.js";
-import { chooseRun, refreshRuns, state } from "./state.js";
+import { chooseRun, on, refreshRuns, state } from "./state.js";
 
 const ACTIVE = new Set(["queued", "running"]);
 // Offered with every recipe, empty unless the user sets them (then the recipe's or imgclf train's default holds).
@@ -15,6 +15,9 @@ let recipe = null;
 let polling = null;
 
 export function init() {
+  on("project", () => {
+    if (live.job && live.job.project !== state.project?.name) forget();
+  });
   $("train-form").addEventListener("submit", startTraining);
   $("cancel-training").addEventListener("click", (event) => live.job && busy(event.target, () => cancel(live.job.id)));
 }
@@ -102,6 +105,12 @@ async function startTraining(event) {
     watch(job);
     loadJobs();
   }
+}
+
+function forget() {
+  live.stop?.();
+  live.job = null;
+  $("live").hidden = true;
 }
 
 /** Follow `job` live in the panel: progress, time left and the curves as epochs end. */
