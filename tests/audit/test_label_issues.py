@@ -13,7 +13,7 @@ from tests.conftest import copy_photos
 
 from imgclf.audit.embeddings import Embeddings
 from imgclf.audit.inspection import AuditedFile, FileFacts
-from imgclf.audit.labels import find_label_issues, out_of_fold_probabilities
+from imgclf.audit.labels import find_label_issues, out_of_fold_probabilities, suspected_label_errors
 from imgclf.cli import main
 
 PER_CLASS = 20
@@ -156,3 +156,20 @@ def test_the_audits_csv_drives_imgclf_fix_and_undo_from_another_folder(moved_pho
     journal = next(csv_path.parent.glob("label-issues.fix-*.jsonl"))
     assert main(["fix", "--undo", str(journal)]) == 0
     assert sorted(str(path.relative_to(data)) for path in data.rglob("*.jpg")) == before
+
+
+def test_the_flagged_pictures_are_the_least_probable_as_many_as_confident_learning_counts():
+    """cleanlab's `both` pruning keeps some rows whose given class is more probable than rows it passes over."""
+    from cleanlab.filter import find_label_issues as confident_learning
+
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(3), 30)
+    logits = rng.normal(0, 1.5, (90, 3))
+    logits[np.arange(90), labels] += 3
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    given = probabilities[np.arange(90), labels]
+
+    flagged = suspected_label_errors(labels, probabilities)
+
+    assert len(flagged) == confident_learning(labels, probabilities, filter_by="both").sum() == 3
+    assert given[flagged].max() < np.delete(given, flagged).min()

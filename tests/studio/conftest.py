@@ -1,14 +1,17 @@
-"""Helpers of the studio's tests: a workspace, the app on it, and a project holding real photos."""
+"""Helpers of the studio's tests: a workspace, the app on it, a project holding real photos, and a short seed-cnn
+run trained on a project's data folder as the studio trains."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from tests.conftest import copy_photos
 
+import imgclf
 from imgclf.studio.app import create_app
 from imgclf.studio.workspace import Project, Workspace
 
@@ -43,3 +46,37 @@ def tree(folder: Path) -> dict[str, str]:
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
+
+
+@dataclass(frozen=True)
+class ProjectRun:
+    """A workspace, its project `cars-planes` and the name of the run trained on the project's data."""
+
+    workspace: Workspace
+    project: Project
+    run_name: str
+
+    @property
+    def run_dir(self) -> Path:
+        return self.project.runs_dir / self.run_name
+
+
+@pytest.fixture(scope="session")
+def project_run(tmp_path_factory: pytest.TempPathFactory, cars_planes: Path) -> ProjectRun:
+    """seed-cnn trained as the studio trains (`--out project/runs/NAME`) on 30 photos per class, a quarter kept
+    for validation: a few of them classified wrong, so the confusion matrix has images off its diagonal."""
+    workspace = Workspace(tmp_path_factory.mktemp("workspace"))
+    project = workspace.create_project("cars-planes")
+    copy_photos(cars_planes / "training_set", project.data_dir, 30)
+    run_name = "seed-cnn-20261203-120000"
+    imgclf.train(
+        project.data_dir,
+        model="seed-cnn",
+        val_split=0.25,
+        augment="seed",
+        epochs=3,
+        seed=0,
+        out=str(project.runs_dir / run_name),
+        progress=False,
+    )
+    return ProjectRun(workspace, project, run_name)

@@ -6,6 +6,8 @@ passes `SameOriginOnly` first (`security.py`); every error is JSON, `{"error": "
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -21,11 +23,21 @@ from imgclf.data.journal import FixError
 from imgclf.serve.routes import error_as_json
 from imgclf.studio.data_routes import router as data_router
 from imgclf.studio.options import StudioOptions
+from imgclf.studio.run_cache import RunCache
+from imgclf.studio.runs_routes import router as runs_router
 from imgclf.studio.security import SameOriginOnly
 from imgclf.studio.workspace import NotFound, Workspace
 
 # The HTTP status of each kind of library error (by its closest class); any other `ImgclfError` is 400.
 ERROR_STATUS = {NotFound: 404, FixError: 409, TooManyPixelsError: 413, UnsupportedImageError: 415}
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        app.state.runs.close()
 
 
 def create_app(workspace: Workspace | str | Path, options: StudioOptions | None = None) -> FastAPI:
@@ -34,14 +46,17 @@ def create_app(workspace: Workspace | str | Path, options: StudioOptions | None 
     >>> app = create_app("imgclf-studio", StudioOptions(port=8765))
     """
     options = options or StudioOptions()
-    app = FastAPI(title="imgclf studio", version=version("imgclf"))
+    app = FastAPI(title="imgclf studio", version=version("imgclf"), lifespan=_lifespan)
     app.state.workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     app.state.options = options
+    app.state.upload_limits = options.uploads
+    app.state.runs = RunCache()
     app.add_middleware(SameOriginOnly, host=options.host)
     app.add_exception_handler(HTTPException, error_as_json)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(ImgclfError, library_error)
     app.include_router(data_router)
+    app.include_router(runs_router)
     app.mount("/", StaticFiles(packages=[("imgclf.studio", "static")], html=True), name="page")
     return app
 
