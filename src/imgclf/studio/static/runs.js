@@ -11,6 +11,7 @@ import { chooseRun, on, refreshRuns, state } from "./state.js";
 import { watch } from "./train.js";
 
 const details = new Map();
+const signatures = new Map();
 const compared = new Set();
 let shownRun = null;
 let cell = null;
@@ -22,6 +23,7 @@ export function init() {
     if (state.project?.name === shownProject) return;
     shownProject = state.project?.name;
     details.clear();
+    signatures.clear();
     compared.clear();
     shownRun = null;
     cell = null;
@@ -44,7 +46,8 @@ function render() {
     "Train a model in the Train view; every training run appears here with its metrics and mistakes.");
   if (empty) return;
   $("runs-table").tBodies[0].replaceChildren(...[...state.runs].reverse().map(runRow));
-  if (state.run && state.run !== shownRun) loadRun(state.run);
+  const changed = forgetChangedRuns();
+  if (state.run && (state.run !== shownRun || changed.includes(state.run))) loadRun(state.run);
   drawComparison();
 }
 
@@ -66,6 +69,20 @@ function runRow(run) {
     el("td", { text: percent(run.accuracy) }),
     el("td", { text: duration(run.time_s) }),
     el("td", {}, el("span", { class: `state ${run.state ?? ""}`, text: run.state ?? "" })));
+}
+
+/** Drop the details of runs that changed since they were read (a resumed or finished run); returns their names. */
+function forgetChangedRuns() {
+  const changed = [];
+  for (const run of state.runs) {
+    const signature = `${run.epochs}|${run.state}|${run.accuracy}`;
+    if (signatures.has(run.name) && signatures.get(run.name) !== signature) {
+      details.delete(run.name);
+      changed.push(run.name);
+    }
+    signatures.set(run.name, signature);
+  }
+  return changed;
 }
 
 async function detail(name) {
@@ -98,7 +115,6 @@ async function loadRun(name) {
   $("run-metrics").replaceChildren(el("span", { class: "spinner" }), " Reading the run…");
   let run;
   try {
-    details.delete(name); // a resumed run changes
     run = await detail(name);
   } catch (error) {
     fail(error);
@@ -128,6 +144,10 @@ function showMetrics(run) {
 function showConfusion(run) {
   const classes = run.classes || [];
   const matrix = run.confusion || [];
+  if (!matrix.length) {
+    $("confusion").replaceChildren(el("caption", { class: "muted", text: "None yet: the run has not finished." }));
+    return;
+  }
   const head = el("tr", {}, el("th", { text: "true ↓ predicted →" }), ...classes.map((name) => el("th", { scope: "col", text: name })));
   const rows = matrix.map((row, i) => {
     const total = row.reduce((sum, value) => sum + value, 0) || 1;
@@ -193,7 +213,7 @@ function showCalibration(run) {
   const bins = run.calibration?.bins || [];
   $("calibration-text").textContent = run.calibration
     ? `Expected calibration error ${percent(run.calibration.ece)}: when the model says 80 %, it is right about that often if this is small.`
-    : "This run has no calibration data.";
+    : "None yet: the run has not finished.";
   lineChart($("reliability-chart"), [
     { name: "perfect", points: [[0, 0], [1, 1]], colour: "#98a0b0", dashed: true },
     { name: "this run", points: bins.map((bin) => [bin.confidence, bin.accuracy]) },
@@ -222,7 +242,8 @@ function showThreshold() {
   const row = rows[Number($("threshold").value)];
   if (!row) {
     $("threshold-value").textContent = "";
-    $("threshold-text").textContent = "This run has no coverage data.";
+    $("threshold-text").textContent = "None yet: the run has not finished.";
+    $("coverage-chart").replaceChildren();
     return;
   }
   $("threshold-value").textContent = percent(row.threshold, 0);
