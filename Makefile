@@ -15,15 +15,9 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/imgclf demo
 
-# One pytest process per test package, and one for the top-level test files: in a single process for the whole
-# suite, a heap corruption not yet understood (found 2026-12-03) crashes pytest once tests/cli/test_commands.py and
-# tests/deploy have both run in it.
-TEST_PACKAGES := $(filter-out tests/__pycache__/,$(sort $(wildcard tests/*/)))
-
 test: $(BIN)/.installed browser
 	$(BIN)/ruff check src tests bench scripts
-	@set -e; for package in $(TEST_PACKAGES); do echo "== pytest $$package"; $(BIN)/python -m pytest $$package; done
-	$(BIN)/python -m pytest $(wildcard tests/test_*.py)
+	$(BIN)/python -m pytest
 
 # Debian's Chromium for the browser tests, installed when missing (root or sudo), else one line saying what to do.
 browser:

@@ -30,13 +30,24 @@ def client(workspace: Workspace) -> TestClient:
         yield client
 
 
+def project_of_photos(workspace: Workspace, name: str, source: Path, per_class: int) -> Project:
+    """A new project `name` holding the first `per_class` photos of each class folder of `source`."""
+    project = workspace.create_project(name)
+    project.data_dir.rmdir()
+    copy_photos(source, project.data_dir, per_class)
+    return project
+
+
 @pytest.fixture
 def photos(workspace: Workspace, cars_planes: Path) -> Project:
     """A project `photos` holding 4 real photos of each class (cars, planes)."""
-    project = workspace.create_project("photos")
-    project.data_dir.rmdir()
-    copy_photos(cars_planes / "training_set", project.data_dir, 4)
-    return project
+    return project_of_photos(workspace, "photos", cars_planes / "training_set", 4)
+
+
+@pytest.fixture
+def project(workspace: Workspace, cars_planes: Path) -> Project:
+    """A project `cars-planes` holding 15 real photos of each class: enough to train on, a fifth held out."""
+    return project_of_photos(workspace, "cars-planes", cars_planes / "training_set", 15)
 
 
 def tree(folder: Path) -> dict[str, str]:

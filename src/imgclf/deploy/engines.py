@@ -11,9 +11,12 @@ and the sigmoid / softmax, so they are fed pixels scaled to [0, 1].
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +26,9 @@ from imgclf.config import ENGINES, ConfigError, Preprocessing
 from imgclf.devices import CPU
 from imgclf.models import to_probabilities
 from imgclf.models.folding import check_batch, fold_if_exact
+
+if TYPE_CHECKING:
+    import openvino
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +105,35 @@ class OnnxRuntimeEngine:
         return self.session.run(None, {self.input_name: _pixels(images)})[0]
 
 
+_core_lock = threading.Lock()
+
+
+def openvino_core() -> openvino.Core:
+    """The process's one OpenVINO `Core`, which every OpenVINO model is compiled by; it lives until the process ends.
+
+    OpenVINO's CPU plugin (one per `Core`) gives the thread that makes it a signal stack of its own, and when freed
+    gives back the stack it found there only if it is freed last, on that thread; it unmaps its own either way. Two
+    Cores freed in the order they were made leave the thread on an unmapped signal stack, so the next signal
+    Python handles there (Ctrl-C, or SIGCHLD once a DataLoader has had workers) ends the process in a segfault.
+    """
+    with _core_lock:  # two threads asking first at once would make two Cores
+        return _first_core()
+
+
+@functools.cache
+def _first_core() -> openvino.Core:
+    import openvino
+
+    return openvino.Core()
+
+
 class OpenVinoEngine:
     """An exported `model.onnx` compiled by OpenVINO for the CPU: bf16 where the CPU has it, else fp32."""
 
     name = "openvino"
 
     def __init__(self, onnx_path: str | Path):
-        import openvino
-
-        core = openvino.Core()
-        self.compiled = core.compile_model(str(onnx_path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        self.compiled = openvino_core().compile_model(str(onnx_path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.precision = {"f32": "fp32", "f16": "fp16"}.get(hint, hint)
         self.request = self.compiled.create_infer_request()

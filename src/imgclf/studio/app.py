@@ -22,10 +22,12 @@ from imgclf.data.images import TooManyPixelsError, UnsupportedImageError
 from imgclf.data.journal import FixError
 from imgclf.serve.routes import error_as_json
 from imgclf.studio.data_routes import router as data_router
+from imgclf.studio.jobs import JobQueue
 from imgclf.studio.options import StudioOptions
 from imgclf.studio.run_cache import RunCache
 from imgclf.studio.runs_routes import router as runs_router
 from imgclf.studio.security import SameOriginOnly
+from imgclf.studio.training_routes import router as training_router
 from imgclf.studio.workspace import NotFound, Workspace
 
 # The HTTP status of each kind of library error (by its closest class); any other `ImgclfError` is 400.
@@ -37,6 +39,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        app.state.jobs.close()  # no worker process outlives the server
         app.state.runs.close()
 
 
@@ -48,6 +51,7 @@ def create_app(workspace: Workspace | str | Path, options: StudioOptions | None 
     options = options or StudioOptions()
     app = FastAPI(title="imgclf studio", version=version("imgclf"), lifespan=_lifespan)
     app.state.workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    app.state.jobs = JobQueue(app.state.workspace)
     app.state.options = options
     app.state.upload_limits = options.uploads
     app.state.runs = RunCache()
@@ -56,6 +60,7 @@ def create_app(workspace: Workspace | str | Path, options: StudioOptions | None 
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(ImgclfError, library_error)
     app.include_router(data_router)
+    app.include_router(training_router)
     app.include_router(runs_router)
     app.mount("/", StaticFiles(packages=[("imgclf.studio", "static")], html=True), name="page")
     return app

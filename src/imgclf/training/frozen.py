@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imgclf.deploy.engines import openvino_core
 from imgclf.deploy.onnx_graph import to_onnx_bytes
 from imgclf.files import atomic_write_bytes
 
@@ -45,15 +46,12 @@ class OpenVinoBackbone:
     """
 
     def __init__(self, onnx_path: Path, fp32: bool = False):
-        import openvino
-
-        core = openvino.Core()
         settings = {
             "PERFORMANCE_HINT": "LATENCY",
             "CACHE_DIR": str(onnx_path.parent / "openvino"),
             **({"INFERENCE_PRECISION_HINT": "f32"} if fp32 else {}),
         }
-        self.compiled = core.compile_model(str(onnx_path), "CPU", settings)
+        self.compiled = openvino_core().compile_model(str(onnx_path), "CPU", settings)
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.request = self.compiled.create_infer_request()
 

@@ -56,7 +56,7 @@ def claim_run_dir(config: TrainConfig) -> tuple[Path, bool]:
         existed = run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir, not existed
-    name = f"{config.model.replace(':', '-').replace('/', '-')}-{datetime.now():%Y%m%d-%H%M%S}"
+    name = default_run_name(config.model)
     run_dir, suffix = Path("runs") / name, 1
     while True:
         try:
@@ -65,6 +65,11 @@ def claim_run_dir(config: TrainConfig) -> tuple[Path, bool]:
         except FileExistsError:
             suffix += 1
             run_dir = Path("runs") / f"{name}-{suffix}"
+
+
+def default_run_name(model: str) -> str:
+    """A new run's name: the model and the time to the second, `efficientnet_lite0-20261125-101500`."""
+    return f"{model.replace(':', '-').replace('/', '-')}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 class RunWriter:
