@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import base64
-import shutil
 
-import pytest
 from playwright.sync_api import expect, sync_playwright
+from tests.browser import launch_chromium
 from tests.conftest import best_photo_per_class
 from tests.serve.conftest import running
 
 from imgclf.serve import create_app
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 DROP = """([name, data]) => {
     const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
     const transfer = new DataTransfer();
@@ -29,12 +21,9 @@ DROP = """([name, data]) => {
 
 
 def test_the_page_shows_the_label_of_a_picked_and_a_dropped_photo(trained_run, cars_planes):
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("Chromium is not installed; the browser test needs Debian's: `apt-get install chromium`.")
     photos = best_photo_per_class(trained_run, cars_planes / "val_set")
     with running(create_app(trained_run)) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         page = browser.new_page()
         problems = []
         page.on("pageerror", lambda error: problems.append(str(error)))
