@@ -200,12 +200,11 @@ def _out_of_time(deadline: Deadline, epoch_seconds: float, processes: Processes,
     late = processes.sum(0.0 if deadline.fits(epoch_seconds) else 1.0)[0] > 0
     if late and epoch < epochs:
         log.info(
-            "Time limit %s: stopping after epoch %d of %d (%.0f s so far; an epoch takes about %.0f s).",
-            f"{deadline.seconds:g} s",
+            "Time limit: stopping after epoch %d of %d; another epoch of about %.0f s would end past it (%.0f s left).",
             epoch,
             epochs,
-            deadline.elapsed(),
             epoch_seconds,
+            max(deadline.left(), 0),
         )
     return late
 

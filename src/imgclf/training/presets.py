@@ -42,7 +42,7 @@ from imgclf.models.ensemble import Ensemble, Member, averaged_logits, ensemble_n
 from imgclf.runs import RunError
 from imgclf.training.budget import Deadline
 from imgclf.training.distributed import Processes
-from imgclf.training.features import FeatureCache, backbone_key, cache_root, extract_features
+from imgclf.training.features import FeatureCache, backbone_key, cache_root, extract_features, file_digest
 from imgclf.training.finish import finish_calibrated
 from imgclf.training.linear_heads import FOLDS, HeldOut, Views, fit_dense, held_out_logits
 from imgclf.training.options import index_data, library_versions
@@ -60,6 +60,8 @@ RELATIVE_COST = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.6, "efficien
 """Feature extraction time against Lite0's, from the multiply-adds at each one's input size (0.39, 0.60, 0.90 G)."""
 GUESSED_SECONDS_PER_IMAGE = 0.02
 """Lite0's extraction time per image when every feature came from the cache: 2 busy CPU cores."""
+CACHE_SAMPLE = 16
+"""Images of each set checked for cached features when estimating how long a backbone takes."""
 SMALL_VALIDATION = 100
 """Below this many validation images, choices are scored on k-fold cross-validation of the training set too."""
 
@@ -205,11 +207,7 @@ class _Search:
         unreadable images: the first backbone always, the others while they are expected to fit the deadline."""
         scored, unreadable = [], []
         for member, name in zip(members, self.names):
-            expected = self._expected_seconds(name, indexes)
-            if scored and not deadline.fits(expected):
-                reason = f"its features would take about {expected:.0f} s; {max(deadline.left(), 0):.0f} s are left"
-                log.info("Time limit: leaving out %s (%s).", name, reason)
-                self.left_out.append({"model": name, "reason": reason})
+            if scored and not self._fits(member, name, deadline):
                 continue
             started = time.perf_counter()
             train, val, skipped = self._views(member, name, indexes)
@@ -221,11 +219,29 @@ class _Search:
             log.info(_scored_line(scored[-1]))
         return scored, unreadable
 
-    def _expected_seconds(self, name: str, indexes: tuple[FolderIndex, FolderIndex]) -> float:
-        """About how long `name`'s features take, from Lite0's measured pace (or a guess) and `RELATIVE_COST`."""
-        train, val = indexes
+    def _fits(self, member: Member, name: str, deadline: Deadline) -> bool:
+        """Whether `name`'s features are expected to be ready before the deadline; if not, says so and keeps why."""
+        expected = self._expected_seconds(member, name)
+        if deadline.fits(expected):
+            return True
+        reason = f"its features would take about {expected:.0f} s; {max(deadline.left(), 0):.0f} s are left"
+        log.info("Time limit: leaving out %s (%s).", name, reason)
+        self.left_out.append({"model": name, "reason": reason})
+        return False
+
+    def _expected_seconds(self, member: Member, name: str) -> float:
+        """About how long `name`'s features take: the readable images not in the cache (judged on a sample), at
+        the first backbone's measured pace (or a guess) times `RELATIVE_COST`."""
+        train, val = self.readable
         images = len(train.files) * (2 if self.cross_validate else 1) + 2 * len(val.files)
-        return (self.seconds_per_image or GUESSED_SECONDS_PER_IMAGE) * RELATIVE_COST.get(name, 3.0) * images
+        cache = self._cache(member.extractor(False), name)
+        sample = [
+            *train.files[:: max(1, len(train.files) // CACHE_SAMPLE)],
+            *val.files[:: max(1, len(val.files) // CACHE_SAMPLE)],
+        ]
+        missing = sum(not cache.has(file_digest(file)) for file in sample) / len(sample)
+        pace = self.seconds_per_image or GUESSED_SECONDS_PER_IMAGE
+        return pace * RELATIVE_COST.get(name, 3.0) * images * missing
 
     def _views(
         self, member: Member, name: str, indexes: tuple[FolderIndex, FolderIndex]
@@ -253,10 +269,14 @@ class _Search:
         self.computed[name] = computed
         return views[0], views[1], skipped
 
+    def _cache(self, extractor: torch.nn.Module, name: str) -> FeatureCache:
+        """The feature cache of `extractor`, one of backbone `name`'s."""
+        key = backbone_key(name, "pretrained", self.preprocessing, extractor, self.precision)
+        return FeatureCache(cache_root() / key)
+
     def _features(self, extractor: torch.nn.Module, name: str, index: FolderIndex) -> tuple:
         """`extract_features` of `index`'s files, cached under the extractor's own key."""
-        folder = cache_root() / backbone_key(name, "pretrained", self.preprocessing, extractor, self.precision)
-        cache = FeatureCache(folder)
+        cache = self._cache(extractor, name)
         return extract_features(
             extractor, index.files, self.preprocessing, cache, self.config.batch_size, self.device, self.precision
         )
