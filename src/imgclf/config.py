@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -165,7 +164,6 @@ HEADS = ("linear", "mlp", "seed")
 ENGINES = ("auto", "torch", "onnx", "openvino")
 TRACKERS = ("none", "mlflow")
 PRESETS = ("fast", "balanced", "best")
-"""fast: a frozen EfficientNet-Lite0 head (the default); balanced and best choose among offline backbones."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +204,7 @@ class TrainConfig:
     track: str = "none"
     preset: str = "fast"
     time_limit: str | None = None
-    """`90s`, `10m`, `1h` or `1h30m` (a number is seconds); `validate` writes it with a unit."""
+    """`90s`, `10m`, `1h` or `1h30m`: checked by `training.budget.Deadline`."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -279,10 +277,9 @@ def _with_checked_types(config: TrainConfig) -> TrainConfig:
 
 def validate(config: TrainConfig) -> TrainConfig:
     """Check every option before any file is touched; returns `config` (paths as strings) or raises `ConfigError`."""
-    config = _with_checked_types(_time_limit_as_text(config))
+    config = _with_checked_types(config)
     config = dataclasses.replace(config, pad_color=_pad_color(config.pad_color))
     _validate_training(config)
-    _validate_budget(config)
     _validate_resources(config)
     _validate_augment(config.augment)
     return config
@@ -327,38 +324,7 @@ def _validate_training(config: TrainConfig) -> None:
         f"Choose one of {list(CLASS_WEIGHTS)}.",
     )
     check_min_confidence(config.min_confidence)
-
-
-def _time_limit_as_text(config: TrainConfig) -> TrainConfig:
-    """`time_limit=90` from Python means `--time-limit 90s`."""
-    limit = config.time_limit
-    if type(limit) in (int, float) and math.isfinite(limit):
-        return dataclasses.replace(config, time_limit=f"{limit:g}s")
-    return config
-
-
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds in `90s`, `10m`, `1h`, `1h30m` or `2.5m`; None when `text` is not such a duration."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if not text.strip() or match is None or not any(match.groups()):
-        return None
-    hours, minutes, seconds = (float(part or 0) for part in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
-
-
-def _validate_budget(config: TrainConfig) -> None:
     _require(config.preset in PRESETS, "--preset", config.preset, f"Choose one of {list(PRESETS)}.")
-    if config.time_limit is not None:
-        seconds = parse_duration(config.time_limit)
-        _require(
-            seconds is not None and seconds > 0,
-            "--time-limit",
-            config.time_limit,
-            "Give a duration such as 90s, 10m, 1h or 1h30m.",
-        )
 
 
 def _pad_color(color: object) -> tuple[int, int, int]:

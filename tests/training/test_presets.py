@@ -10,12 +10,12 @@ from tests.conftest import make_synthetic_classes, read_history
 
 import imgclf
 from imgclf.cli import main
-from imgclf.config import ConfigError, parse_duration
+from imgclf.config import ConfigError
 from imgclf.deploy.export import export_onnx
 from imgclf.evaluation.explain import explain_files
 from imgclf.runs import load_tensors
 from imgclf.training import checkpoints
-from imgclf.training.budget import Deadline
+from imgclf.training.budget import Deadline, parse_duration
 
 
 def late_clock(seconds_per_call: float):

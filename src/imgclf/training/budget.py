@@ -8,10 +8,36 @@ The run keeps the best model found before the limit; finishing it (calibration, 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
-from imgclf.config import TrainConfig, parse_duration
+from imgclf.config import ConfigError, TrainConfig
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in `90s`, `10m`, `1h`, `1h30m` or `2.5m`; None when `text` is not such a duration."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not text.strip() or match is None or not any(match.groups()):
+        return None
+    hours, minutes, seconds = (float(part or 0) for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def time_limit_seconds(time_limit: str | None) -> float | None:
+    """`--time-limit` in seconds (None without one); raises `ConfigError` for a value that is no duration."""
+    if time_limit is None:
+        return None
+    seconds = parse_duration(time_limit) if isinstance(time_limit, str) else None
+    if seconds is None or seconds <= 0:
+        raise ConfigError(
+            f"Invalid option --time-limit. Received: --time-limit={time_limit!r}. Give a duration such as 90s, 10m, "
+            "1h or 1h30m.",
+            "--time-limit",
+        )
+    return seconds
 
 
 class Deadline:
@@ -24,8 +50,9 @@ class Deadline:
 
     @classmethod
     def of(cls, config: TrainConfig) -> Deadline:
-        """The deadline of `config`'s `--time-limit`, from now (none without a limit)."""
-        return cls(parse_duration(config.time_limit) if config.time_limit is not None else None)
+        """The deadline of `config`'s `--time-limit`, from now (none without a limit); raises `ConfigError` for a
+        value that is no duration."""
+        return cls(time_limit_seconds(config.time_limit))
 
     def elapsed(self) -> float:
         """Seconds since the run started."""

@@ -139,8 +139,7 @@ def _train_run(
 ) -> Run:
     """`train`'s work once the run directory is known: data, model, the epochs of each phase, the finished run.
 
-    `saved` and `state` are the resumed run's config and last saved epoch (None for a new run). The epochs stop
-    early when the next one would end past the `deadline` (`--time-limit`).
+    `saved` and `state`: the resumed run's config and last saved epoch (None for a new run); `deadline`: --time-limit.
     """
     # Data
     spec = get_spec(config.model)
@@ -184,14 +183,19 @@ def _train_run(
                     if processes.is_main:
                         writer.save_epoch(model, phase, setup, done, best)
                         tracker.log_epoch(record)
-                if done.stalled(config.patience):
-                    log.info("Early stopping: val_loss has not improved for %d epochs.", config.patience)
-                    break
                 out_of_time = _out_of_time(deadline, seconds, processes, epoch, phases[-1].last_epoch)
-                if out_of_time:
+                if out_of_time or _stalled(done, config.patience):
                     break
     with _saved_when_stopped(writer, done, processes):
         return finish(model, setup, inputs, writer, done)
+
+
+def _stalled(done: TrainingProgress, patience: int | None) -> bool:
+    """Whether val_loss has stalled for `--patience` epochs (and says so)."""
+    if done.stalled(patience):
+        log.info("Early stopping: val_loss has not improved for %d epochs.", patience)
+        return True
+    return False
 
 
 def _out_of_time(deadline: Deadline, epoch_seconds: float, processes: Processes, epoch: int, epochs: int) -> bool:

@@ -18,6 +18,7 @@ from imgclf.devices import resolve_device, resolve_precision
 from imgclf.models import get_spec
 from imgclf.models.ensemble import PREFIX as ENSEMBLE_PREFIX
 from imgclf.runs import RunError, read_config
+from imgclf.training.budget import time_limit_seconds
 from imgclf.training.checkpoints import read_state
 from imgclf.training.finish import has_finished
 from imgclf.training.phases import PhaseSetup, plan_phases
@@ -41,7 +42,10 @@ def make_train_config(data: str | Path | None, augment: str | AugmentConfig = "n
     unknown = sorted(set(options) - fields)
     if unknown:
         raise ImgclfError(f"Unknown training options {unknown}. Known options: {sorted(fields - {'augment'})}.")
+    if type(options.get("time_limit")) in (int, float):  # seconds, from Python
+        options["time_limit"] = f"{options['time_limit']:g}s"
     config = validate(TrainConfig(data=str(data), augment=augment, **options))
+    time_limit_seconds(config.time_limit)
     if config.model.startswith(ENSEMBLE_PREFIX):
         raise ConfigError(
             f"An ensemble is what --preset balanced or best chooses and trains. Received: --model={config.model}. "
