@@ -124,7 +124,7 @@ def train_preset(config: TrainConfig, writer: RunWriter, processes: Processes, d
     winner = min(candidates, key=Candidate.rank)
     why = _why(winner, candidates, search.scored_on)
     log.info("Preset %s chose %s: %s", config.preset, winner.name, why)
-    final = _final_model(model.cpu(), scored, winner, search, num_outputs(len(class_names)), config.seed)
+    final = _final_model(model.cpu(), scored, winner, search, num_outputs(len(class_names)))
     recipe = {
         "preset": config.preset,
         "time_limit": config.time_limit,
@@ -320,12 +320,9 @@ def _why(winner: Candidate, candidates: list[Candidate], scored_on: str) -> str:
     return "; ".join(parts) + "; ties go to the lower log-loss, then fewer backbones, then no flip."
 
 
-def _final_model(
-    model: Ensemble, scored: list[Scored], winner: Candidate, search: _Search, outputs: int, seed: int
-) -> Ensemble:
+def _final_model(model: Ensemble, scored: list[Scored], winner: Candidate, search: _Search, outputs: int) -> Ensemble:
     """The winner's members, each with a head fitted on all the training features at its chosen L2 and its
     temperature, as one `Ensemble`."""
-    torch.manual_seed(seed)
     by_name = {item.name: item for item in scored}
     members = {name: member for name, member in zip(search.names, model.members)}
     chosen = []
