@@ -13,8 +13,8 @@ The recipe, each step logged and saved in `config.json` under `recipe`:
    the temperature of each backbone's logits fitted on the same held-out images;
 3. every backbone alone, and the average of the calibrated probabilities of the best 2, 3, ... of them, each
    without and with flip test-time augmentation: the highest held-out accuracy wins (then the lower log-loss,
-   then fewer backbones, then no flip). The preset's Lite0 alone is today's default recipe, so the winner never
-   scores below it on these images;
+   then fewer backbones, then no flip). The preset's Lite0 alone is the default recipe's model (its head fitted in
+   one go, not in epochs), so the winner never scores below that on these images;
 4. the winner as one model (`models/ensemble.py`), finished as any run: calibrated, evaluated, reported.
 
 Every backbone sees the photo decoded at the largest input size of the preset and resized inside the model to its
