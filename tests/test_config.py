@@ -8,7 +8,8 @@ import re
 import pytest
 
 from imgclf.cli import main
-from imgclf.config import AugmentConfig, ConfigError, Preprocessing, TrainConfig, load_toml, validate
+from imgclf.cli.config_file import load_toml
+from imgclf.config import AugmentConfig, ConfigError, Preprocessing, TrainConfig, validate
 from imgclf.training.loop import make_train_config
 
 FLOAT_OPTIONS = [

@@ -9,10 +9,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 class ImgclfError(Exception):
@@ -163,6 +161,7 @@ CLASS_WEIGHTS = ("none", "auto")
 HEADS = ("linear", "mlp", "seed")
 ENGINES = ("auto", "torch", "onnx", "openvino")
 TRACKERS = ("none", "mlflow")
+PRESETS = ("fast", "balanced", "best")
 
 
 @dataclass(frozen=True)
@@ -206,6 +205,9 @@ class TrainConfig:
     workers: int = 2
     out: str | None = None
     track: str = "none"
+    preset: str = "fast"
+    time_limit: str | None = None
+    """`90s`, `10m`, `1h` or `1h30m`: checked by `training.budget.Deadline`."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -330,6 +332,7 @@ def _validate_training(config: TrainConfig) -> None:
         f"Choose one of {list(CLASS_WEIGHTS)}.",
     )
     check_min_confidence(config.min_confidence)
+    _require(config.preset in PRESETS, "--preset", config.preset, f"Choose one of {list(PRESETS)}.")
 
 
 def _pad_color(color: object) -> tuple[int, int, int]:
@@ -371,30 +374,6 @@ def _validate_augment(augment: AugmentConfig) -> None:
         _require(0 <= value <= 180, f"--{name}", value, "Use an angle in degrees between 0 and 180.")
 
 
-def load_toml(path: str | Path) -> dict:
-    """Read a `--config` file: a flat TOML table whose keys are option names (`batch-size` or `batch_size`)."""
-    path = Path(path)
-    try:
-        with path.open("rb") as file:
-            values = tomllib.load(file)
-    except FileNotFoundError:
-        raise ConfigError(f"Config file {path} does not exist. Received: --config={path}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"Config file {path} is not valid TOML: {error}") from None
-    for key in ("config", "command"):  # one config file cannot name another, nor choose the command
-        if key in values:
-            raise ConfigError(
-                f"Config file {path} sets {key}, which only the command line gives. "
-                f"Received: {key} = {values[key]!r}. Remove the key."
-            )
-    for key, value in values.items():
-        if type(value) is float and not math.isfinite(value):
-            raise ConfigError(
-                f"Config file {path} has a bad value for {key}. Received: {key} = {value!r}. Use a finite number."
-            )
-    return {key.replace("-", "_"): value for key, value in values.items()}
-
-
 @dataclass(frozen=True)
 class RunConfig:
     """What a run directory's `config.json` holds: enough to rebuild the model and its preprocessing."""
@@ -406,8 +385,11 @@ class RunConfig:
     dataset: dict[str, object] = field(default_factory=dict)
     hardware: dict[str, object] = field(default_factory=dict)
     """What the run trained on: device, processes, precision, threads per process."""
+    recipe: dict[str, object] = field(default_factory=dict)
+    """What a `--preset` run tried, each score, what won and why (empty for other runs)."""
 
     def to_dict(self) -> dict:
+        recipe = {"recipe": self.recipe} if self.recipe else {}
         return {
             "format": "imgclf-run/1",
             "model": self.train.model,
@@ -417,6 +399,7 @@ class RunConfig:
             "dataset": self.dataset,
             "hardware": self.hardware,
             "versions": self.versions,
+            **recipe,
         }
 
     @classmethod
@@ -434,6 +417,7 @@ class RunConfig:
             versions=dict(values.get("versions", {})),
             dataset=dict(values.get("dataset", {})),
             hardware=dict(values.get("hardware", {})),
+            recipe=dict(values.get("recipe", {})),
         )
 
 

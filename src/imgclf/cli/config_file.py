@@ -9,9 +9,36 @@ no-decode-cache = true
 from __future__ import annotations
 
 import argparse
+import math
+import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 
-from imgclf.config import ImgclfError, load_toml
+from imgclf.config import ConfigError, ImgclfError
+
+
+def load_toml(path: str | Path) -> dict:
+    """Read a `--config` file: a flat TOML table whose keys are option names (`batch-size` or `batch_size`)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            values = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist. Received: --config={path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"Config file {path} is not valid TOML: {error}") from None
+    for key in ("config", "command"):  # one config file cannot name another, nor choose the command
+        if key in values:
+            raise ConfigError(
+                f"Config file {path} sets {key}, which only the command line gives. "
+                f"Received: {key} = {values[key]!r}. Remove the key."
+            )
+    for key, value in values.items():
+        if type(value) is float and not math.isfinite(value):
+            raise ConfigError(
+                f"Config file {path} has a bad value for {key}. Received: {key} = {value!r}. Use a finite number."
+            )
+    return {key.replace("-", "_"): value for key, value in values.items()}
 
 
 def apply_config_file(args: argparse.Namespace, options: Mapping[str, argparse.Action]) -> None:

@@ -16,6 +16,7 @@ from imgclf.config import (
     HEADS,
     OPTIMIZERS,
     PRECISIONS,
+    PRESETS,
     TRACKERS,
 )
 
@@ -35,6 +36,17 @@ def add_train_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
             metavar="N",
             help="train in N processes on this machine (DistributedDataParallel through torchrun; --batch-size "
             "stays the global batch and must divide by N; default 1)",
+        ),
+        parser.add_argument(
+            "--preset",
+            choices=PRESETS,
+            help="fast: a frozen EfficientNet-Lite0 head (default); balanced: the better of Lite0 and Lite1, or both, "
+            "with flip test-time augmentation where it helps; best: the same among Lite0, Lite1 and Lite2",
+        ),
+        parser.add_argument(
+            "--time-limit",
+            metavar="DURATION",
+            help="stop within DURATION (90s, 10m, 1h; the final report comes after), keeping the best model so far",
         ),
         parser.add_argument(
             "--track",

@@ -35,6 +35,7 @@ from imgclf.deploy.predictor import Run
 from imgclf.files import atomic_write_bytes
 from imgclf.models import to_probabilities
 from imgclf.models.backbones import BackboneClassifier
+from imgclf.models.ensemble import Ensemble
 
 OUTPUT_SUFFIX = "-gradcam.png"
 DEFAULT_COLORMAP = "jet"
@@ -48,6 +49,7 @@ def find_target_layer(model: nn.Module) -> nn.Module:
 
     - a backbone model (`efficientnet_lite0`, `vgg16`, `timm:` and `torchvision:` CNNs): the whole backbone,
       whose output is the feature map the head pools;
+    - an ensemble (`--preset balanced|best`): its first, best-scoring member's feature map of the unflipped image;
     - `seed-cnn` and other `nn.Sequential` models: the layer just before the first `nn.Flatten`;
     - anything else: its last `nn.Conv2d`.
 
@@ -55,6 +57,8 @@ def find_target_layer(model: nn.Module) -> nn.Module:
     """
     if isinstance(model, BackboneClassifier):
         return model.backbone
+    if isinstance(model, Ensemble):
+        return model.gradcam_layer
     if isinstance(model, nn.Sequential):
         layers = list(model)
         flatten = next((i for i, layer in enumerate(layers) if isinstance(layer, nn.Flatten)), None)

@@ -1,10 +1,10 @@
 """Models by name: `create_model(name, num_classes, image_size)` builds any registered architecture.
 
 `registry.py` holds the registry; importing this package registers the built-in models (`seed_cnn.py`,
-`backbones.py`).
+`backbones.py`) and the `ensemble:` family (`ensemble.py`).
 """
 
-from imgclf.models import backbones, seed_cnn  # noqa: F401  (registers their models)
+from imgclf.models import backbones, ensemble, seed_cnn  # noqa: F401  (registers their models)
 from imgclf.models.registry import (
     BuildOptions,
     ModelSpec,

@@ -88,6 +88,10 @@ class FeatureCache:
         except Exception:  # a damaged entry is recomputed, never trusted
             return None
 
+    def has(self, digest: str) -> bool:
+        """Whether features of the image with this content hash are stored (read or not)."""
+        return self._path(digest).is_file()
+
     def remove(self, digest: str) -> None:
         """Forget one image's features, so they are computed again when next asked for."""
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from imgclf.config import AugmentConfig, Preprocessing
+from imgclf.config import AugmentConfig, Preprocessing, TrainConfig
 from imgclf.data import loading
 from imgclf.data.folders import SKIPPED_SHOWN, FolderIndex, SkippedFile
 from imgclf.data.run_data import validation_index
@@ -92,17 +92,24 @@ def _complete_run(
     else:
         validation = Validation(inputs.indexes[1], inputs.preprocessing, config.batch_size, config.workers)
         calibration = _calibrate_on_images(model, validation, inputs.precision)
-    writer.write_calibration(calibration)
     log.info(
         "Best val_loss %.4f; temperature %.3f fitted on the validation images; run saved in %s",
         done.best_val_loss,
         calibration["temperature"],
         writer.run_dir,
     )
+    return finish_calibrated(writer, calibration, inputs.indexes[1], config, device)
+
+
+def finish_calibrated(
+    writer: RunWriter, calibration: dict, val_index: FolderIndex, config: TrainConfig, device: torch.device
+) -> Run:
+    """Write `calibration`, then load the run and keep its parity inputs, metrics and report of `val_index`."""
+    writer.write_calibration(calibration)
     run = load(writer.run_dir, device=str(device))
     # On the CPU, in fp32: the probabilities export compares an engine with.
-    writer.write_parity_inputs(run if device.type == "cpu" else load(writer.run_dir), inputs.indexes[1], config.workers)
-    writer.write_evaluation(run, evaluate_index(run, inputs.indexes[1], config.batch_size))
+    writer.write_parity_inputs(run if device.type == "cpu" else load(writer.run_dir), val_index, config.workers)
+    writer.write_evaluation(run, evaluate_index(run, val_index, config.batch_size))
     return run
 
 

@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from imgclf.config import ImgclfError, RunConfig, TrainConfig, validate
+from imgclf.config import ImgclfError, Preprocessing, RunConfig, TrainConfig, validate
 from imgclf.data import loading
 from imgclf.data.augment import describe as describe_augment
 from imgclf.data.folders import imbalance_warning, warn_skipped
@@ -37,6 +37,7 @@ from imgclf.files import interrupts_held
 from imgclf.models import BuildOptions, create_model, get_spec, num_outputs
 from imgclf.runs import RunError
 from imgclf.training import distributed
+from imgclf.training.budget import Deadline
 from imgclf.training.checkpoints import TrainingProgress, has_saved_epoch
 from imgclf.training.distributed import Processes
 from imgclf.training.finish import finish
@@ -49,6 +50,7 @@ from imgclf.training.options import (
     with_multi_label,
 )
 from imgclf.training.phases import Phase, PhaseKind, PhaseSetup, plan_phases, setup_phase
+from imgclf.training.presets import SEARCHING_PRESETS, train_preset
 from imgclf.training.progress import epoch_bar
 from imgclf.training.sources import TrainingInputs, check_sources
 from imgclf.training.steps import compute_loss, evaluate, hits
@@ -106,6 +108,7 @@ def train(
     else:
         config = validate(config) if config is not None else make_train_config(data, **options)
         state, saved = None, None
+    deadline = Deadline.of(config)
     processes = distributed.connect(resolve_device(config.device))
     distributed.check_batch_size(config.batch_size, processes.world_size)
     tracker = tracker_for(config.track, processes.is_main)
@@ -115,7 +118,11 @@ def train(
         run_dir, made_run_dir = processes.from_main(claim_run_dir, config)
     bar = epoch_bar() if progress is None else None
     try:
-        run = _train_run(config, saved, state, RunWriter(run_dir), processes, bar or progress or None, tracker)
+        if config.preset in SEARCHING_PRESETS:
+            run = train_preset(config, RunWriter(run_dir), processes, deadline)
+        else:
+            writer = RunWriter(run_dir)
+            run = _train_run(config, saved, state, writer, processes, bar or progress or None, tracker, deadline)
     except BaseException as error:
         tracker.finish(run_dir, stopped=error)
         if made_run_dir and processes.is_main and not has_saved_epoch(run_dir):
@@ -136,19 +143,15 @@ def _train_run(
     processes: Processes,
     progress: ProgressCallback | None,
     tracker: Tracker,
+    deadline: Deadline,
 ) -> Run:
     """`train`'s work once the run directory is known: data, model, the epochs of each phase, the finished run.
 
-    `saved` and `state` are the resumed run's config and last saved epoch (None for a new run).
+    `saved` and `state`: the resumed run's config and last saved epoch (None for a new run); `deadline`: --time-limit.
     """
     # Data
     spec = get_spec(config.model)
-    preprocessing = dataclasses.replace(
-        spec.preprocessing,
-        image_size=config.image_size or spec.preprocessing.image_size,
-        resize=config.resize,
-        pad_color=config.pad_color,
-    )
+    preprocessing = _preprocessing(config, spec.preprocessing)
     indexes = _indexed_data(config, saved, processes)
     config = with_multi_label(config, indexes[0])
 
@@ -164,9 +167,9 @@ def _train_run(
 
     # Loop (none left when a resumed run stopped after its last epoch, before it was finished)
     tracker.start(config, writer.run_dir)
-    setup = None
+    setup, out_of_time = None, False
     for phase in phases:
-        if phase.last_epoch < start_epoch:
+        if phase.last_epoch < start_epoch or out_of_time:
             continue
         setup = _start_phase(phase, model, inputs, writer, state, start_epoch, setup)
         with _saved_when_stopped(writer, done, processes, _what_to_try(config, phase, setup)):
@@ -184,11 +187,44 @@ def _train_run(
                     if processes.is_main:
                         writer.save_epoch(model, phase, setup, done, best)
                         tracker.log_epoch(record)
-                if done.stalled(config.patience):
-                    log.info("Early stopping: val_loss has not improved for %d epochs.", config.patience)
+                out_of_time = _out_of_time(deadline, seconds, processes, epoch, phases[-1].last_epoch)
+                if out_of_time or _stalled(done, config.patience):
                     break
     with _saved_when_stopped(writer, done, processes):
         return finish(model, setup, inputs, writer, done)
+
+
+def _preprocessing(config: TrainConfig, model_default: Preprocessing) -> Preprocessing:
+    """The model's preprocessing with the run's `--image-size`, `--resize` and `--pad-color`."""
+    return dataclasses.replace(
+        model_default,
+        image_size=config.image_size or model_default.image_size,
+        resize=config.resize,
+        pad_color=config.pad_color,
+    )
+
+
+def _stalled(done: TrainingProgress, patience: int | None) -> bool:
+    """Whether val_loss has stalled for `--patience` epochs (and says so)."""
+    if done.stalled(patience):
+        log.info("Early stopping: val_loss has not improved for %d epochs.", patience)
+        return True
+    return False
+
+
+def _out_of_time(deadline: Deadline, epoch_seconds: float, processes: Processes, epoch: int, epochs: int) -> bool:
+    """Whether another epoch as long as the last one would end past the deadline; every process takes the decision
+    of the one whose clock says so first, so that none waits for the others at a step they never take."""
+    late = processes.sum(0.0 if deadline.fits(epoch_seconds) else 1.0)[0] > 0
+    if late and epoch < epochs:
+        log.info(
+            "Time limit: stopping after epoch %d of %d; another epoch of about %.0f s would end past it (%.0f s left).",
+            epoch,
+            epochs,
+            epoch_seconds,
+            max(deadline.left(), 0),
+        )
+    return late
 
 
 def _indexed_data(config: TrainConfig, saved: RunConfig | None, processes: Processes) -> tuple:

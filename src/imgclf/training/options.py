@@ -18,7 +18,9 @@ from imgclf.data.labels_csv import file_facts
 from imgclf.data.run_data import split_data
 from imgclf.devices import resolve_device, resolve_precision
 from imgclf.models import get_spec
+from imgclf.models.ensemble import PREFIX as ENSEMBLE_PREFIX
 from imgclf.runs import RunError, read_config
+from imgclf.training.budget import time_limit_seconds
 from imgclf.training.checkpoints import read_state
 from imgclf.training.finish import has_finished
 from imgclf.training.phases import PhaseSetup, plan_phases
@@ -48,7 +50,17 @@ def make_train_config(
     unknown = sorted(set(options) - fields)
     if unknown:
         raise ImgclfError(f"Unknown training options {unknown}. Known options: {sorted(fields - {'augment'})}.")
+    if type(options.get("time_limit")) in (int, float):  # seconds, from Python
+        options["time_limit"] = f"{options['time_limit']:g}s"
     config = validate(TrainConfig(data=str(data), augment=augment, **options))
+    time_limit_seconds(config.time_limit)
+    if config.model.startswith(ENSEMBLE_PREFIX):
+        raise ConfigError(
+            f"An ensemble is what --preset balanced or best chooses and trains. Received: --model={config.model}. "
+            "Give --preset best (or balanced) instead.",
+            "--model",
+        )
+    _check_preset_options(config)
     if config.fine_tune is not None and not get_spec(config.model).backbone:
         raise ConfigError(
             f"{config.model} is trained from scratch, so every layer already trains: --fine-tune is for a "
@@ -69,6 +81,41 @@ def _images_folder(data: str | Path | None, images: str | Path | None, labels: s
             f"Give the images folder once. Received: DATA={data} and --images={images}. Drop DATA, keep --images."
         )
     return data if data is not None else images if images is not None else Path(labels).parent
+
+
+PRESET_CHOOSES = (
+    "model",
+    "image_size",
+    "head",
+    "weights",
+    "fine_tune",
+    "fine_tune_epochs",
+    "fine_tune_lr",
+    "augment",
+    "feature_cache",
+    "optimizer",
+    "lr",
+    "epochs",
+    "steps_per_epoch",
+    "patience",
+    "class_weight",
+    "track",
+)
+"""Options that `--preset balanced|best` decides itself (or has no use for): giving them as well is an error."""
+
+
+def _check_preset_options(config: TrainConfig) -> None:
+    if config.preset == "fast":
+        return
+    defaults = TrainConfig(data=config.data)
+    given = [name for name in PRESET_CHOOSES if getattr(config, name) != getattr(defaults, name)]
+    if given:
+        option = f"--{given[0].replace('_', '-')}"
+        raise ConfigError(
+            f"--preset {config.preset} chooses the model and how it trains itself. Received: --preset="
+            f"{config.preset} with {option}={getattr(config, given[0])}. Drop {option}, or use --preset fast.",
+            option,
+        )
 
 
 def resumed_config(run_dir: str | Path, **options) -> tuple[RunConfig, TrainConfig, dict]:
@@ -162,10 +209,10 @@ def run_config(inputs: TrainingInputs, setup: PhaseSetup, skipped: list[folders.
         "precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(inputs.precision, "fp32"),
         "threads": torch.get_num_threads(),
     }
-    return RunConfig(inputs.config, inputs.class_names, inputs.preprocessing, _library_versions(), dataset, hardware)
+    return RunConfig(inputs.config, inputs.class_names, inputs.preprocessing, library_versions(), dataset, hardware)
 
 
-def _library_versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {}

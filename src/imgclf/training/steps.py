@@ -176,6 +176,11 @@ def evaluate(
 def calibrate(model: nn.Module, source: Source, step: Step, batch_size: int) -> dict:
     """Fit the temperature on the validation images; with the log-loss and ECE before and after."""
     logits, labels = predict_logits(model, source, step, loading.sequential_batches(len(source), batch_size))
+    return calibration_of(logits, labels)
+
+
+def calibration_of(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """The temperature fitted to validation `logits` and `labels`, with the log-loss and ECE before and after."""
     temperature = fit_temperature(logits, labels)
     before, after = to_probabilities(logits).numpy(), calibrated_probabilities(logits, temperature).numpy()
     return {

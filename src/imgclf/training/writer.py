@@ -29,7 +29,7 @@ from imgclf.evaluation.evaluate import Evaluation, write_evaluation
 from imgclf.evaluation.multi_label import MultiLabelEvaluation, write_multi_label_evaluation
 from imgclf.evaluation.plots import plot_metric
 from imgclf.evaluation.report import REPORT_FILE, write_report
-from imgclf.files import atomic_write_text, save_figure, write_csv, write_json
+from imgclf.files import atomic_write_text, save_figure, save_tensors, write_csv, write_json
 from imgclf.models import summarize
 from imgclf.runs import CALIBRATION_FILE, CONFIG_FILE, THRESHOLDS_FILE, WEIGHTS_FILE, RunError, load_tensors
 from imgclf.training import checkpoints
@@ -123,6 +123,10 @@ class RunWriter:
         checkpoints.save_checkpoint(self.run_dir, model, phase, setup.optimizer, state)
         rows = [[record[column] for column in HISTORY_COLUMNS] for record in progress.history]
         write_csv(self.run_dir / "history.csv", HISTORY_COLUMNS, rows)
+
+    def save_model(self, model: nn.Module) -> None:
+        """`model.safetensors`: a model made without epochs (a `--preset` run's)."""
+        save_tensors(self.run_dir / WEIGHTS_FILE, model.state_dict())
 
     def keep_best(self) -> None:
         """Complete `model.safetensors` from a phase's best epoch, if it is saved as the phase's changes only."""

