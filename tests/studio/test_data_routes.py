@@ -70,3 +70,31 @@ def test_the_api_is_documented_and_the_page_is_served(client):
     assert "files" in upload["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+
+
+def test_links_in_the_data_folder_to_elsewhere_are_never_followed(client, photos, tmp_path):
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "secret.jpg").write_bytes(sorted(photos.data_dir.joinpath("cars").iterdir())[0].read_bytes())
+    (photos.data_dir / "linked").symlink_to(tmp_path / "victim", target_is_directory=True)
+    (photos.data_dir / "planes" / "deep").symlink_to(tmp_path / "victim", target_is_directory=True)
+    (photos.root / "data.quarantine").mkdir()
+    (photos.root / "data.quarantine" / "cars").symlink_to(tmp_path / "victim", target_is_directory=True)
+    (photos.data_dir / "cars" / "secret.jpg").symlink_to(tmp_path / "victim" / "secret.jpg")
+    (photos.data_dir / "cars" / "deep").mkdir()
+    car = sorted(photos.data_dir.joinpath("cars").glob("*.jpg"))[0]
+    (photos.data_dir / "cars" / "deep" / car.name).write_bytes(car.read_bytes())
+    before = outside(tmp_path)
+    photo = ("files", ("owned.jpg", car.read_bytes(), "image/jpeg"))
+    requests = [
+        ("post", "/api/projects/photos/classes/linked/images", {"files": [photo]}),
+        ("post", "/api/projects/photos/moves", {"json": {"images": [f"cars/{car.name}"], "to": "linked"}}),
+        ("post", "/api/projects/photos/moves", {"json": {"images": [f"cars/{car.name}"], "to": "quarantine"}}),
+        ("post", "/api/projects/photos/moves", {"json": {"images": [f"cars/deep/{car.name}"], "to": "planes"}}),
+        ("get", "/api/projects/photos/files/cars/secret.jpg", {}),
+        ("get", "/api/projects/photos/thumbnails/cars/secret.jpg", {}),
+        ("get", "/api/projects/photos/files/linked/secret.jpg", {}),
+    ]
+    for method, url, arguments in requests:
+        response = getattr(client, method)(url, **arguments)
+        assert 400 <= response.status_code < 500, (url, response.status_code, response.text)
+    assert outside(tmp_path) == before

@@ -49,6 +49,7 @@ def _plan(project: Project, images: list[str], to: str) -> list[Move]:
             raise StudioError(f"{image} is in the class {to!r} already. Received: to={to!r}. Choose another class.")
         folder = project.quarantine_dir / given if target is None else target
         destination = free_name(folder / below, taken)
+        project.inside(destination)  # a linked folder on the way would take the photo out of the project
         taken.add(destination)
         moves.append(Move(row, "remove" if target is None else "relabel", source, destination))
     return moves
