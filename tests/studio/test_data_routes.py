@@ -12,6 +12,14 @@ def outside(tmp_path: Path) -> dict[str, str]:
     return {name: digest for name, digest in tree(tmp_path).items() if not name.startswith("workspace/")}
 
 
+def refused(client, requests: list[tuple[str, str, dict]]) -> None:
+    """Send each `(method, url, arguments)` and check that it is refused with a JSON error."""
+    for method, url, arguments in requests:
+        response = getattr(client, method)(url, **arguments)
+        assert 400 <= response.status_code < 500, (url, response.status_code, response.text)
+        assert "error" in response.json()
+
+
 def test_no_request_writes_outside_the_workspace(client, photos, tmp_path, cars_planes):
     (tmp_path / "victim").mkdir()
     (tmp_path / "victim" / "keep.txt").write_text("mine")
@@ -33,10 +41,7 @@ def test_no_request_writes_outside_the_workspace(client, photos, tmp_path, cars_
         ("get", "/api/projects/photos/files/..%2F..%2F..%2Fvictim%2Fkeep.txt", {}),
         ("get", "/api/projects/photos/files/..%2Fproject.json", {}),
     ]
-    for method, url, arguments in requests:
-        response = getattr(client, method)(url, **arguments)
-        assert 400 <= response.status_code < 500, (url, response.status_code, response.text)
-        assert "error" in response.json()
+    refused(client, requests)
     assert outside(tmp_path) == before
     assert [project.name for project in client.app.state.workspace.projects()] == ["photos"]
 
@@ -94,7 +99,5 @@ def test_links_in_the_data_folder_to_elsewhere_are_never_followed(client, photos
         ("get", "/api/projects/photos/thumbnails/cars/secret.jpg", {}),
         ("get", "/api/projects/photos/files/linked/secret.jpg", {}),
     ]
-    for method, url, arguments in requests:
-        response = getattr(client, method)(url, **arguments)
-        assert 400 <= response.status_code < 500, (url, response.status_code, response.text)
+    refused(client, requests)
     assert outside(tmp_path) == before
