@@ -41,6 +41,7 @@ def test_recipes_are_listed_with_their_titles(client):
         ({"recipe": "quick", "options": {"learning_rate": 0.1}}, "learning_rate"),
         ({"recipe": "cnn", "options": {"fine_tune": "2"}}, "--fine-tune"),
         ({"recipe": "cnn", "options": {"out": "/tmp/elsewhere"}}, "out"),
+        ({"recipe": "advanced", "options": {"track": "mlflow"}}, "track='mlflow'"),  # writes in the working folder
         ({"recipe": "fastest"}, "recipe='fastest'"),
     ],
 )
