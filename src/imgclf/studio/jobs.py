@@ -202,8 +202,10 @@ class JobQueue:
         worker.watcher.join()
 
     def _resumable(self, project: Project, run: object) -> str:
-        """`run` when it names a run of `project`, else `NotFound`."""
+        """`run` when it names a run of `project`, else `NotFound` (`StudioError` for a link to a run elsewhere,
+        which a resume would write to)."""
         run = check_name(run, "run")
+        project.inside(project.runs_dir / run)
         if not (project.runs_dir / run).is_dir():
             raise NotFound(f"There is no run {run!r} in the project {project.name!r}. Received: run={run!r}.")
         return run
