@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from tests.studio.conftest import tree
 
 
@@ -101,3 +102,23 @@ def test_links_in_the_data_folder_to_elsewhere_are_never_followed(client, photos
     ]
     refused(client, requests)
     assert outside(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("folder", "method", "url", "body"),
+    [
+        ("runs", "post", "/api/projects/cars-planes/train", {"recipe": "cnn"}),
+        ("audit", "post", "/api/projects/cars-planes/audit", {}),
+        ("journals", "post", "/api/projects/cars-planes/moves", None),
+    ],
+)
+def test_a_projects_folder_linked_to_elsewhere_is_never_written(client, project, tmp_path, folder, method, url, body):
+    (tmp_path / "elsewhere").mkdir()
+    (project.root / folder).symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    car = sorted((project.data_dir / "cars").iterdir())[0].name
+    body = {"images": [f"cars/{car}"], "to": "planes"} if body is None else body
+
+    response = getattr(client, method)(url, json=body)
+
+    assert response.status_code == 400 and "leaves the project" in response.json()["error"]
+    assert client.get("/api/jobs").json() == {"jobs": []} and list((tmp_path / "elsewhere").iterdir()) == []

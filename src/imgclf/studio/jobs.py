@@ -122,11 +122,14 @@ class JobQueue:
         """
         job = Job(uuid.uuid4().hex[:12], project, kind, None)
         if kind == "train":
+            project.inside(project.runs_dir)  # a linked runs/ would take the new run out of the workspace
             job.training = plan_training(project, options.get("recipe", "quick"), options.get("options", {}))
         elif kind == "resume":
             job.run = self._resumable(project, options.get("run"))
             job.training = plan_resume(job.run_dir, options.get("epochs"))
-        elif kind != "audit":
+        elif kind == "audit":
+            project.inside(project.audit_dir)
+        else:
             raise StudioError(f"Unknown kind of job. Received: kind={kind!r}. Choose one of {list(KINDS)}.")
         with self._lock:
             if self._closed:

@@ -75,7 +75,9 @@ def _journals(project: Project) -> list[tuple[int, Path]]:
 
 def _new_journal(project: Project, kind: str) -> Path:
     number = max((number for number, _ in _journals(project)), default=0) + 1
-    return project.journals_dir / f"{number:04d}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    journal = project.journals_dir / f"{number:04d}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    project.inside(journal)  # a linked journals/ would take the journal out of the workspace
+    return journal
 
 
 def undo_change(project: Project, journal: str | None = None) -> dict:
