@@ -14,6 +14,7 @@ from tests.studio.conftest import BASE_URL, ProjectRun
 
 import imgclf
 from imgclf.studio.app import create_app
+from imgclf.studio.options import StudioOptions
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,14 @@ def test_predict_answers_as_the_library_does(client: TestClient, url: str, proje
     assert body["label"] == expected.label and body["unsure"] is False
     assert body["confidence"] == pytest.approx(expected.probability, abs=1e-6)
     assert body["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
+
+
+def test_predict_and_explain_keep_the_studios_upload_limit(project_run, url: str, photo: Path) -> None:
+    app = create_app(project_run.workspace, StudioOptions(max_upload_bytes=photo.stat().st_size - 1))
+    with TestClient(app, base_url=BASE_URL) as small:
+        for endpoint in ("predict", "explain"):
+            answer = small.post(f"{url}/{endpoint}", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
+            assert answer.status_code == 413 and "larger than the limit" in answer.json()["error"]
 
 
 def test_an_upload_that_is_not_an_image_is_refused_with_the_reason(client: TestClient, url: str) -> None:
