@@ -13,7 +13,7 @@ import imgclf
 from imgclf.cli import main
 from imgclf.evaluation.evaluate import evaluate_folder, write_evaluation
 from imgclf.files import atomic_write_text, interrupts_held, write_json
-from imgclf.runs import read_config
+from imgclf.runs import RunError, read_config, read_history
 
 
 class WritesAFileWhenUnpickled:
@@ -215,3 +215,15 @@ def test_the_cli_says_a_tampered_config_in_one_line_and_exits_with_1(trained_run
         f"error: {run_dir / 'config.json'} holds a value imgclf cannot use. Invalid preprocessing.image_size. "
         "Received: preprocessing.image_size=100000. Use a whole number of pixels from 16 to 4096."
     ]
+
+
+def test_history_is_read_as_numbers_and_a_damaged_one_is_named(tmp_path):
+    assert read_history(tmp_path) == []
+    (tmp_path / "history.csv").write_text("epoch,loss,val_accuracy\n1,0.5,0.75\n2,0.25,1\n")
+    assert read_history(tmp_path) == [
+        {"epoch": 1, "loss": 0.5, "val_accuracy": 0.75},
+        {"epoch": 2, "loss": 0.25, "val_accuracy": 1.0},
+    ]
+    (tmp_path / "history.csv").write_text("epoch,loss\n1,x\n")
+    with pytest.raises(RunError, match=r"history.csv is damaged .*Train the run again"):
+        read_history(tmp_path)

@@ -7,6 +7,7 @@ multi-label, and `checkpoint/` for `--resume`. Reading it reads only JSON and sa
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from imgclf.models import BuildOptions, create_model
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CALIBRATION_FILE = "calibration.json"
+HISTORY_FILE = "history.csv"
 THRESHOLDS_FILE = "thresholds.json"
 """A multi-label run's threshold per class, tuned on the validation images for F1."""
 UNSURE = "unsure"
@@ -62,6 +64,24 @@ def read_config(run_dir: str | Path) -> RunConfig:
         raise RunError(f"{config_path} holds a value imgclf cannot use. {error}") from None
     except (ValueError, KeyError, TypeError) as error:
         raise RunError(f"{config_path} is not a valid imgclf run configuration ({error!r}).") from None
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    """The rows of the run's `history.csv` as numbers (`epoch` a whole number); empty before the first epoch ends.
+
+    Raises `RunError` when the file is damaged.
+    """
+    path = Path(run_dir) / HISTORY_FILE
+    try:
+        with path.open(newline="", encoding="utf-8") as file:
+            return [
+                {key: int(value) if key == "epoch" else float(value) for key, value in row.items()}
+                for row in csv.DictReader(file)
+            ]
+    except FileNotFoundError:
+        return []
+    except (ValueError, TypeError, csv.Error) as error:
+        raise RunError(f"{path} is damaged ({error}). Train the run again, or resume it from its checkpoint.") from None
 
 
 def _read_json(path: Path, what_to_do: str) -> object:

@@ -66,6 +66,13 @@ def test_no_other_site_may_show_the_studio_in_a_frame(client):
     assert headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in headers["content-security-policy"]
 
 
+def test_the_page_may_load_and_reach_nothing_but_the_studio(client):
+    policy = client.get("/").headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "script-src" not in policy and "connect-src" not in policy
+    assert client.get("/api/projects").headers["content-security-policy"] == policy
+    assert client.get("/docs").headers["content-security-policy"] == "frame-ancestors 'none'"  # its CDN scripts
+
+
 def test_the_host_it_was_asked_to_listen_on_is_its_own(tmp_path):
     app = create_app(tmp_path / "ws", StudioOptions(host="studio.lan"))
     with TestClient(app, base_url="http://127.0.0.1:8765") as client:

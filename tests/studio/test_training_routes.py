@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.studio.conftest import BASE_URL
+from tests.studio.conftest import BASE_URL, tree
 
 from imgclf.studio.app import create_app
 
@@ -41,6 +42,7 @@ def test_recipes_are_listed_with_their_titles(client):
         ({"recipe": "quick", "options": {"learning_rate": 0.1}}, "learning_rate"),
         ({"recipe": "cnn", "options": {"fine_tune": "2"}}, "--fine-tune"),
         ({"recipe": "cnn", "options": {"out": "/tmp/elsewhere"}}, "out"),
+        ({"recipe": "advanced", "options": {"track": "mlflow"}}, "track='mlflow'"),  # writes in the working folder
         ({"recipe": "fastest"}, "recipe='fastest'"),
     ],
 )
@@ -88,3 +90,16 @@ def test_stopping_the_app_stops_its_running_job(workspace, project):
         assert job["state"] == "running"
 
     assert app.state.jobs.get(job["id"]).state == "cancelled" and multiprocessing.active_children() == []
+
+
+def test_a_run_linked_from_outside_the_project_is_not_resumed(client, project, project_run, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(project_run.run_dir, elsewhere)
+    project.runs_dir.mkdir()
+    (project.runs_dir / "linked").symlink_to(elsewhere, target_is_directory=True)
+    before = tree(elsewhere)
+
+    response = client.post("/api/projects/cars-planes/runs/linked/resume", json={"epochs": 5})
+
+    assert response.status_code == 400 and "leaves the project" in response.json()["error"]
+    assert client.get("/api/jobs").json() == {"jobs": []} and tree(elsewhere) == before

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from imgclf.runs import (
     RunError,
     load_model,
     read_config,
+    read_history,
     read_temperature,
     read_thresholds,
 )
@@ -162,14 +162,7 @@ class Run:
     @property
     def history(self) -> list[dict[str, float]]:
         """The per-epoch records of `history.csv` (epoch, loss, accuracy, val_loss, val_accuracy, seconds)."""
-        path = self.run_dir / "history.csv"
-        if not path.is_file():
-            return []
-        with path.open(newline="") as file:
-            return [
-                {key: int(value) if key == "epoch" else float(value) for key, value in row.items()}
-                for row in csv.DictReader(file)
-            ]
+        return read_history(self.run_dir)
 
     @property
     def metrics(self) -> dict:

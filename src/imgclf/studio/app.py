@@ -53,7 +53,6 @@ def create_app(workspace: Workspace | str | Path, options: StudioOptions | None 
     app.state.workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     app.state.jobs = JobQueue(app.state.workspace)
     app.state.options = options
-    app.state.upload_limits = options.uploads
     app.state.runs = RunCache()
     app.add_middleware(SameOriginOnly, host=options.host)
     app.add_exception_handler(HTTPException, error_as_json)

@@ -22,10 +22,10 @@ import numpy as np
 from imgclf.config import RunConfig
 from imgclf.evaluation import metrics
 from imgclf.evaluation.runs_index import RunsError, RunSummary, list_runs
-from imgclf.runs import CALIBRATION_FILE, CONFIG_FILE, RunError, read_config
+from imgclf.runs import CALIBRATION_FILE, CONFIG_FILE, RunError, read_config, read_history
 from imgclf.studio.workspace import NotFound, Project, StudioError, check_name
 
-METRICS_FILE, HISTORY_FILE, PREDICTIONS_FILE = "metrics.json", "history.csv", "predictions.csv"
+METRICS_FILE, PREDICTIONS_FILE = "metrics.json", "predictions.csv"
 COVERAGE_POINTS = 101
 """The most points of the coverage curve; beyond it the thresholds are quantiles of the confidences."""
 SHOWN_ELSEWHERE = (
@@ -159,21 +159,6 @@ def _read_json(path: Path) -> dict | None:
     if not isinstance(values, dict):
         raise StudioError(f"{path} holds no JSON object. Run `imgclf report {path.parent}`.")
     return values
-
-
-def read_history(folder: Path) -> list[dict[str, float]]:
-    """The rows of the run's `history.csv` as numbers (`epoch` a whole number); empty before the first epoch."""
-    path = folder / HISTORY_FILE
-    if not path.is_file():
-        return []
-    try:
-        with path.open(newline="", encoding="utf-8") as file:
-            return [
-                {key: int(value) if key == "epoch" else float(value) for key, value in row.items()}
-                for row in csv.DictReader(file)
-            ]
-    except (ValueError, TypeError, csv.Error) as error:
-        raise StudioError(f"{path} is damaged ({error}).") from None
 
 
 def validation_images(project: Project, folder: Path, config: RunConfig) -> list[ValidationImage]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import csv
 import multiprocessing
 import threading
 import time
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from imgclf.runs import HISTORY_FILE, RunError, read_history
 from imgclf.studio.recipes import Training, plan_resume, plan_training
 from imgclf.studio.worker import work
 from imgclf.studio.workspace import NotFound, Project, StudioError, Workspace, check_name
@@ -122,11 +122,14 @@ class JobQueue:
         """
         job = Job(uuid.uuid4().hex[:12], project, kind, None)
         if kind == "train":
+            project.inside(project.runs_dir)  # a linked runs/ would take the new run out of the workspace
             job.training = plan_training(project, options.get("recipe", "quick"), options.get("options", {}))
         elif kind == "resume":
             job.run = self._resumable(project, options.get("run"))
             job.training = plan_resume(job.run_dir, options.get("epochs"))
-        elif kind != "audit":
+        elif kind == "audit":
+            project.inside(project.audit_dir)
+        else:
             raise StudioError(f"Unknown kind of job. Received: kind={kind!r}. Choose one of {list(KINDS)}.")
         with self._lock:
             if self._closed:
@@ -202,8 +205,10 @@ class JobQueue:
         worker.watcher.join()
 
     def _resumable(self, project: Project, run: object) -> str:
-        """`run` when it names a run of `project`, else `NotFound`."""
+        """`run` when it names a run of `project`, else `NotFound` (`StudioError` for a link to a run elsewhere,
+        which a resume would write to)."""
         run = check_name(run, "run")
+        project.inside(project.runs_dir / run)
         if not (project.runs_dir / run).is_dir():
             raise NotFound(f"There is no run {run!r} in the project {project.name!r}. Received: run={run!r}.")
         return run
@@ -271,7 +276,7 @@ class JobQueue:
 
     def _add_epochs(self, job: Job) -> None:
         """An "epoch" event for each row of the run's `history.csv` not yet told (holding the lock)."""
-        path = job.run_dir / "history.csv" if job.run_dir is not None else None
+        path = job.run_dir / HISTORY_FILE if job.run_dir is not None else None
         try:
             stat = path.stat()
         except (OSError, AttributeError):
@@ -279,7 +284,7 @@ class JobQueue:
         if (stat.st_mtime_ns, stat.st_size) == job.history_stamp:
             return
         job.history_stamp = (stat.st_mtime_ns, stat.st_size)
-        for row in read_history(path)[len(job.history) :]:
+        for row in _history_so_far(job.run_dir)[len(job.history) :]:
             job.history.append(row)
             self._add_event(job, {"type": "epoch", **row})
 
@@ -299,15 +304,11 @@ class JobQueue:
         job.waiters.clear()
 
 
-def read_history(path: Path) -> list[dict]:
-    """The rows of a run's `history.csv` as numbers (`epoch` whole); [] while it is being replaced."""
+def _history_so_far(run_dir: Path) -> list[dict]:
+    """The rows of a training run's `history.csv` as numbers; [] while it cannot be read (being replaced)."""
     try:
-        with path.open(newline="", encoding="utf-8") as file:
-            return [
-                {key: int(value) if key == "epoch" else float(value) for key, value in row.items()}
-                for row in csv.DictReader(file)
-            ]
-    except (OSError, ValueError):
+        return read_history(run_dir)
+    except (OSError, RunError):
         return []
 
 

@@ -49,6 +49,7 @@ def _plan(project: Project, images: list[str], to: str) -> list[Move]:
             raise StudioError(f"{image} is in the class {to!r} already. Received: to={to!r}. Choose another class.")
         folder = project.quarantine_dir / given if target is None else target
         destination = free_name(folder / below, taken)
+        project.inside(destination)  # a linked folder on the way would take the photo out of the project
         taken.add(destination)
         moves.append(Move(row, "remove" if target is None else "relabel", source, destination))
     return moves
@@ -74,7 +75,9 @@ def _journals(project: Project) -> list[tuple[int, Path]]:
 
 def _new_journal(project: Project, kind: str) -> Path:
     number = max((number for number, _ in _journals(project)), default=0) + 1
-    return project.journals_dir / f"{number:04d}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    journal = project.journals_dir / f"{number:04d}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    project.inside(journal)  # a linked journals/ would take the journal out of the workspace
+    return journal
 
 
 def undo_change(project: Project, journal: str | None = None) -> dict:

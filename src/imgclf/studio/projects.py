@@ -88,8 +88,10 @@ def _entries(folder: Path) -> list[os.DirEntry]:
 
 
 def class_folder(project: Project, name: str) -> Path:
-    """The folder of the class `name`; `NotFound` when the project has no such class."""
+    """The folder of the class `name`; `NotFound` when the project has no such class, `StudioError` when it is a
+    link to a folder outside the project (photos added or moved there would leave the workspace)."""
     folder = project.data_dir / check_name(name, "class")
+    project.inside(folder)
     if not folder.is_dir():
         raise NotFound(f"The project {project.name!r} has no class {name!r}. Classes: {project.classes()}.")
     return folder

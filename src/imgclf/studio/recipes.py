@@ -104,6 +104,11 @@ def plan_training(project: Project, recipe: str, options: dict) -> Training:
             f"The studio sets {refused} itself: the project's data folder and a new folder in its runs. "
             f"Received: options={options!r}. Leave them out."
         )
+    if options.get("track", "none") != "none":
+        raise StudioError(
+            "The studio does not log to MLflow: its store would be written in the working folder, outside the "
+            f"workspace. Received: track={options['track']!r}. Use imgclf train --track mlflow for that."
+        )
     chosen = {**RECIPES[recipe].options, **options}
     if chosen.get("val") is None and chosen.get("val_split") is None:
         chosen["val_split"] = VAL_SPLIT

@@ -41,7 +41,6 @@ from imgclf.studio.workspace import NotFound, Project, StudioError
 
 EXPORT_DIR = "export"
 EXPORT_FILES = {ONNX_FILE: "application/octet-stream", REPORT_FILE: "application/json"}
-SERVE_LIMITS = ServeOptions()
 MOST_WRONG = 20
 
 router = APIRouter(prefix="/api/projects/{project}/runs", tags=["runs"])
@@ -56,9 +55,8 @@ def _runs(request: Request) -> RunCache:
 
 
 def upload_limits(request: Request) -> ServeOptions:
-    """The upload size and pixel limits: the app's `upload_limits` when `create_app` set them, else `imgclf
-    serve`'s defaults."""
-    return getattr(request.app.state, "upload_limits", None) or SERVE_LIMITS
+    """The upload size and pixel limits of the studio's options (`create_app`)."""
+    return request.app.state.options.uploads
 
 
 @router.get("")

@@ -5,7 +5,8 @@ can be made to point at 127.0.0.1 (DNS rebinding). So every request must name th
 header, and every request that may change files (not GET, HEAD or OPTIONS) must not come from another origin:
 its `Origin` header, when present, must be the studio's own, and its `Sec-Fetch-Site`, when present,
 `same-origin` or `none`. Requests with neither header (curl, scripts) pass: browsers always send them.
-Every answer also forbids other sites to show the studio in a frame, where a user could be tricked into clicks.
+Every answer also forbids other sites to show the studio in a frame, where a user could be tricked into clicks,
+and the page's content security policy lets it load and reach nothing but the studio.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from imgclf.studio.options import LOOPBACK_HOSTS
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 SAME_SITE = ("same-origin", "none")
-ANSWER_HEADERS = [
-    (b"x-frame-options", b"DENY"),
-    (b"content-security-policy", b"frame-ancestors 'none'"),
-    (b"x-content-type-options", b"nosniff"),
-]
+ANSWER_HEADERS = [(b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff")]
+PAGE_POLICY = (
+    b"default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; object-src 'none'; "
+    b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+"""The page's content security policy: its scripts, requests and pictures come from the studio alone (a name
+that slipped into markup could run nothing, and nothing leaves 127.0.0.1); style attributes are the charts' bars."""
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
+"""FastAPI's API pages, whose scripts come from a CDN: only framing is forbidden there."""
 
 
 class SameOriginOnly:
@@ -44,7 +49,9 @@ class SameOriginOnly:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *ANSWER_HEADERS]
+                policy = b"frame-ancestors 'none'" if scope["path"] in DOCS_PATHS else PAGE_POLICY
+                added = [*ANSWER_HEADERS, (b"content-security-policy", policy)]
+                message["headers"] = [*message.get("headers", []), *added]
             await send(message)
 
         if refusal is None:
