@@ -16,7 +16,7 @@ let grid;
 export function init() {
   grid = new PhotoGrid($("grid"), { onOpen: (image) => openPhoto(image), onChange: selectionChanged });
   on("project", projectChanged);
-  on("data", () => visible() && loadImages(grid.firstSelectedIndex()));
+  on("data", () => visible() && loadImages(true));
   $("add-class").addEventListener("submit", addClass);
   $("file-input").addEventListener("change", (event) => chosen(event.target));
   $("folder-input").addEventListener("change", (event) => chosen(event.target));
@@ -93,7 +93,10 @@ async function addClass(event) {
   }
 }
 
-async function loadImages(keepIndex = null) {
+let latestListing = 0; // an answer to an older listing that arrives late is not shown
+
+async function loadImages(keepPlace = false) {
+  const listing = ++latestListing;
   const project = state.project.name;
   view.shownProject = project;
   const query = new URLSearchParams({ offset: view.offset, limit: PAGE });
@@ -101,12 +104,13 @@ async function loadImages(keepIndex = null) {
   if (view.finding) query.set("finding", view.finding);
   try {
     const answer = await getJson(projectUrl(project, `/images?${query}`));
+    if (listing !== latestListing) return;
     if (answer.total && view.offset >= answer.total) {
       view.offset = Math.max(0, answer.total - PAGE);
-      return loadImages(keepIndex);
+      return loadImages(keepPlace);
     }
     view.total = answer.total;
-    grid.show(project, answer.images, keepIndex !== null && keepIndex >= 0 ? keepIndex : null);
+    grid.show(project, answer.images, keepPlace);
     renderPager();
     renderEmpty(answer.total);
   } catch (error) {

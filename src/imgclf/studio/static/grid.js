@@ -37,12 +37,15 @@ export class PhotoGrid {
     });
   }
 
-  /** Show `images`; keep the selection at `keepIndex` (after a move the next photo takes the place). */
-  show(project, images, keepIndex = null) {
+  /** Show `images`, keeping the selected photos that are still among them; with `keepPlace`, when none is (they
+   * were just moved), the photo now at the first selected one's place is selected. */
+  show(project, images, keepPlace = false) {
+    const place = this.firstSelectedIndex();
+    const kept = images.filter((image) => this.selected.has(image.id)).map((image) => image.id);
     this.images = images;
     this.container.replaceChildren(...images.map((image) => tile(project, image, { badges: findingBadges(image.findings) })));
-    this.selected.clear();
-    if (keepIndex !== null && images.length) this.select(Math.min(keepIndex, images.length - 1));
+    this.selected = new Set(kept);
+    if (!kept.length && keepPlace && place >= 0 && images.length) this.select(Math.min(place, images.length - 1));
     else this.changed();
   }
 
