@@ -10,20 +10,15 @@ Exits 1 when the page is blank (nearly one colour) or requested anything outside
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Chromium is launched as the browser tests launch it
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from tests.browser import launch_chromium  # noqa: E402
+
 MIN_PIXEL_STD = 5.0
 
 
@@ -31,12 +26,12 @@ def render(page_path: Path, png_path: Path, width: int = 1200) -> list[str]:
     """Screenshot the full page to `png_path`; returns the URLs the page tried to fetch from outside itself."""
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        raise SystemExit("Chromium is not installed: apt-get install chromium")
     outside: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            browser = launch_chromium(playwright)
+        except RuntimeError as error:
+            raise SystemExit(str(error)) from None
         page = browser.new_page(viewport={"width": width, "height": 900})
 
         def block(route) -> None:
