@@ -139,6 +139,15 @@ def test_import_of_a_folder_without_classes_is_refused(client, workspace, tmp_pa
     assert workspace.projects() == []
 
 
+def test_import_of_a_dataset_split_into_sets_of_the_same_classes_is_refused(client, workspace, cars_planes):
+    response = client.post("/api/projects/import", json={"name": "x", "folder": str(cars_planes)})
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert "(cars, planes): they look like splits, not classes" in message
+    assert "holds training_set, val_set" in message and str(cars_planes / "training_set") in message
+    assert workspace.projects() == []
+
+
 def test_images_are_listed_in_pages_by_class(client, photos):
     everything = client.get("/api/projects/photos/images").json()
     assert everything["total"] == 8

@@ -179,6 +179,7 @@ def import_folder(workspace: Workspace, name: str, folder: str | Path) -> Projec
         index = index_folder(source)
     except DatasetError as error:
         raise StudioError(str(error)) from None
+    _refuse_splits(source, index.class_names, folder)
     project = workspace.create_project(name)
     with changing(project):
         for class_name in index.class_names:
@@ -188,6 +189,19 @@ def import_folder(workspace: Workspace, name: str, folder: str | Path) -> Projec
             target.parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(Path(photo), target)
     return project
+
+
+def _refuse_splits(source: Path, class_names: Sequence[str], folder: str | Path) -> None:
+    """A `StudioError` when `source` holds splits (`training_set/`, `val_set/`) of the same classes rather than
+    classes: importing it would make each split a class."""
+    inner = [{entry.name for entry in os.scandir(source / name) if entry.is_dir()} for name in class_names]
+    shared = set.intersection(*inner) if len(inner) >= 2 else set()
+    if len(shared) >= 2:
+        raise StudioError(
+            f"{source} holds {', '.join(class_names)}, each with the same class folders ({', '.join(sorted(shared))}): "
+            f"they look like splits, not classes. Received: folder={str(folder)!r}. Import one of them, such as "
+            f"{source / class_names[0]}."
+        )
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
