@@ -15,7 +15,6 @@ imgclf train data/training_set --val data/val_set --model seed-cnn --nproc 2
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import shutil
@@ -27,7 +26,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from imgclf.config import ImgclfError, Preprocessing, RunConfig, TrainConfig, validate
+from imgclf.config import ImgclfError, RunConfig, TrainConfig, validate
 from imgclf.data import loading
 from imgclf.data.augment import describe as describe_augment
 from imgclf.data.folders import imbalance_warning, warn_skipped
@@ -46,6 +45,7 @@ from imgclf.training.options import (
     make_train_config,
     resumed_config,
     run_config,
+    run_preprocessing,
     warn_if_labels_changed,
     with_multi_label,
 )
@@ -151,7 +151,7 @@ def _train_run(
     """
     # Data
     spec = get_spec(config.model)
-    preprocessing = _preprocessing(config, spec.preprocessing)
+    preprocessing = run_preprocessing(config, spec.preprocessing)
     indexes = _indexed_data(config, saved, processes)
     config = with_multi_label(config, indexes[0])
 
@@ -192,16 +192,6 @@ def _train_run(
                     break
     with _saved_when_stopped(writer, done, processes):
         return finish(model, setup, inputs, writer, done)
-
-
-def _preprocessing(config: TrainConfig, model_default: Preprocessing) -> Preprocessing:
-    """The model's preprocessing with the run's `--image-size`, `--resize` and `--pad-color`."""
-    return dataclasses.replace(
-        model_default,
-        image_size=config.image_size or model_default.image_size,
-        resize=config.resize,
-        pad_color=config.pad_color,
-    )
 
 
 def _stalled(done: TrainingProgress, patience: int | None) -> bool:

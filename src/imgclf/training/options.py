@@ -12,7 +12,16 @@ from pathlib import Path
 
 import torch
 
-from imgclf.config import AUGMENT_PRESETS, AugmentConfig, ConfigError, ImgclfError, RunConfig, TrainConfig, validate
+from imgclf.config import (
+    AUGMENT_PRESETS,
+    AugmentConfig,
+    ConfigError,
+    ImgclfError,
+    Preprocessing,
+    RunConfig,
+    TrainConfig,
+    validate,
+)
 from imgclf.data import folders
 from imgclf.data.labels_csv import file_facts
 from imgclf.data.run_data import split_data
@@ -136,6 +145,16 @@ def resumed_config(run_dir: str | Path, **options) -> tuple[RunConfig, TrainConf
             + ". Give more epochs in all to train on, or use the run as it is."
         )
     return saved, config, state
+
+
+def run_preprocessing(config: TrainConfig, model_default: Preprocessing) -> Preprocessing:
+    """The model's preprocessing with the run's `--image-size`, `--resize` and `--pad-color`."""
+    return dataclasses.replace(
+        model_default,
+        image_size=config.image_size or model_default.image_size,
+        resize=config.resize,
+        pad_color=config.pad_color,
+    )
 
 
 def with_multi_label(config: TrainConfig, train_index: folders.FolderIndex) -> TrainConfig:

@@ -45,7 +45,7 @@ from imgclf.training.distributed import Processes
 from imgclf.training.features import FeatureCache, backbone_key, cache_root, extract_features, file_digest
 from imgclf.training.finish import finish_calibrated
 from imgclf.training.linear_heads import FOLDS, HeldOut, Views, fit_dense, held_out_logits
-from imgclf.training.options import index_data, library_versions
+from imgclf.training.options import index_data, library_versions, run_preprocessing
 from imgclf.training.steps import calibration_of
 from imgclf.training.writer import SKIPPED_FILE, RunWriter
 
@@ -116,9 +116,7 @@ def train_preset(config: TrainConfig, writer: RunWriter, processes: Processes, d
     class_names = indexes[0].class_names
     backbones, left_out = _installed(PRESET_BACKBONES[config.preset])
     searched = ensemble_name(backbones, flip=True)
-    preprocessing = dataclasses.replace(
-        get_spec(searched).preprocessing, resize=config.resize, pad_color=config.pad_color
-    )
+    preprocessing = run_preprocessing(config, get_spec(searched).preprocessing)  # a preset leaves image_size unset
     model = create_model(searched, len(class_names), None, BuildOptions(pretrained=True)).to(processes.device)
     search = _Search(config, preprocessing, processes, backbones, len(indexes[1].files) < SMALL_VALIDATION)
     log.info(
