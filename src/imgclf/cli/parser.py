@@ -275,7 +275,8 @@ def _add_studio(add_command: AddCommand) -> None:
         "studio",
         help="a local browser app: collect and fix photos, train, inspect, test and export",
         description="Open the imgclf studio, a browser app over a WORKSPACE folder of projects, on this machine "
-        "only (127.0.0.1). It prints its address and opens the browser; Ctrl-C stops. Its API is at /docs.",
+        "only (127.0.0.1). It prints its address and opens the browser; Ctrl-C stops. Its API is described at "
+        "/openapi.json.",
     )
     studio.add_argument(
         "workspace",
