@@ -272,6 +272,36 @@ def test_the_command_prints_the_plan_fixes_and_undoes(tmp_path, small_photos, da
     assert snapshot(small_photos) == before
 
 
+def test_rows_are_numbered_as_a_spreadsheet_shows_them(tmp_path, data):
+    car = photo(data, "cars", 0)
+    issues = tmp_path / "issues.csv"
+    # Row 2's score cell holds a line break: the bad row is the file's 4th line but the spreadsheet's row 3.
+    issues.write_text(f'{",".join(ISSUE_COLUMNS)}\n{car},cars,planes,"0.9\nchecked",keep\n{car},cars,planes,1,rename\n')
+    with pytest.raises(FixError, match=f"{issues} row 3: unknown action"):
+        plan_fixes(issues, data)
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [
+        (
+            b"file,given,suggested,score,action\ncars/caf\xe9.jpg,cars,planes,0.9,keep\n",
+            "row 2 is not UTF-8 text (byte 0xe9)",
+        ),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "row 1 is not UTF-8 text (byte 0x89)"),
+    ],
+    ids=["latin-1", "binary"],
+)
+def test_the_command_names_an_issues_file_that_is_not_utf8_and_exits_1(tmp_path, data, capsys, content, line):
+    issues = tmp_path / "issues.csv"
+    issues.write_bytes(content)
+    before = snapshot(data)
+    assert main(["fix", str(issues), "--data", str(data)]) == 1
+    error = capsys.readouterr().err
+    assert f"{issues} {line}" in " ".join(error.split()) and len(error.strip().splitlines()) == 1
+    assert snapshot(data) == before
+
+
 def test_the_command_names_a_bad_row_and_exits_1(tmp_path, data, capsys):
     issues = write_issues(tmp_path / "issues.csv", [(photo(data, "cars", 0), "cars", "planes", "1", "rename")])
     assert main(["fix", str(issues), "--data", str(data)]) == 1

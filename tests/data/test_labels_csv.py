@@ -106,6 +106,14 @@ def test_a_csv_that_cannot_be_read_is_one_line(tmp_path, content, message):
         read_labels(tmp_path / "labels.csv", tmp_path)
 
 
+def test_a_byte_that_is_not_utf8_is_placed_on_the_spreadsheets_row(tmp_path):
+    # Row 2's cell holds a line break, so the bad byte is on the file's 4th line but the spreadsheet's row 3.
+    (tmp_path / "labels.csv").write_bytes(b'file,label\n"a\nb.jpg",cars\ncar.jpg,caf\xe9\n')
+
+    with pytest.raises(DatasetError, match=r"labels.csv row 3 is not UTF-8 text \(byte 0xe9\)"):
+        read_labels(tmp_path / "labels.csv", tmp_path)
+
+
 def test_a_missing_csv_names_the_option(tmp_path):
     with pytest.raises(DatasetError, match=r"does not exist or is not a file. Received: --labels="):
         read_labels(tmp_path / "nope.csv", tmp_path)
@@ -125,6 +133,14 @@ def test_file_facts_count_the_rows_and_hash_the_bytes(flat_photos):
 
     assert facts["labels_rows"] == 22 and len(facts["labels_sha256"]) == 64
     assert file_facts(flat_photos / "labels.csv")["labels_sha256"] != facts["labels_sha256"]
+
+
+def test_file_facts_of_a_csv_that_is_not_utf8_is_one_line(flat_photos):
+    # A resumed run reads its CSV's facts to say whether it changed: it may have been saved again as Latin-1.
+    (flat_photos / "labels.csv").write_bytes(b"file,label\ncar.jpg,caf\xe9\n")
+
+    with pytest.raises(DatasetError, match=r"row 2 is not UTF-8 text \(byte 0xe9\)"):
+        file_facts(flat_photos / "labels.csv")
 
 
 def test_a_cell_of_several_labels_makes_the_table_multi_label(flat_photos):

@@ -14,13 +14,13 @@ a journal (`journal.py`) beside the issues file, which `undo_moves` reads to put
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imgclf.data.csv_rows import is_blank, read_csv_rows
 from imgclf.data.folders import find_classes
 from imgclf.data.journal import FixError, Journal, Move, free_name, journaled_moves
 
@@ -68,15 +68,17 @@ class IssueRow:
 
 
 def read_issues(path: str | Path) -> list[IssueRow]:
-    """The rows of an issues file, blank lines skipped; raises `FixError` when its columns are not the expected."""
+    """The rows of an issues file, blank rows skipped; raises `FixError` when it is not UTF-8 CSV text or its
+    columns are not the expected."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8-sig", newline="") as file:  # -sig: spreadsheets save a byte-order mark
-            reader = csv.reader(file)
-            header = next(reader, [])
-            rows = [(reader.line_num, values) for values in reader if any(value.strip() for value in values)]
-    except FileNotFoundError:
-        raise FixError(f"Issues file {path} does not exist. Give the label-issues.csv `imgclf audit` wrote.") from None
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise FixError(
+            f"Issues file {path} does not exist or is not a file. Give the label-issues.csv `imgclf audit` wrote."
+        ) from None
+    header, *records = read_csv_rows(data, path, FixError) or [[]]
+    rows = [(number, values) for number, values in enumerate(records, start=2) if not is_blank(values)]
     if tuple(header) != ISSUE_COLUMNS:
         raise FixError(
             f"{path} has the columns {','.join(header) or '(none)'}; expected {','.join(ISSUE_COLUMNS)}, "

@@ -16,13 +16,12 @@ several labels separated by `;` (`"shirt;hat"`): the table is then multi-label (
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
+from imgclf.data.csv_rows import is_blank, read_csv_rows
 from imgclf.data.folders import MAX_MULTI_LABEL_CLASSES, DatasetError, FolderIndex
 from imgclf.data.images import IMAGE_EXTENSIONS, is_image_file
 
@@ -108,8 +107,7 @@ def _check_class_count(path: str | Path, class_names: list[str], multi_label: bo
 def file_facts(path: str | Path) -> dict[str, object]:
     """What a run saves of its labels CSV: its path, the SHA-256 of its bytes and its count of non-blank rows."""
     data = Path(path).read_bytes()
-    records = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
-    rows = sum(1 for record in records if any(cell.strip() for cell in record)) - 1  # less the header
+    rows = sum(1 for row in read_csv_rows(data, path, DatasetError)[1:] if not is_blank(row))
     return {"labels": str(path), "labels_sha256": hashlib.sha256(data).hexdigest(), "labels_rows": rows}
 
 
@@ -122,21 +120,7 @@ def _read_records(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
             f"Labels file {path} does not exist or is not a file. Received: --labels={path}. "
             "Give a CSV with the columns file,label."
         ) from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        row = data[: error.start].count(b"\n") + 1
-        raise DatasetError(
-            f"{path} row {row} is not UTF-8 text (byte 0x{data[error.start]:02x}). Received: --labels={path}. "
-            "Save it as 'CSV UTF-8' (Excel, LibreOffice) or UTF-8 text."
-        ) from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        records = list(enumerate(reader, start=1))
-    except csv.Error as error:
-        raise DatasetError(
-            f"{path} row {reader.line_num} cannot be read as CSV: {error}. Fix that row (a quote left open?)."
-        ) from None
+    records = list(enumerate(read_csv_rows(data, path, DatasetError), start=1))
     if not records:
         raise DatasetError(f"{path} is empty. Received: --labels={path}. Its first row names the columns file,label.")
     header = [cell.strip().lower() for cell in records[0][1]]
@@ -167,7 +151,7 @@ def _rows(path: str | Path, header: list[str], records: list[tuple[int, list[str
     rows = []
     for number, record in records:
         cells = {name: record[at].strip() if at < len(record) else "" for name, at in position.items()}
-        if not any(cell.strip() for cell in record):
+        if is_blank(record):
             continue
         for name in COLUMNS:
             if not cells[name]:
