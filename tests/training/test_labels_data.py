@@ -92,9 +92,3 @@ def test_a_multi_label_run_tunes_thresholds_scores_and_predicts_label_sets(multi
     report = (run.run_dir / "report.html").read_text()
     assert "mean average precision" in report and "Mistakes per label" in report
 
-
-def test_grad_cam_of_a_multi_label_run_is_refused_in_one_line(multi_label_run):
-    photo = next(Path(multi_label_run.config.train.data).glob("car_*.jpg"))
-
-    with pytest.raises(ImgclfError, match="is a multi-label run, which Grad-CAM does not handle yet"):
-        imgclf.explain_image(multi_label_run, photo)
