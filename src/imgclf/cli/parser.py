@@ -379,9 +379,7 @@ def _add_explain(add_command: AddCommand) -> None:
     explain.add_argument("run", metavar="RUN", help="run directory made by `imgclf train`")
     explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
     explain.add_argument("--out", metavar="DIR", help="folder for the overlays (default RUN/gradcam)")
-    explain.add_argument(
-        "--class", dest="class_name", metavar="NAME", help="explain this class (default: predicted; multi-label: each)"
-    )
+    explain.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class (default: predicted)")
     explain.add_argument(
         "--alpha", type=finite_float, default=0.5, help="weight of the heatmap over the photo, 0 to 1 (default 0.5)"
     )

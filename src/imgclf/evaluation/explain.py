@@ -315,10 +315,8 @@ def _explanations(
     batch = normalize(pixels[None], prep).expand(len(class_indices or [None]), -1, -1, -1)
     heatmaps, logits, classes = _explain_batch(run.model, batch, None, class_indices)
     probabilities = _probabilities(run, logits[:1])[0]
-    if run.thresholds is not None:
-        predicted = run.prediction_from(probabilities).label
-    else:
-        predicted = run.class_names[int(probabilities.argmax())]
+    top = run.class_names[int(probabilities.argmax())]
+    predicted = top if run.thresholds is None else run.prediction_from(probabilities).label
     if max_side is not None and max(photo.size) > max_side:
         photo.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     return [
