@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # for editors, type checkers and the API reference; at run ti
     from imgclf.data.folders import DatasetError
     from imgclf.data.images import ImageError, open_image
     from imgclf.deploy.predictor import Prediction, Run, load
-    from imgclf.evaluation.explain import explain_image
+    from imgclf.evaluation.explain import explain_image, explain_labels
     from imgclf.models import create_model, list_models, register_model
     from imgclf.runs import RunError
     from imgclf.training.loop import TrainingInterrupted, train
@@ -39,6 +39,7 @@ _HOMES = {
     "TrainingInterrupted": "imgclf.training.loop",
     "create_model": "imgclf.models",
     "explain_image": "imgclf.evaluation.explain",
+    "explain_labels": "imgclf.evaluation.explain",
     "list_models": "imgclf.models",
     "load": "imgclf.deploy.predictor",
     "open_image": "imgclf.data.images",
@@ -59,6 +60,7 @@ __all__ = [
     "TrainingInterrupted",
     "create_model",
     "explain_image",
+    "explain_labels",
     "list_models",
     "load",
     "open_image",

@@ -96,7 +96,8 @@ def _read_json(path: Path, what_to_do: str) -> object:
 def build_model(config: RunConfig) -> torch.nn.Module:
     """A freshly initialised model of the run's architecture."""
     options = BuildOptions(pretrained=False, head=config.train.head)
-    return create_model(config.train.model, len(config.class_names), config.preprocessing.image_size, options)
+    size = config.preprocessing.image_size
+    return create_model(config.train.model, len(config.class_names), size, options, config.train.multi_label)
 
 
 def read_temperature(run_dir: str | Path) -> float:

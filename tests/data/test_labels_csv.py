@@ -154,12 +154,12 @@ def test_a_cell_of_several_labels_makes_the_table_multi_label(flat_photos):
     assert table.part("val").multi_label and table.part("val").class_counts()[:2] == [3, 3]
 
 
-def test_multi_label_reads_single_labels_as_sets_and_needs_three_labels(flat_photos):
+def test_multi_label_reads_single_labels_as_sets_and_takes_two_labels(flat_photos):
     multi = label_wide_photos(flat_photos)
     multi.write_text(multi.read_text().replace("cars;wide", "wide").replace("planes;wide", "wide"))
 
     assert not read_labels(multi, flat_photos).index.multi_label
     table = read_labels(multi, flat_photos, multi_label=True)
     assert table.index.multi_label and set(table.index.labels) == {0b001, 0b010, 0b100}  # bit masks, not indices
-    with pytest.raises(DatasetError, match=r"is multi-label with 2 labels. Received: label=\['cars', 'planes'\]"):
-        read_labels(flat_photos / "labels.csv", flat_photos, multi_label=True)
+    two = read_labels(flat_photos / "labels.csv", flat_photos, multi_label=True).index
+    assert two.multi_label and two.class_names == ["cars", "planes"] and set(two.labels) == {0b01, 0b10}

@@ -9,16 +9,26 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests.conftest import CARS_PLANES, write_rows
 from torch import nn
 
+import imgclf
 from imgclf.cli import main
 from imgclf.config import ImgclfError, Preprocessing
 from imgclf.data.images import ImageError, image_tensor, image_to_tensor, load_tensor, normalize, open_image, placement
 from imgclf.evaluation import explain
-from imgclf.evaluation.explain import explain_files, explain_image, find_target_layer, grad_cam, overlay
+from imgclf.evaluation.explain import (
+    explain_files,
+    explain_image,
+    explain_labels,
+    find_target_layer,
+    grad_cam,
+    overlay,
+)
 from imgclf.models import BuildOptions, create_model, get_spec
 from imgclf.models.backbones import efficientnet_lite_imagenet
 
+FLOWERS12 = CARS_PLANES.parent / "flowers12"
 CANVAS = 224
 OBJECT_SIDE = 104
 LEFT, RIGHT = 4, CANVAS - 4 - OBJECT_SIDE
@@ -271,3 +281,109 @@ def test_a_crop_runs_heatmap_goes_onto_the_centre_square_and_the_sides_are_darke
     red, blue = drawn[..., 0], drawn[..., 2]
     assert (red[:, 100:145] > blue[:, 100:145] + 40).all()
     assert (blue[:, 155:200] > red[:, 155:200] + 40).all()
+
+
+def every_label_predicted(run):
+    """A copy of the multi-label `run` whose thresholds are all 0, so that it predicts every label."""
+    changed = copy.copy(run)
+    changed.thresholds = [0.0] * len(run.class_names)
+    return changed
+
+
+def test_a_multi_label_run_explains_each_label_it_predicts_with_its_sigmoid(multi_label_run):
+    photo = next(Path(multi_label_run.config.train.data).glob("plane_*.jpg"))
+    run = every_label_predicted(multi_label_run)
+    prediction = run.predict(photo)
+
+    explanations = explain_labels(run, photo)
+
+    assert [e.label for e in explanations] == prediction.labels and len(prediction.labels) == 3
+    for explanation in explanations:
+        assert explanation.probability == pytest.approx(prediction.probabilities[explanation.label], abs=1e-5)
+        assert explanation.threshold == 0.0 and explanation.predicted == prediction.label
+    assert all(not torch.equal(explanations[0].heatmap, other.heatmap) for other in explanations[1:])
+    asked = explain_image(multi_label_run, photo, class_name="wide")
+    assert asked.label == "wide" and asked.threshold == multi_label_run.thresholds[2]
+    assert asked.probability == pytest.approx(multi_label_run.predict(photo).probabilities["wide"], abs=1e-5)
+
+
+def test_a_multi_label_image_without_labels_explains_its_most_probable_one(multi_label_run):
+    photo = next(Path(multi_label_run.config.train.data).glob("car_*.jpg"))
+    run = copy.copy(multi_label_run)
+    run.thresholds = [1.0] * len(run.class_names)  # no sigmoid reaches 1: no label predicted
+
+    [explanation] = explain_labels(run, photo)
+
+    probabilities = run.predict(photo).probabilities
+    assert explanation.label == max(probabilities, key=probabilities.get) and explanation.predicted == ""
+    assert explanation.probability < explanation.threshold == 1.0
+
+
+def test_cli_explain_a_multi_label_run_writes_one_overlay_per_label(multi_label_run, tmp_path, capsys, monkeypatch):
+    photo = next(Path(multi_label_run.config.train.data).glob("plane_*.jpg"))
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    monkeypatch.setattr("imgclf.deploy.predictor.read_thresholds", lambda run_dir, class_names: [0.0] * 3)
+    out = tmp_path / "heatmaps"
+
+    assert (
+        main(["explain", str(multi_label_run.run_dir), str(photo), str(tmp_path / "broken.jpg"), "--out", str(out)])
+        == 0
+    )
+
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"{photo.stem}-{label}-gradcam.png" for label in ("cars", "planes", "wide")]
+    captured = capsys.readouterr()
+    assert "threshold" in captured.out and "1 of 2 images could not be read" in captured.err
+    assert main(["explain", str(multi_label_run.run_dir), str(photo), "--class", "wide", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == names  # the label's overlay again, replaced
+
+
+MOSAIC_CLASSES = ("bluebell", "daisy", "sunflower")
+HALF = 112
+
+
+def write_mosaic(left: Path, right: Path, path: Path) -> Path:
+    """Two real photos side by side, each squashed to HALF² (the mosaics of bench/multi_label_mosaics.py)."""
+    mosaic = Image.new("RGB", (2 * HALF, HALF))
+    for column, photo in enumerate((left, right)):
+        mosaic.paste(open_image(photo).resize((HALF, HALF)), (column * HALF, 0))
+    mosaic.save(path, quality=92)
+    return path
+
+
+def mosaic_rows(folder: Path, split: str, count: int) -> list[tuple[str, str, str]]:
+    """`count` mosaics of each pair of MOSAIC_CLASSES from flowers12's `split`, sides alternating; their CSV rows."""
+    photos = {name: sorted((FLOWERS12 / split / name).iterdir())[:count] for name in MOSAIC_CLASSES}
+    rows = []
+    for i in range(count):
+        for k, first in enumerate(MOSAIC_CLASSES):
+            second = MOSAIC_CLASSES[(k + 1) % len(MOSAIC_CLASSES)]
+            left, right = (first, second) if i % 2 == 0 else (second, first)
+            name = f"{split}-{i}-{left}-{right}.jpg"
+            write_mosaic(photos[left][i], photos[right][(i + 1) % count], folder / name)
+            rows.append((name, f"{left};{right}", split))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def mosaic_run(tmp_path_factory: pytest.TempPathFactory):
+    """The frozen default backbone trained on 24 mosaics of two flowers12 photos (18 more to validate)."""
+    folder = tmp_path_factory.mktemp("mosaics")
+    rows = mosaic_rows(folder, "train", 8) + mosaic_rows(folder, "val", 6)
+    labels = write_rows(folder / "labels.csv", [("file", "label", "split"), *rows])
+    return imgclf.train(labels=labels, epochs=30, lr=0.005, seed=0, out=str(folder / "run"), progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("left", "right"), [("daisy", "sunflower"), ("sunflower", "bluebell"), ("bluebell", "daisy")])
+def test_each_labels_heatmap_lies_on_its_own_photo_of_a_mosaic(mosaic_run, tmp_path, left, right):
+    val = FLOWERS12 / "val"
+    mosaic = write_mosaic(sorted((val / left).iterdir())[10], sorted((val / right).iterdir())[11], tmp_path / "m.jpg")
+
+    explanations = explain_labels(mosaic_run, mosaic)
+
+    assert sorted(e.label for e in explanations) == sorted((left, right))
+    for explanation in explanations:
+        heatmap = explanation.heatmap
+        on_the_left = float(heatmap[:, : heatmap.shape[1] // 2].sum() / heatmap.sum())
+        assert on_the_left > 0.5 if explanation.label == left else on_the_left < 0.5, explanation.label

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.conftest import copy_photos
+from tests.conftest import copy_photos, label_wide_photos, make_flat_photos
 
 import imgclf
 from imgclf.studio.app import create_app
@@ -90,4 +90,19 @@ def project_run(tmp_path_factory: pytest.TempPathFactory, cars_planes: Path) -> 
         out=str(project.runs_dir / run_name),
         progress=False,
     )
+    return ProjectRun(workspace, project, run_name)
+
+
+@pytest.fixture(scope="session")
+def multi_label_project_run(tmp_path_factory: pytest.TempPathFactory, cars_planes: Path) -> ProjectRun:
+    """A project `outfits` whose data folder holds `flat_photos` and their labels CSV (cars or planes, and `wide`
+    when the photo is), with seed-cnn trained on it multi-label as `multi_label_run` is (the studio does not
+    train from a CSV: this run was trained outside it, into the project's runs/)."""
+    workspace = Workspace(tmp_path_factory.mktemp("workspace"))
+    project = workspace.create_project("outfits")
+    project.data_dir.rmdir()
+    labels = label_wide_photos(make_flat_photos(project.data_dir, cars_planes))
+    run_name = "seed-cnn-20261203-150000"
+    out = str(project.runs_dir / run_name)
+    imgclf.train(labels=labels, model="seed-cnn", resize="pad", epochs=4, seed=0, out=out, progress=False)
     return ProjectRun(workspace, project, run_name)

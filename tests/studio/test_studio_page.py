@@ -11,6 +11,7 @@ from tests.browser import fake_webcam_args, launch_chromium, watch_page, write_y
 from tests.serve.conftest import running
 from tests.studio import walkthrough as walk
 
+import imgclf
 from imgclf.studio.app import create_app
 
 # Photos of val_set/, which the project never sees: one predicted from a file, one shown to the webcam.
@@ -65,5 +66,36 @@ def test_the_studio_takes_photos_to_an_exported_model(tmp_path, cars_planes):
             page.click("#export-files a[download='model.onnx']")
         (run_dir,) = (project / "runs").iterdir()
         assert Path(download.value.path()).read_bytes() == (run_dir / "export" / "model.onnx").read_bytes()
+        browser.close()
+    assert problems == []
+
+
+@pytest.mark.slow
+def test_a_multi_label_run_shows_its_labels_scores_answers_and_grad_cam(multi_label_project_run):
+    photo = sorted(multi_label_project_run.project.data_dir.glob("plane_*.jpg"))[0]
+    expected = imgclf.load(multi_label_project_run.run_dir).predict(photo)
+    with running(create_app(multi_label_project_run.workspace)) as url, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page()
+        problems = watch_page(page, url)
+        page.goto(f"{url}#runs")
+
+        expect(page.locator("#runs-table tbody tr td").nth(6)).to_contain_text("mAP")
+        expect(page.locator("#run-metrics")).to_contain_text("Mean average precision")
+        expect(page.locator("#label-scores tbody tr")).to_have_count(3)
+        expect(page.locator("#confusion-card")).to_be_hidden()
+        expect(page.locator("#wrong-title")).to_have_text("Labels most surely wrong")
+        expect(page.locator("#wrong-grid .tile .no-thumbnail").first).to_be_visible()  # photos of data/ itself
+
+        page.click("#tabs a[data-view=test]")
+        page.set_input_files("#test-file", photo)
+        card = page.locator(f"#test-results li[data-file='{photo.name}']")
+        expect(card.locator(".label")).to_have_text(", ".join(expected.labels) or "no label", timeout=walk.SLOW_MS)
+        expect(card.locator(".bars .threshold")).to_have_count(3)
+        button = card.locator("button[data-label]").first
+        label = button.get_attribute("data-label")
+        button.click()
+        expect(card.locator("figure.explained figcaption")).to_contain_text(f"{label}: ")
+        expect(card.locator("figure.explained figcaption")).to_contain_text("threshold")
         browser.close()
     assert problems == []

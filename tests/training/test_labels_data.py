@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import torch
 
 import imgclf
 from imgclf.config import ConfigError, ImgclfError
@@ -93,8 +94,16 @@ def test_a_multi_label_run_tunes_thresholds_scores_and_predicts_label_sets(multi
     assert "mean average precision" in report and "Mistakes per label" in report
 
 
-def test_grad_cam_of_a_multi_label_run_is_refused_in_one_line(multi_label_run):
-    photo = next(Path(multi_label_run.config.train.data).glob("car_*.jpg"))
+def test_two_labels_train_a_sigmoid_each_so_that_both_can_be_predicted(flat_photos, tmp_path):
+    photo = next(flat_photos.glob("plane_*.jpg"))
+    run = imgclf.train(labels=flat_photos / "labels.csv", multi_label=True, out=str(tmp_path / "run"), **QUICK)
 
-    with pytest.raises(ImgclfError, match="is a multi-label run, which Grad-CAM does not handle yet"):
-        imgclf.explain_image(multi_label_run, photo)
+    size = run.preprocessing.image_size
+    assert run.model(torch.zeros(1, 3, size, size)).shape == (1, 2)  # not the one logit of a two-class run
+    loaded = imgclf.load(run.run_dir)
+    thresholds = json.loads((run.run_dir / "thresholds.json").read_text())
+    assert sorted(thresholds) == ["cars", "planes"] and loaded.thresholds == [thresholds["cars"], thresholds["planes"]]
+    probabilities = loaded.predict(photo).probabilities
+    assert sum(probabilities.values()) != pytest.approx(1.0)  # each label its own sigmoid
+    loaded.thresholds = [min(probabilities.values())] * 2
+    assert sorted(loaded.predict(photo).labels) == ["cars", "planes"]

@@ -331,7 +331,7 @@ def _explain(args: argparse.Namespace) -> int:
             progress.update(task, completed=done)
 
         results = explain_files(run, files, out_dir, args.class_name, args.alpha, progress=advance)
-    tally = tally_of(results)
+    tally = tally_of({result.file: result for result in results}.values())  # a multi-label file has several
     tally.check()  # when no image could be read, its line alone
     stdout.print(explanations_table(results, out_dir))
     finish(tally, args.strict, "the table")

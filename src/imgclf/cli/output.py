@@ -265,21 +265,24 @@ def experiments_table(results) -> Table:
 
 
 def explanations_table(results, out_dir: Path) -> Table:
-    """One row per explained image: predicted and explained class, probability and the overlay's file name."""
+    """One row per overlay: predicted and explained class, probability and the overlay's file name; a multi-label
+    run's rows (one per label) also give the label's threshold."""
+    thresholds = any(result.threshold is not None for result in results)
+    columns = ("file", "predicted", "explained", "probability", *(["threshold"] if thresholds else []), "overlay")
     table = Table(title=f"Grad-CAM overlays in {escape(str(out_dir))}")
-    for column in ("file", "predicted", "explained", "probability", "overlay"):
-        table.add_column(column, justify="right" if column == "probability" else "left", overflow="fold")
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("probability", "threshold") else "left", overflow="fold")
     for result in results:
         if result.error is not None:
-            table.add_row(escape(result.file), f"[red]unreadable: {escape(result.error)}[/red]", "", "", "")
-        else:
-            table.add_row(
-                escape(result.file),
-                escape(result.predicted),
-                escape(result.label),
-                f"{result.probability:.4f}",
-                escape(result.output.name),
-            )
+            unreadable = f"[red]unreadable: {escape(result.error)}[/red]"
+            table.add_row(escape(result.file), unreadable, *[""] * (len(columns) - 2))
+            continue
+        threshold = [f"{result.threshold:.4f}"] if thresholds else []
+        predicted = escape(result.predicted) if result.predicted else "[dim](no label)[/dim]"
+        name = escape(result.output.name)
+        table.add_row(
+            escape(result.file), predicted, escape(result.label), f"{result.probability:.4f}", *threshold, name
+        )
     return table
 
 

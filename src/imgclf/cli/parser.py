@@ -373,7 +373,8 @@ def _add_explain(add_command: AddCommand) -> None:
         help="Grad-CAM heatmaps: where in each image the model sees its class",
         description="Write IMAGE-gradcam.png for each image: the upright photo with a Grad-CAM heatmap over it "
         "(red: the strongest evidence for the class, blue: none). Explains the predicted class unless --class "
-        "names another. Works for every CNN: seed-cnn, vgg16, efficientnet_lite*, timm: and torchvision: CNNs.",
+        "names another; a multi-label run gets IMAGE-LABEL-gradcam.png for each label it predicts. Works for every "
+        "CNN: seed-cnn, vgg16, efficientnet_lite*, timm: and torchvision: CNNs.",
     )
     explain.add_argument("run", metavar="RUN", help="run directory made by `imgclf train`")
     explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")

@@ -97,10 +97,10 @@ def _check_class_count(path: str | Path, class_names: list[str], multi_label: bo
             f"{path} names one class only. Received: label={class_names}. A classifier needs 2 or more classes: "
             "label the images of another class too."
         )
-    if multi_label and not 3 <= len(class_names) <= MAX_MULTI_LABEL_CLASSES:
+    if multi_label and len(class_names) > MAX_MULTI_LABEL_CLASSES:
         raise DatasetError(
             f"{path} is multi-label with {len(class_names)} labels. Received: label={class_names}. Multi-label "
-            f"data takes 3 to {MAX_MULTI_LABEL_CLASSES} labels; with two, train one class per image (no ;)."
+            f"data takes 2 to {MAX_MULTI_LABEL_CLASSES} labels; merge or drop some."
         )
 
 

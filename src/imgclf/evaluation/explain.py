@@ -6,7 +6,8 @@
 Grad-CAM (Selvaraju et al., 2017) weights each channel of the last convolutional feature map by the mean
 gradient of the class's score with respect to it, sums the channels, keeps the positive part and scales it up to
 the input. The score is the class's logit; for a two-class run (one logit) it is the logit for the second class
-and its negative for the first, so the two classes' heatmaps light up opposite evidence.
+and its negative for the first, so the two classes' heatmaps light up opposite evidence. A multi-label run has
+one logit (its own sigmoid) per label, and `explain_labels` explains each label it predicts.
 
 The overlay is drawn on the photo as the user sees it: upright as its EXIF orientation says, at its own size
 (shrunk to at most `max_side` pixels on its longer side), not on the square the model saw. The heatmap goes back
@@ -17,6 +18,7 @@ whole photo; crop, its centre square, with the cut-off sides darkened; pad, the 
 from __future__ import annotations
 
 import io
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -237,12 +239,16 @@ class Explanation:
     label: str
     index: int
     probability: float
+    """The class's probability: its share of the softmax, or for a multi-label run its own sigmoid."""
     predicted: str
+    """The predicted class; for a multi-label run the predicted labels joined by `;` (empty when none)."""
     heatmap: torch.Tensor
     """(S, S) in [0, 1] over the model's whole input (pad's bars included)."""
     overlay: Image.Image
     """The upright photo at its own size (longer side at most `max_side`) with the heatmap over the part the
     model saw."""
+    threshold: float | None = None
+    """A multi-label run's threshold for the class (predicted at or above it); None for a single-label run."""
 
 
 def explain_image(
@@ -254,35 +260,84 @@ def explain_image(
 ) -> Explanation:
     """Grad-CAM of `run`'s PyTorch model on one image (a path or a PIL image), explaining `class_name`.
 
-    `class_name` defaults to the predicted class. The model sees the image exactly as `run.predict` does.
+    `class_name` defaults to the predicted class (a multi-label run's most probable label; `explain_labels`
+    explains each label it predicts). The model sees the image exactly as `run.predict` does.
     Raises `ImageError` when the image cannot be read and `ImgclfError` for a class the run does not have.
 
     >>> explanation = imgclf.explain_image(imgclf.load("runs/seed-cnn"), "plane.jpg")
     >>> explanation.label, explanation.overlay.size
     ('planes', (510, 340))
     """
-    run.check_single_label("Grad-CAM")
     class_index = _class_index(run, class_name)
-    prep = run.preprocessing
+    photo, pixels = _read_image(run, image)
+    return _explanations(run, photo, pixels, None if class_index is None else [class_index], alpha, max_side)[0]
+
+
+def explain_labels(
+    run: Run, image: str | Path | Image.Image, alpha: float = 0.5, max_side: int | None = DEFAULT_MAX_SIDE
+) -> list[Explanation]:
+    """Grad-CAM of each label a multi-label `run` predicts for one image, most probable first.
+
+    When no label reaches its threshold, the most probable label is explained (its `probability` is below its
+    `threshold`). A single-label run's list holds its predicted class alone. Raises `ImageError` when the image
+    cannot be read.
+
+    >>> [(e.label, round(e.probability, 2)) for e in imgclf.explain_labels(run, "shirt-and-hat.jpg")]
+    [('hat', 0.97), ('shirt', 0.91)]
+    """
+    photo, pixels = _read_image(run, image)
+    indices = None
+    if run.thresholds is not None:
+        labels = run.prediction_from(run.predict_tensors(pixels[None])[0]).labels
+        indices = [run.class_names.index(label) for label in labels] or None
+    return _explanations(run, photo, pixels, indices, alpha, max_side)
+
+
+def _read_image(run: Run, image: str | Path | Image.Image) -> tuple[Image.Image, torch.Tensor]:
+    """The upright photo and the model's input (uint8, (3, S, S)) made from it as `run.predict` makes it."""
     if isinstance(image, Image.Image):
-        photo = decode_image(image)
-        pixels = image_tensor(image, prep)
-    else:
-        pixels = load_tensor(image, prep)
-        photo = open_image(image)
-    heatmaps, logits, classes = _explain_batch(run.model, normalize(pixels[None], prep), None, class_index)
-    probabilities = to_probabilities(logits / run.temperature)[0]
-    index = int(classes[0])
+        return decode_image(image), image_tensor(image, run.preprocessing)
+    pixels = load_tensor(image, run.preprocessing)
+    return open_image(image), pixels
+
+
+def _explanations(
+    run: Run,
+    photo: Image.Image,
+    pixels: torch.Tensor,
+    class_indices: list[int] | None,
+    alpha: float,
+    max_side: int | None,
+) -> list[Explanation]:
+    """One `Explanation` of the image per class of `class_indices` (None: the most probable alone), all in one
+    forward and backward pass."""
+    prep = run.preprocessing
+    batch = normalize(pixels[None], prep).expand(len(class_indices or [None]), -1, -1, -1)
+    heatmaps, logits, classes = _explain_batch(run.model, batch, None, class_indices)
+    probabilities = _probabilities(run, logits[:1])[0]
+    top = run.class_names[int(probabilities.argmax())]
+    predicted = top if run.thresholds is None else run.prediction_from(probabilities).label
     if max_side is not None and max(photo.size) > max_side:
         photo.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-    return Explanation(
-        label=run.class_names[index],
-        index=index,
-        probability=float(probabilities[index]),
-        predicted=run.class_names[int(probabilities.argmax())],
-        heatmap=heatmaps[0],
-        overlay=_overlay_seen(photo, heatmaps[0], prep, alpha),
-    )
+    return [
+        Explanation(
+            label=run.class_names[int(index)],
+            index=int(index),
+            probability=float(probabilities[index]),
+            predicted=predicted,
+            heatmap=heatmap,
+            overlay=_overlay_seen(photo, heatmap, prep, alpha),
+            threshold=None if run.thresholds is None else run.thresholds[int(index)],
+        )
+        for heatmap, index in zip(heatmaps, classes)
+    ]
+
+
+def _probabilities(run: Run, logits: torch.Tensor) -> torch.Tensor:
+    """The calibrated probabilities (N, classes) of the model's logits, as the run's engine gives them."""
+    if run.thresholds is not None:
+        return torch.sigmoid(logits / run.temperature)
+    return to_probabilities(logits / run.temperature)
 
 
 def _overlay_seen(photo: Image.Image, heatmap: torch.Tensor, preprocessing: Preprocessing, alpha: float) -> Image.Image:
@@ -318,6 +373,8 @@ class ExplainedFile:
     probability: float | None
     predicted: str | None
     error: str | None = None
+    threshold: float | None = None
+    """A multi-label run's threshold for `label`."""
 
 
 def explain_files(
@@ -331,22 +388,23 @@ def explain_files(
 ) -> list[ExplainedFile]:
     """Write a Grad-CAM overlay `<name>-gradcam.png` into `out_dir` for each image file, in order.
 
-    An unreadable image gets an `ExplainedFile` with `error` set (the `ImageError`'s reason) and no output.
-    Two inputs with the same name get numbered outputs (`photo-gradcam.png`, `photo-2-gradcam.png`), and no
-    output ever replaces an input. Files are written atomically; overlays of earlier calls are replaced.
+    A multi-label run gets one overlay `<name>-<label>-gradcam.png` per label it predicts (see `explain_labels`),
+    or for `class_name` alone, and one `ExplainedFile` per overlay. An unreadable image gets an `ExplainedFile`
+    with `error` set (the `ImageError`'s reason) and no output. Two inputs with the same name get numbered
+    outputs (`photo-gradcam.png`, `photo-2-gradcam.png`), and no output ever replaces an input. Files are
+    written atomically; overlays of earlier calls are replaced.
     `progress(done, total)` is called after each file.
 
     >>> explain_files(imgclf.load("runs/seed-cnn"), ["car.jpg", "plane.jpg"], "heatmaps")[0].output
     PosixPath('heatmaps/car-gradcam.png')
     """
-    run.check_single_label("Grad-CAM")
     _class_index(run, class_name)  # both checked before any image is read
     _check_alpha(alpha)
     out_dir = Path(out_dir)
     taken = {Path(path).resolve() for path in paths}
     results = []
     for done, path in enumerate(paths, start=1):
-        results.append(_explain_file(run, Path(path), out_dir, taken, class_name, alpha, max_side))
+        results.extend(_explain_file(run, Path(path), out_dir, taken, class_name, alpha, max_side))
         if progress is not None:
             progress(done, len(paths))
     return results
@@ -354,18 +412,31 @@ def explain_files(
 
 def _explain_file(
     run: Run, path: Path, out_dir: Path, taken: set[Path], class_name: str | None, alpha: float, max_side: int | None
-) -> ExplainedFile:
-    """Explain one file and write its overlay to a name not in `taken` (which it then joins)."""
+) -> list[ExplainedFile]:
+    """Explain one file and write its overlays to names not in `taken` (which they then join)."""
     try:
-        explanation = explain_image(run, path, class_name, alpha, max_side)
+        if class_name is None:
+            explanations = explain_labels(run, path, alpha, max_side)
+        else:
+            explanations = [explain_image(run, path, class_name, alpha, max_side)]
     except ImageError as error:
-        return ExplainedFile(str(path), None, None, None, None, error=error.reason)
-    output = _output_path(out_dir, path.stem, taken)
-    taken.add(output.resolve())
-    buffer = io.BytesIO()
-    explanation.overlay.save(buffer, format="PNG")
-    atomic_write_bytes(output, buffer.getvalue())
-    return ExplainedFile(str(path), output, explanation.label, explanation.probability, explanation.predicted)
+        return [ExplainedFile(str(path), None, None, None, None, error=error.reason)]
+    results = []
+    for explanation in explanations:
+        stem = path.stem if run.thresholds is None else f"{path.stem}-{_file_safe(explanation.label)}"
+        output = _output_path(out_dir, stem, taken)
+        taken.add(output.resolve())
+        buffer = io.BytesIO()
+        explanation.overlay.save(buffer, format="PNG")
+        atomic_write_bytes(output, buffer.getvalue())
+        found = (explanation.label, explanation.probability, explanation.predicted)
+        results.append(ExplainedFile(str(path), output, *found, threshold=explanation.threshold))
+    return results
+
+
+def _file_safe(label: str) -> str:
+    """`label` as part of a file name: characters other than letters, digits, `.`, `_` and `-` become `_`."""
+    return re.sub(r"[^\w.-]", "_", label, flags=re.ASCII)
 
 
 def _output_path(out_dir: Path, stem: str, taken: set[Path]) -> Path:

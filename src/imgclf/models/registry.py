@@ -81,15 +81,20 @@ def get_spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def num_outputs(num_classes: int) -> int:
-    """One logit for two classes (a sigmoid, as the tutorial), else one logit per class."""
-    return 1 if num_classes == 2 else num_classes
+def num_outputs(num_classes: int, multi_label: bool = False) -> int:
+    """One logit for two classes (a sigmoid, as the tutorial), else one logit per class; a `multi_label` model has
+    one logit per class always (each class its own sigmoid, so two labels may both be present)."""
+    return 1 if num_classes == 2 and not multi_label else num_classes
 
 
 def create_model(
-    name: str, num_classes: int, image_size: int | None = None, options: BuildOptions = BuildOptions()
+    name: str,
+    num_classes: int,
+    image_size: int | None = None,
+    options: BuildOptions = BuildOptions(),
+    multi_label: bool = False,
 ) -> nn.Module:
-    """Build the registered model `name` with an output layer for `num_classes` classes.
+    """Build the registered model `name` with an output layer for `num_classes` classes (see `num_outputs`).
 
     `image_size` defaults to the size the model's preprocessing names.
 
@@ -105,7 +110,7 @@ def create_model(
             f"{name} is trained from scratch: it has no pretrained weights or separate head. "
             f"Received: --weights={options.weights}, --head={options.head}. Use a backbone such as efficientnet_lite0."
         )
-    return spec.build(num_outputs(num_classes), image_size or spec.preprocessing.image_size, options)
+    return spec.build(num_outputs(num_classes, multi_label), image_size or spec.preprocessing.image_size, options)
 
 
 def to_probabilities(logits: torch.Tensor) -> torch.Tensor:

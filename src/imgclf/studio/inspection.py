@@ -7,6 +7,10 @@ A run is found by its name under the project's `runs/` folder (`run_folder`). Th
 from the run's `predictions.csv`: a row's class is its most probable one, as the confusion matrix counts it
 (whatever `--min-confidence`). Images are named by their id, the path relative to the project's data folder,
 so the page can show them through the data routes; an image from outside the data folder has no id.
+
+A multi-label run (trained on a labels CSV: `imgclf train --labels`) has no confusion matrix, calibration or
+unsure threshold: its page gives each label's threshold and its scores (`metrics["per_class"]`), and its
+mistakes are the images whose set of labels it got wrong (`wrong_label_sets`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 from imgclf.config import RunConfig
 from imgclf.evaluation import metrics
 from imgclf.evaluation.runs_index import RunsError, RunSummary, list_runs
-from imgclf.runs import CALIBRATION_FILE, CONFIG_FILE, RunError, read_config, read_history
+from imgclf.runs import CALIBRATION_FILE, CONFIG_FILE, RunError, read_config, read_history, read_thresholds
 from imgclf.studio.workspace import NotFound, Project, StudioError, check_name
 
 METRICS_FILE, PREDICTIONS_FILE = "metrics.json", "predictions.csv"
@@ -73,6 +77,11 @@ def run_folder(project: Project, name: str) -> Path:
     return folder
 
 
+def is_multi_label(folder: Path) -> bool:
+    """Whether the run in `folder` is multi-label (one sigmoid per label, `thresholds.json`)."""
+    return _config(folder).train.multi_label
+
+
 def list_project_runs(project: Project) -> list[dict[str, object]]:
     """The project's runs, oldest first, as the runs table shows them."""
     if not project.runs_dir.is_dir():
@@ -87,6 +96,7 @@ def list_project_runs(project: Project) -> list[dict[str, object]]:
 def _run_row(summary: RunSummary) -> dict[str, object]:
     finished = (summary.run_dir / METRICS_FILE).is_file()
     state = "damaged" if summary.problem else "finished" if finished else "unfinished"
+    multi_label = bool(summary.options.get("multi_label"))
     return {
         "name": summary.name,
         "model": summary.model,
@@ -94,18 +104,31 @@ def _run_row(summary: RunSummary) -> dict[str, object]:
         "date": summary.date.isoformat(timespec="seconds"),
         "epochs": summary.epochs,
         "accuracy": summary.best_val_accuracy,
+        "multi_label": multi_label,
+        "mean_average_precision": _mean_average_precision(summary.run_dir) if multi_label and finished else None,
         "time_s": summary.seconds,
         "state": state,
         "problem": summary.problem,
     }
 
 
+def _mean_average_precision(folder: Path) -> float | None:
+    """A finished multi-label run's mean average precision on its validation images; None when it is unreadable."""
+    try:
+        return (_read_json(folder / METRICS_FILE) or {}).get("mean_average_precision")
+    except StudioError:  # the runs table shows the run as it is; its page says what is wrong
+        return None
+
+
 def run_detail(project: Project, name: str) -> dict[str, object]:
     """Everything a run's page shows: its options, classes, scores, epochs, confusion matrix, calibration, and the
-    coverage and accuracy the unsure threshold would give (see `coverage_curve`)."""
+    coverage and accuracy the unsure threshold would give (see `coverage_curve`); for a multi-label run, each
+    label's threshold and scores instead (`multi_label_detail`)."""
     folder = run_folder(project, name)
     config = _config(folder)
     scores = _read_json(folder / METRICS_FILE) or {}
+    if config.train.multi_label:
+        return multi_label_detail(folder, name, config, scores)
     calibration = _read_json(folder / CALIBRATION_FILE)
     reliability = scores.get("calibration") or {}
     return {
@@ -118,6 +141,30 @@ def run_detail(project: Project, name: str) -> dict[str, object]:
         "calibration": None if calibration is None and not reliability else {**(calibration or {}), **reliability},
         "coverage": coverage_curve(validation_images(project, folder, config)),
         "min_confidence": config.train.min_confidence,
+        "multi_label": False,
+    }
+
+
+def multi_label_detail(folder: Path, name: str, config: RunConfig, scores: dict) -> dict[str, object]:
+    """A multi-label run's page: `run_detail`'s keys, with `thresholds` (by label; None before the run is
+    finished) and its scores in `metrics` (mean average precision, per-label precision, recall and F1 in
+    `per_class`); it has no confusion matrix, calibration or coverage."""
+    try:
+        thresholds = dict(zip(config.class_names, read_thresholds(folder, config.class_names))) if scores else None
+    except RunError as error:
+        raise StudioError(str(error)) from None
+    return {
+        "name": name,
+        "config": config_summary(config),
+        "classes": config.class_names,
+        "multi_label": True,
+        "thresholds": thresholds,
+        "metrics": scores,
+        "history": read_history(folder),
+        "confusion": None,
+        "calibration": None,
+        "coverage": [],
+        "min_confidence": None,
     }
 
 
@@ -213,6 +260,11 @@ def cell_images(project: Project, name: str, true: str, predicted: str) -> list[
     """The validation images of class `true` whose most probable class is `predicted`, most confident first."""
     folder = run_folder(project, name)
     config = _config(folder)
+    if config.train.multi_label:
+        raise StudioError(
+            f"The run {name!r} is multi-label, so it has no confusion matrix. Received: true={true!r}, "
+            f"predicted={predicted!r}. Ask for wrong=1: the photos whose labels it got wrong."
+        )
     names = config.class_names
     for value, what in ((true, "true"), (predicted, "predicted")):
         if value not in names:
@@ -223,11 +275,54 @@ def cell_images(project: Project, name: str, true: str, predicted: str) -> list[
 
 
 def most_wrong(project: Project, name: str, limit: int) -> list[dict[str, object]]:
-    """The `limit` validation images the run classifies wrong with the highest confidence."""
+    """The `limit` validation images the run classifies wrong with the highest confidence (for a multi-label run,
+    see `wrong_label_sets`)."""
     folder = run_folder(project, name)
     config = _config(folder)
+    if config.train.multi_label:
+        return wrong_label_sets(project, folder, config, limit)
     wrong = [image for image in validation_images(project, folder, config) if image.true != image.predicted]
     return [image.to_dict(config.class_names) for image in sorted(wrong, key=lambda image: -image.confidence)[:limit]]
+
+
+def wrong_label_sets(project: Project, folder: Path, config: RunConfig, limit: int) -> list[dict[str, object]]:
+    """The `limit` validation images whose set of labels the multi-label run got wrong, surest mistake first.
+
+    An image's `true` and `predicted` are its label sets joined by `;`; `confidence` is how sure its surest
+    wrong call was: the probability of a label predicted wrongly, or one minus that of a label missed. Its `id`
+    is None unless it lies in a folder below the data folder (the page has no thumbnail of it then).
+    """
+    path = folder / PREDICTIONS_FILE
+    if not path.is_file():
+        return []
+    data_dir = project.data_dir.resolve()
+    try:
+        with path.open(newline="", encoding="utf-8") as file:
+            mistakes = [_label_set_mistake(row, data_dir) for row in csv.DictReader(file)]
+    except (ValueError, KeyError, TypeError, csv.Error) as error:
+        raise StudioError(f"{path} is damaged ({error!r}). Run `imgclf report {folder}` to write it again.") from None
+    wrong = [mistake for mistake in mistakes if mistake is not None]
+    return sorted(wrong, key=lambda image: -image["confidence"])[:limit]
+
+
+def _label_set_mistake(row: dict[str, str], data_dir: Path) -> dict[str, object] | None:
+    """A row of a multi-label run's `predictions.csv` as the page lists it; None when its labels are right."""
+    true, predicted = (
+        {label for label in row[column].split(";") if label} for column in ("true_labels", "predicted_labels")
+    )
+    if row["error"] or true == predicted:
+        return None
+    sure = max(abs(float(row[f"p_{label}"]) - (label in true)) for label in true ^ predicted)
+    found = image_id(data_dir, row["file"])
+    return {
+        # The page shows photos of class folders (CLASS/NAME); a labels CSV's photos may lie in data/ itself.
+        "id": found if found is not None and "/" in found else None,
+        "name": Path(row["file"]).name,
+        "file": row["file"],
+        "true": row["true_labels"],
+        "predicted": row["predicted_labels"],
+        "confidence": sure,
+    }
 
 
 def data_image(project: Project, image: object) -> Path:

@@ -4,7 +4,8 @@
     GET  /api/projects/P/runs/R                    config, metrics, history, confusion, calibration, coverage
     GET  /api/projects/P/runs/R/images?true=A&predicted=B    one confusion cell; ?wrong=1&limit=20 most wrong
     POST /api/projects/P/runs/R/predict            multipart `file` → label, confidence, probabilities, unsure
-    POST /api/projects/P/runs/R/explain            multipart `file`, or JSON {"image": id} → Grad-CAM PNG
+                                                   (multi-label: also labels and thresholds)
+    POST /api/projects/P/runs/R/explain?label=L    multipart `file`, or JSON {"image": id} → Grad-CAM PNG
     POST /api/projects/P/runs/R/export             ONNX with its parity check, into RUN/export/
     GET  /api/projects/P/runs/R/export/FILE        model.onnx or export.json
     GET  /api/projects/P/runs/R/snippet            the `imgclf serve` command and a Python snippet
@@ -109,26 +110,30 @@ def _predict(run: Run, upload: Upload, limits: ServeOptions) -> dict:
     if isinstance(image, ImageError):
         raise unreadable(image)
     prediction = run.prediction_from(run.predict_tensors(image[None])[0])
-    return {
+    answer = {
         "label": prediction.label,
         "index": prediction.index,
         "confidence": prediction.probability,
         "probabilities": prediction.probabilities,
-        "unsure": prediction.index is None,
+        "unsure": prediction.index is None and prediction.labels is None,
         "model": run.config.train.model,
     }
+    if run.thresholds is None:
+        return answer
+    return answer | {"labels": prediction.labels, "thresholds": dict(zip(run.class_names, run.thresholds))}
 
 
 @router.post("/{run}/explain", response_class=Response, responses={200: {"content": {"image/png": {}}}})
-async def explain(request: Request, project: str, run: str) -> Response:
-    """Grad-CAM of the predicted class: a PNG of the photo with the heat map over it. The photo is an upload
-    (multipart `file`) or an image of the project's data, named by id in a JSON body `{"image": "CLASS/NAME"}`."""
+async def explain(request: Request, project: str, run: str, label: Annotated[str | None, Query()] = None) -> Response:
+    """Grad-CAM of the predicted class, or of `label`: a PNG of the photo with the heat map over it. The photo is
+    an upload (multipart `file`) or an image of the project's data, named by id in a JSON body
+    `{"image": "CLASS/NAME"}`. A multi-label run explains its most probable label unless `label` names one."""
     where, limits = _project(request, project), upload_limits(request)
     if request.headers.get("content-type", "").lower().startswith("application/json"):
         photo: Path | Upload = inspection.data_image(where, await _image_id(request))
     else:
         [photo] = await read_uploads(request, limits, batch=False)
-    png = await _runs(request).call(where, run, functools.partial(_explain, photo=photo, limits=limits))
+    png = await _runs(request).call(where, run, functools.partial(_explain, photo=photo, label=label, limits=limits))
     return Response(png, media_type="image/png")
 
 
@@ -141,10 +146,14 @@ async def _image_id(request: Request) -> object:
     return body.get("image") if isinstance(body, dict) else None
 
 
-def _explain(run: Run, photo: Path | Upload, limits: ServeOptions) -> bytes:
+def _explain(run: Run, photo: Path | Upload, label: str | None, limits: ServeOptions) -> bytes:
+    if label is not None and label not in run.class_names:
+        raise StudioError(
+            f"The run has no class {label!r}. Received: label={label!r}. Choose one of {run.class_names}."
+        )
     try:
         image = photo if isinstance(photo, Path) else open_upload(photo[1], photo[0], limits)
-        overlay = explain_image(run, image, max_side=EXPLAIN_SIDE).overlay
+        overlay = explain_image(run, image, label, max_side=EXPLAIN_SIDE).overlay
     except ImageError as error:
         raise unreadable(error) from None
     except ImgclfError as error:
@@ -190,10 +199,13 @@ def download_export(request: Request, project: str, run: str, file: str) -> File
 def snippet(request: Request, project: str, run: str) -> dict:
     """How to use the run outside the studio: the `imgclf serve` command and a few lines of Python."""
     folder = inspection.run_folder(_project(request, project), run)
+    answer = (
+        "labels, prediction.probabilities" if inspection.is_multi_label(folder) else "label, prediction.probability"
+    )
     python = (
         "import imgclf\n\n"
         f"run = imgclf.load({str(folder)!r})\n"
         'prediction = run.predict("photo.jpg")\n'
-        "print(prediction.label, prediction.probability)\n"
+        f"print(prediction.{answer})\n"
     )
     return {"serve": f"imgclf serve {shlex.quote(str(folder))}", "python": python}

@@ -234,7 +234,7 @@ def _build_model(config: TrainConfig, image_size: int, classes: int, device: tor
     """The model to train, on `device`: pretrained (or `--weights`) for a `new` run, else bare for resuming."""
     torch.manual_seed(config.seed)
     build = BuildOptions(pretrained=new, weights=config.weights if new else None, head=config.head)
-    model = create_model(config.model, classes, image_size, build).to(device)
+    model = create_model(config.model, classes, image_size, build, config.multi_label).to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -256,7 +256,7 @@ def _model_line(config: TrainConfig, classes: int, processes: Processes) -> str:
     device = processes.device
     where = device if not processes.distributed else f"{processes.world_size} processes ({device.type})"
     return (
-        f"Model {config.model} ({num_outputs(classes)} outputs) on {where}, {config.optimizer}, "
+        f"Model {config.model} ({num_outputs(classes, config.multi_label)} outputs) on {where}, {config.optimizer}, "
         f"augmentation: {describe_augment(config.augment)}."
     )
 

@@ -6,8 +6,12 @@ import { el } from "./dom.js";
 
 /** A photo tile: its thumbnail, name and badges; `caption` replaces the file name. */
 export function tile(project, image, { caption = null, badges = [] } = {}) {
-  return el("figure", { class: "tile", role: "option", tabindex: "-1", "aria-selected": "false", dataset: { id: image.id }, title: image.id },
-    el("img", { src: url(projectUrl(project, `/thumbnails/${imagePath(image.id)}`)), alt: image.name || image.id, loading: "lazy", decoding: "async", draggable: "false" }),
+  // A run's photo outside the class folders (id null) has no thumbnail: its name stands in for it.
+  const picture = image.id
+    ? el("img", { src: url(projectUrl(project, `/thumbnails/${imagePath(image.id)}`)), alt: image.name || image.id, loading: "lazy", decoding: "async", draggable: "false" })
+    : el("div", { class: "no-thumbnail", title: image.file, text: image.name });
+  return el("figure", { class: "tile", role: "option", tabindex: "-1", "aria-selected": "false", dataset: { id: image.id }, title: image.id ?? image.file },
+    picture,
     el("figcaption", { text: caption ?? image.name ?? image.id }),
     badges.length ? el("div", { class: "badges" }, badges) : null);
 }

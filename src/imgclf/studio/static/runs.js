@@ -1,5 +1,6 @@
 // The Runs view: runs side by side, their curves compared; one run's metrics, confusion matrix (cells open their
-// photos), most confidently wrong, calibration and the unsure threshold.
+// photos), most confidently wrong, calibration and the unsure threshold. A multi-label run shows each label's
+// threshold and scores instead of the last three, and the photos whose labels it got wrong.
 
 import { getJson, postJson, runUrl } from "./api.js";
 import { $, busy, duration, el, emptyUntilTrained, fail, percent } from "./dom.js";
@@ -66,7 +67,7 @@ function runRow(run) {
     el("td", { text: run.data ?? "" }),
     el("td", { text: run.date ? String(run.date).replace("T", " ").slice(0, 16) : "" }),
     el("td", { text: run.epochs ?? "" }),
-    el("td", { text: percent(run.accuracy) }),
+    el("td", { text: run.multi_label ? `mAP ${fixed(run.mean_average_precision)}` : percent(run.accuracy) }),
     el("td", { text: duration(run.time_s) }),
     el("td", {}, el("span", { class: `state ${run.state ?? ""}`, text: run.state ?? "" })));
 }
@@ -121,24 +122,59 @@ async function loadRun(name) {
     return;
   }
   if (shownRun !== name) return;
+  for (const card of ["confusion-card", "calibration-card", "threshold-card"]) $(card).hidden = run.multi_label;
+  $("labels-card").hidden = !run.multi_label;
+  $("wrong-title").textContent = run.multi_label ? "Labels most surely wrong" : "Most confidently wrong";
   showMetrics(run);
-  showConfusion(run);
-  showCalibration(run);
-  showCoverage(run);
+  if (run.multi_label) {
+    showLabelScores(run);
+  } else {
+    showConfusion(run);
+    showCalibration(run);
+    showCoverage(run);
+  }
   loadWrong(name);
 }
 
+const fixed = (value) => (value === null || value === undefined ? "–" : Number(value).toFixed(3));
+
 function showMetrics(run) {
   const metrics = run.metrics || {};
-  const items = [
+  const items = run.multi_label ? [
+    ["Mean average precision", fixed(metrics.mean_average_precision)],
+    ["Subset accuracy", percent(metrics.subset_accuracy)],
+    ["Hamming loss", fixed(metrics.hamming_loss)],
+    ["Micro F1", fixed(metrics.micro_f1)],
+    ["Epochs", String(run.history?.length ?? "–")],
+  ] : [
     ["Accuracy", percent(metrics.accuracy)],
-    ["Macro F1", metrics.macro_f1 === undefined ? "–" : Number(metrics.macro_f1).toFixed(3)],
-    ["Log loss", metrics.log_loss === undefined ? "–" : Number(metrics.log_loss).toFixed(3)],
+    ["Macro F1", fixed(metrics.macro_f1)],
+    ["Log loss", fixed(metrics.log_loss)],
     ["Calibration error", percent(run.calibration?.ece)],
     ["Epochs", String(run.history?.length ?? "–")],
   ];
   $("run-metrics").replaceChildren(...items.map(([term, value]) =>
     el("div", {}, el("dt", { text: term }), el("dd", { text: value }))));
+}
+
+/** A multi-label run's table: each label's threshold, precision, recall, F1, average precision and photos. */
+function showLabelScores(run) {
+  const rows = run.metrics?.per_class || [];
+  if (!rows.length) {
+    $("label-scores").replaceChildren(el("caption", { class: "muted", text: "None yet: the run has not finished." }));
+    return;
+  }
+  const columns = ["Label", "Threshold", "Precision", "Recall", "F1", "AP", "Photos"];
+  const head = el("tr", {}, ...columns.map((name) => el("th", { scope: "col", text: name })));
+  $("label-scores").replaceChildren(el("thead", {}, head), el("tbody", {}, rows.map((row) =>
+    el("tr", { dataset: { label: row.class } },
+      el("th", { scope: "row", text: row.class }),
+      el("td", { text: percent(row.threshold) }),
+      el("td", { text: percent(row.precision) }),
+      el("td", { text: percent(row.recall) }),
+      el("td", { text: fixed(row.f1) }),
+      el("td", { text: fixed(row.average_precision) }),
+      el("td", { text: String(row.support) })))));
 }
 
 function showConfusion(run) {
@@ -200,11 +236,15 @@ function showPhotos(container, images, emptyText) {
     container.replaceChildren(el("p", { class: "muted", text: emptyText }));
     return;
   }
+  const multiLabel = details.get(shownRun)?.multi_label;
   container.replaceChildren(...images.map((image) => {
-    const caption = `${image.predicted} ${percent(image.confidence, 0)}`;
+    const predicted = multiLabel ? image.predicted.split(";").join(", ") || "no label" : image.predicted;
+    const caption = `${predicted} ${percent(image.confidence, 0)}`;
     const figure = tile(state.project.name, image, { caption });
-    figure.addEventListener("click", () => openPhoto({ ...image, class: image.true },
-      `True class ${image.true}; predicted ${image.predicted} with ${percent(image.confidence)} confidence.`));
+    const text = multiLabel
+      ? `True labels ${image.true.split(";").join(", ")}; predicted ${predicted}; its surest wrong call ${percent(image.confidence)}.`
+      : `True class ${image.true}; predicted ${image.predicted} with ${percent(image.confidence)} confidence.`;
+    if (image.id) figure.addEventListener("click", () => openPhoto({ ...image, class: image.true }, text));
     return figure;
   }));
 }

@@ -1,6 +1,8 @@
 // The Test view: photos dropped or picked, and the webcam live, answered by the chosen run; Grad-CAM on demand.
+// A multi-label run answers with a set of labels: each label's probability against its threshold, and Grad-CAM
+// per label.
 
-import { postForm, runUrl } from "./api.js";
+import { enc, postForm, runUrl } from "./api.js";
 import { $, bars, busy, el, emptyUntilTrained, fail, percent } from "./dom.js";
 import { grabFrame, startCamera } from "./webcam.js";
 import { on, state } from "./state.js";
@@ -44,7 +46,7 @@ function render() {
 }
 
 const predictUrl = () => runUrl(state.project.name, state.run, "/predict");
-const explainUrl = () => runUrl(state.project.name, state.run, "/explain");
+const explainUrl = (label) => runUrl(state.project.name, state.run, label ? `/explain?label=${enc(label)}` : "/explain");
 
 async function predictFiles(files) {
   for (const file of files) {
@@ -71,17 +73,49 @@ function resultCard(file) {
 }
 
 function fillCard(card, file, answer) {
-  const label = answer.unsure ? "unsure" : answer.label;
+  const confidence = answer.labels ? "" : percent(answer.confidence);
   card.querySelector(".answer").replaceChildren(
-    el("span", { class: "label", text: label }), " ", el("span", { class: "muted", text: percent(answer.confidence) }));
-  card.querySelector(".bars").replaceChildren(...bars(answer.probabilities, answer.label));
-  const button = el("button", { type: "button", class: "button secondary", text: "Where did it look?" });
+    el("span", { class: "label", text: shownLabel(answer) }), " ", el("span", { class: "muted", text: confidence }));
+  card.querySelector(".bars").replaceChildren(...answerBars(answer));
+  if (!answer.labels) {
+    card.lastChild.append(explainButton(file, "Where did it look?", null, `Grad-CAM of ${file.name}`));
+    return;
+  }
+  const top = Object.entries(answer.probabilities).sort((a, b) => b[1] - a[1])[0][0];
+  for (const label of answer.labels.length ? answer.labels : [top]) {
+    const caption = `${label}: ${percent(answer.probabilities[label])} (threshold ${percent(answer.thresholds[label])})`;
+    card.lastChild.append(explainButton(file, `Where is ${label}?`, label, `Grad-CAM of ${label} in ${file.name}`, caption));
+  }
+}
+
+/** What the model answered: the label (or "unsure"); a multi-label run's labels, or "no label". */
+function shownLabel(answer) {
+  if (answer.labels) return answer.labels.join(", ") || "no label";
+  return answer.unsure ? "unsure" : answer.label;
+}
+
+/** The probability bars; a multi-label run's show every label, its threshold marked and the labels given green. */
+function answerBars(answer) {
+  if (!answer.labels) return bars(answer.probabilities, answer.label);
+  return bars(answer.probabilities, null, Infinity).map((item) => {
+    const label = item.dataset.class;
+    const threshold = answer.thresholds[label];
+    item.classList.toggle("top", answer.labels.includes(label));
+    item.title = `${label}: given at ${percent(threshold)} or more`;
+    item.querySelector(".track").append(el("span", { class: "threshold", style: `left: ${(100 * threshold).toFixed(2)}%` }));
+    return item;
+  });
+}
+
+/** A button that replaces itself with the Grad-CAM overlay of `label` (null: the predicted class) and `caption`. */
+function explainButton(file, text, label, alt, caption = "") {
+  const button = el("button", { type: "button", class: "button secondary", text, dataset: { label: label ?? "" } });
   button.addEventListener("click", () => busy(button, async () => {
-    const blob = await postForm(explainUrl(), { file }, "blob");
-    const overlay = el("img", { class: "overlay", src: URL.createObjectURL(blob), alt: `Grad-CAM of ${file.name}` });
-    button.replaceWith(overlay);
+    const blob = await postForm(explainUrl(label), { file }, "blob");
+    const overlay = el("img", { class: "overlay", src: URL.createObjectURL(blob), alt });
+    button.replaceWith(caption ? el("figure", { class: "explained" }, overlay, el("figcaption", { text: caption })) : overlay);
   }));
-  card.lastChild.append(button);
+  return button;
 }
 
 async function startWebcam() {
@@ -133,11 +167,11 @@ function showLive(answer) {
   const now = performance.now();
   camera.frames = [...camera.frames.filter((time) => now - time < 2000), now];
   const rate = camera.frames.length > 1 ? (1000 * (camera.frames.length - 1)) / (now - camera.frames[0]) : 0;
-  $("webcam-label").textContent = answer.unsure ? "unsure" : answer.label;
+  $("webcam-label").textContent = shownLabel(answer);
   $("webcam-label").dataset.label = answer.label;
   const speed = camera.frames.length > 1 ? `${rate.toFixed(1)} per second` : "measuring the speed…";
-  $("webcam-rate").textContent = `${percent(answer.confidence)} · ${speed}`;
-  $("webcam-bars").replaceChildren(...bars(answer.probabilities, answer.label));
+  $("webcam-rate").textContent = answer.labels ? speed : `${percent(answer.confidence)} · ${speed}`;
+  $("webcam-bars").replaceChildren(...answerBars(answer));
 }
 
 async function explainFrame() {
