@@ -135,7 +135,10 @@ def _first_core() -> openvino.Core:
 
 
 class OpenVinoEngine:
-    """An exported `model.onnx` compiled by OpenVINO for the CPU: bf16 where the CPU has it, else fp32."""
+    """An exported `model.onnx` compiled by OpenVINO for the CPU: bf16 where the CPU has it, else fp32.
+
+    Threads may call it at once (`Run.predict_iter` does): its one infer request takes them in turn.
+    """
 
     name = "openvino"
 
@@ -144,10 +147,13 @@ class OpenVinoEngine:
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.precision = {"f32": "fp32", "f16": "fp16"}.get(hint, hint)
         self.request = self.compiled.create_infer_request()
+        self._request_lock = threading.Lock()
 
     def __call__(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
-        result = self.request.infer({0: _pixels(images)})
-        return np.array(result[self.compiled.output(0)], dtype=np.float32)
+        pixels = _pixels(images)
+        with self._request_lock:
+            result = self.request.infer({0: pixels})
+            return np.array(result[self.compiled.output(0)], dtype=np.float32)
 
 
 def installed_engines() -> list[str]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -246,25 +248,28 @@ class Run:
     ) -> Iterator[Prediction]:
         """`predict` one batch at a time, in order (inputs as `predict` takes them).
 
-        Decoding and the engine take turns, each with every core (side by side on 2 cores they slowed each other:
-        Lite0 on OpenVINO 190–215 against 172–198 img/s); the next batch decodes while the caller handles this one.
+        Each core decodes and predicts a batch of its own, on one PyTorch thread, a few batches ahead of the
+        caller. When decoding and the model took turns with every core, PyTorch's threads spun at each layer
+        waiting for a partner the busy system had not scheduled (seed-cnn: 4.5 ms of CPU an image against
+        0.9 ms; `bench/predict_scale.py`).
         """
         _check_batch_size(batch_size)
         images = expand_images(images)
+        workers = os.cpu_count() or 1
         # Batches are sliced as they are reached: a million files are held once, as the list of their names.
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            batch = images[:batch_size]
-            pending = [pool.submit(self._decode, item) for item in batch]
-            for start in range(0, len(images), batch_size):
-                decoded = [future.result() for future in pending]
-                predictions = self._predictions(batch, decoded, tta)
-                batch = images[start + batch_size : start + 2 * batch_size]
-                pending = [pool.submit(self._decode, item) for item in batch]
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            batches = (
+                pool.submit(self._predict_batch, images[start : start + batch_size], tta)
+                for start in range(0, len(images), batch_size)
+            )
+            pending = deque(itertools.islice(batches, workers + 1))
+            while pending:
+                predictions = pending.popleft().result()
+                pending.extend(itertools.islice(batches, 1))
                 yield from predictions
 
-    def _predictions(
-        self, items: Sequence[ImageInput], decoded: list[torch.Tensor | ImageError], tta: bool
-    ) -> list[Prediction]:
+    def _predict_batch(self, items: Sequence[ImageInput], tta: bool) -> list[Prediction]:
+        decoded = [self._decode(item) for item in items]
         good = [i for i, result in enumerate(decoded) if isinstance(result, torch.Tensor)]
         probabilities = self.predict_tensors(torch.stack([decoded[i] for i in good]), tta) if good else None
         rows = {i: probabilities[row] for row, i in enumerate(good)}
