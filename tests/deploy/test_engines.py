@@ -42,12 +42,13 @@ def test_ctrl_c_still_interrupts_once_two_openvino_models_are_freed(tmp_path, fi
     assert (result.returncode, result.stdout) == (0, "interrupted\n"), result.stderr
 
 
-def test_threads_calling_one_openvino_engine_at_once_each_get_their_own_answer(tmp_path):
-    """`Run.predict_iter` predicts a batch on every core at once; the engine has one infer request."""
+@pytest.mark.parametrize("per_core", [False, True])
+def test_threads_calling_one_openvino_engine_at_once_each_get_their_own_answer(tmp_path, per_core):
+    """`Run.predict_iter` predicts a batch on every core at once; the engine had one infer request."""
     path = tmp_path / "model.onnx"
     network = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     path.write_bytes(to_onnx_bytes(network.eval(), torch.zeros(1, 3, 8, 8), "images", "probabilities"))
-    engine = OpenVinoEngine(path)
+    engine = OpenVinoEngine(path).per_core if per_core else OpenVinoEngine(path)
     generator = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=generator) for _ in range(200)]
     alone = [engine(batch) for batch in batches]

@@ -124,6 +124,13 @@ def _check_batch_size(batch_size: object) -> None:
         raise InputError(f"Invalid batch size. Received: batch_size={batch_size!r}. Give a whole number of 1 or more.")
 
 
+def _probabilities(engine, images: torch.Tensor, tta: bool) -> torch.Tensor:
+    probabilities = engine(images)
+    if tta:
+        probabilities = (probabilities + engine(images.flip(-1))) / 2
+    return torch.from_numpy(probabilities)
+
+
 class Run:
     """A trained run loaded from its directory, ready to predict.
 
@@ -218,10 +225,7 @@ class Run:
 
         `tta` averages them with those of the horizontally flipped images.
         """
-        probabilities = self.engine(images)
-        if tta:
-            probabilities = (probabilities + self.engine(images.flip(-1))) / 2
-        return torch.from_numpy(probabilities)
+        return _probabilities(self.engine, images, tta)
 
     def predict(
         self, images: ImageInput | Sequence[ImageInput], batch_size: int = 32, tta: bool = False
@@ -248,18 +252,18 @@ class Run:
     ) -> Iterator[Prediction]:
         """`predict` one batch at a time, in order (inputs as `predict` takes them).
 
-        Each core decodes and predicts a batch of its own, on one PyTorch thread, a few batches ahead of the
-        caller. When decoding and the model took turns with every core, PyTorch's threads spun at each layer
-        waiting for a partner the busy system had not scheduled (seed-cnn: 4.5 ms of CPU an image against
-        0.9 ms; `bench/predict_scale.py`).
+        Each core decodes and predicts a batch of its own, a few batches ahead of the caller, with the engine's
+        `per_core` form (one thread a call). When decoding and the model took turns with every core, the model's
+        threads spun at each layer waiting for a partner the busy system had not scheduled (seed-cnn on PyTorch:
+        4.5 ms of CPU an image against 0.9 ms; `bench/predict_scale.py`).
         """
         _check_batch_size(batch_size)
         images = expand_images(images)
-        workers = os.cpu_count() or 1
+        workers, engine = os.cpu_count() or 1, self.engine.per_core
         # Batches are sliced as they are reached: a million files are held once, as the list of their names.
         with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
             batches = (
-                pool.submit(self._predict_batch, images[start : start + batch_size], tta)
+                pool.submit(self._predict_batch, images[start : start + batch_size], tta, engine)
                 for start in range(0, len(images), batch_size)
             )
             pending = deque(itertools.islice(batches, workers + 1))
@@ -268,10 +272,10 @@ class Run:
                 pending.extend(itertools.islice(batches, 1))
                 yield from predictions
 
-    def _predict_batch(self, items: Sequence[ImageInput], tta: bool) -> list[Prediction]:
+    def _predict_batch(self, items: Sequence[ImageInput], tta: bool, engine) -> list[Prediction]:
         decoded = [self._decode(item) for item in items]
         good = [i for i, result in enumerate(decoded) if isinstance(result, torch.Tensor)]
-        probabilities = self.predict_tensors(torch.stack([decoded[i] for i in good]), tta) if good else None
+        probabilities = _probabilities(engine, torch.stack([decoded[i] for i in good]), tta) if good else None
         rows = {i: probabilities[row] for row, i in enumerate(good)}
         predictions = []
         for i, item in enumerate(items):
