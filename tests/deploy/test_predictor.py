@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import threading
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import imgclf
@@ -70,3 +72,30 @@ def test_a_run_without_calibration_is_loaded_with_a_warning(trained_run, tmp_pat
     assert len(warnings) == 1
     assert "has no calibration.json" in warnings[0] and f"imgclf train --resume {run_dir}" in warnings[0]
     assert f"imgclf report {run_dir}" in warnings[0]
+
+
+def test_each_batch_is_decoded_and_predicted_on_one_torch_thread_of_its_own(trained_run, cars_planes, monkeypatch):
+    """Decoding and the model took turns with every core, and PyTorch's threads spun at each layer of a busy machine."""
+    engine_call, calls = type(trained_run.engine).__call__, []
+
+    def watched(engine, images):
+        calls.append((threading.current_thread() is threading.main_thread(), torch.get_num_threads(), len(images)))
+        return engine_call(engine, images)
+
+    monkeypatch.setattr(type(trained_run.engine), "__call__", watched)
+    trained_run.predict(sorted((cars_planes / "val_set").rglob("*.jpg")), batch_size=8)
+    assert calls == [(False, 1, 8)] * 5
+
+
+def test_batches_give_the_predictions_of_each_image_alone_in_input_order(trained_run, cars_planes, tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not a photo")
+    photos = sorted((cars_planes / "val_set").rglob("*.jpg"))[:16]
+    inputs = [tmp_path / "empty.jpg", *photos[:7], tmp_path / "text.jpg", Image.open(photos[7]), *photos[8:]]
+    batched = trained_run.predict(inputs, batch_size=3)
+    alone = [trained_run.predict([image], batch_size=1)[0] for image in inputs]
+    outcome = [(p.file, p.label, p.index, p.error) for p in batched]
+    assert outcome == [(p.file, p.label, p.index, p.error) for p in alone]
+    assert [p.error is not None for p in batched] == [True, *[False] * 7, True, *[False] * 9]
+    for together, apart in zip(batched, alone):
+        assert together.probabilities == pytest.approx(apart.probabilities, abs=1e-6)

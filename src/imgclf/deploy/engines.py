@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,6 +87,11 @@ class TorchEngine:
         pixels = images.to(self.device, non_blocking=True).float().div_(255.0)
         return self.network(pixels.contiguous(memory_format=torch.channels_last)).cpu().numpy()
 
+    @property
+    def per_core(self) -> TorchEngine:
+        """This engine: a call runs on the calling thread's PyTorch threads, one on `Run.predict_iter`'s workers."""
+        return self
+
 
 def _pixels(images: torch.Tensor | np.ndarray) -> np.ndarray:
     """uint8 (N, 3, S, S) → float32 in [0, 1], the exported graph's input."""
@@ -94,22 +100,29 @@ def _pixels(images: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 class OnnxRuntimeEngine:
-    """An exported `model.onnx` (a path, or the file's bytes) on onnxruntime's CPU provider."""
+    """An exported `model.onnx` (a path, or the file's bytes) on onnxruntime's CPU provider, each call on
+    `threads` threads (0: every core)."""
 
     name = "onnx"
     precision = "fp32"
 
-    def __init__(self, onnx_model: str | Path | bytes):
+    def __init__(self, onnx_model: str | Path | bytes, threads: int = 0):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
-        source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
-        self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        options.intra_op_num_threads = threads
+        self.source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+        self.session = onnxruntime.InferenceSession(self.source, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: _pixels(images)})[0]
+
+    @functools.cached_property
+    def per_core(self) -> OnnxRuntimeEngine:
+        """The same model for threads calling at once (`Run.predict_iter`'s workers), each call on one thread."""
+        return OnnxRuntimeEngine(self.source, threads=1)
 
 
 _core_lock = threading.Lock()
@@ -135,19 +148,34 @@ def _first_core() -> openvino.Core:
 
 
 class OpenVinoEngine:
-    """An exported `model.onnx` compiled by OpenVINO for the CPU: bf16 where the CPU has it, else fp32."""
+    """An exported `model.onnx` compiled by OpenVINO for the CPU: bf16 where the CPU has it, else fp32.
+
+    A call runs on every core, or with `streams` on one core of its own, up to `streams` calls at once.
+    Threads may call it at once: each has an infer request of its own.
+    """
 
     name = "openvino"
 
-    def __init__(self, onnx_path: str | Path):
-        self.compiled = openvino_core().compile_model(str(onnx_path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    def __init__(self, onnx_path: str | Path, streams: int | None = None):
+        self.onnx_path = onnx_path
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if streams is not None:
+            config = {"NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": streams}
+        self.compiled = openvino_core().compile_model(str(onnx_path), "CPU", config)
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.precision = {"f32": "fp32", "f16": "fp16"}.get(hint, hint)
-        self.request = self.compiled.create_infer_request()
+        self._requests = threading.local()
 
     def __call__(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
-        result = self.request.infer({0: _pixels(images)})
+        if not hasattr(self._requests, "request"):
+            self._requests.request = self.compiled.create_infer_request()
+        result = self._requests.request.infer({0: _pixels(images)})
         return np.array(result[self.compiled.output(0)], dtype=np.float32)
+
+    @functools.cached_property
+    def per_core(self) -> OpenVinoEngine:
+        """The same model for threads calling at once (`Run.predict_iter`'s workers), each call on one core."""
+        return OpenVinoEngine(self.onnx_path, streams=os.cpu_count() or 1)
 
 
 def installed_engines() -> list[str]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -122,6 +124,13 @@ def _check_batch_size(batch_size: object) -> None:
         raise InputError(f"Invalid batch size. Received: batch_size={batch_size!r}. Give a whole number of 1 or more.")
 
 
+def _probabilities(engine, images: torch.Tensor, tta: bool) -> torch.Tensor:
+    probabilities = engine(images)
+    if tta:
+        probabilities = (probabilities + engine(images.flip(-1))) / 2
+    return torch.from_numpy(probabilities)
+
+
 class Run:
     """A trained run loaded from its directory, ready to predict.
 
@@ -216,10 +225,7 @@ class Run:
 
         `tta` averages them with those of the horizontally flipped images.
         """
-        probabilities = self.engine(images)
-        if tta:
-            probabilities = (probabilities + self.engine(images.flip(-1))) / 2
-        return torch.from_numpy(probabilities)
+        return _probabilities(self.engine, images, tta)
 
     def predict(
         self, images: ImageInput | Sequence[ImageInput], batch_size: int = 32, tta: bool = False
@@ -246,27 +252,30 @@ class Run:
     ) -> Iterator[Prediction]:
         """`predict` one batch at a time, in order (inputs as `predict` takes them).
 
-        Decoding and the engine take turns, each with every core (side by side on 2 cores they slowed each other:
-        Lite0 on OpenVINO 190–215 against 172–198 img/s); the next batch decodes while the caller handles this one.
+        Each core decodes and predicts a batch of its own, a few batches ahead of the caller, with the engine's
+        `per_core` form (one thread a call). When decoding and the model took turns with every core, the model's
+        threads spun at each layer waiting for a partner the busy system had not scheduled (seed-cnn on PyTorch:
+        4.5 ms of CPU an image against 0.9 ms; `bench/predict_scale.py`).
         """
         _check_batch_size(batch_size)
         images = expand_images(images)
+        workers, engine = os.cpu_count() or 1, self.engine.per_core
         # Batches are sliced as they are reached: a million files are held once, as the list of their names.
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            batch = images[:batch_size]
-            pending = [pool.submit(self._decode, item) for item in batch]
-            for start in range(0, len(images), batch_size):
-                decoded = [future.result() for future in pending]
-                predictions = self._predictions(batch, decoded, tta)
-                batch = images[start + batch_size : start + 2 * batch_size]
-                pending = [pool.submit(self._decode, item) for item in batch]
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            batches = (
+                pool.submit(self._predict_batch, images[start : start + batch_size], tta, engine)
+                for start in range(0, len(images), batch_size)
+            )
+            pending = deque(itertools.islice(batches, workers + 1))
+            while pending:
+                predictions = pending.popleft().result()
+                pending.extend(itertools.islice(batches, 1))
                 yield from predictions
 
-    def _predictions(
-        self, items: Sequence[ImageInput], decoded: list[torch.Tensor | ImageError], tta: bool
-    ) -> list[Prediction]:
+    def _predict_batch(self, items: Sequence[ImageInput], tta: bool, engine) -> list[Prediction]:
+        decoded = [self._decode(item) for item in items]
         good = [i for i, result in enumerate(decoded) if isinstance(result, torch.Tensor)]
-        probabilities = self.predict_tensors(torch.stack([decoded[i] for i in good]), tta) if good else None
+        probabilities = _probabilities(engine, torch.stack([decoded[i] for i in good]), tta) if good else None
         rows = {i: probabilities[row] for row, i in enumerate(good)}
         predictions = []
         for i, item in enumerate(items):
@@ -282,14 +291,15 @@ class Run:
         if self.thresholds is not None:
             return self._labels_from(probabilities, file)
         index = int(probabilities.argmax())
-        probability = float(probabilities[index])
+        values = probabilities.tolist()  # in one call: element by element took twice the time (11 against 6 µs)
+        probability = values[index]
         unsure = self.min_confidence is not None and probability < self.min_confidence
         return Prediction(
             file=file,
             label=UNSURE if unsure else self.class_names[index],
             index=None if unsure else index,
             probability=probability,
-            probabilities={c: float(p) for c, p in zip(self.class_names, probabilities)},
+            probabilities=dict(zip(self.class_names, values)),
         )
 
     def check_single_label(self, what: str) -> None:
