@@ -87,6 +87,17 @@ def test_each_batch_is_decoded_and_predicted_on_one_torch_thread_of_its_own(trai
     assert calls == [(False, 1, 8)] * 5
 
 
+def test_threads_started_after_predicting_get_the_callers_torch_threads(trained_run, cars_planes):
+    """The workers' torch.set_num_threads(1) became the default of every thread started later in the process."""
+    before = torch.get_num_threads()
+    trained_run.predict(sorted((cars_planes / "val_set").rglob("*.jpg"))[:4], batch_size=2)
+    seen = []
+    later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    later.start()
+    later.join()
+    assert seen == [before]
+
+
 def test_batches_give_the_predictions_of_each_image_alone_in_input_order(trained_run, cars_planes, tmp_path):
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "text.jpg").write_text("not a photo")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -150,18 +149,13 @@ def _first_core() -> openvino.Core:
 class OpenVinoEngine:
     """An exported `model.onnx` compiled by OpenVINO for the CPU: bf16 where the CPU has it, else fp32.
 
-    A call runs on every core, or with `streams` on one core of its own, up to `streams` calls at once.
-    Threads may call it at once: each has an infer request of its own.
+    Threads may call it at once: each has an infer request of its own, and the calls take turns on the cores.
     """
 
     name = "openvino"
 
-    def __init__(self, onnx_path: str | Path, streams: int | None = None):
-        self.onnx_path = onnx_path
-        config = {"PERFORMANCE_HINT": "LATENCY"}
-        if streams is not None:
-            config = {"NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": streams}
-        self.compiled = openvino_core().compile_model(str(onnx_path), "CPU", config)
+    def __init__(self, onnx_path: str | Path):
+        self.compiled = openvino_core().compile_model(str(onnx_path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.precision = {"f32": "fp32", "f16": "fp16"}.get(hint, hint)
         self._requests = threading.local()
@@ -172,10 +166,11 @@ class OpenVinoEngine:
         result = self._requests.request.infer({0: _pixels(images)})
         return np.array(result[self.compiled.output(0)], dtype=np.float32)
 
-    @functools.cached_property
+    @property
     def per_core(self) -> OpenVinoEngine:
-        """The same model for threads calling at once (`Run.predict_iter`'s workers), each call on one core."""
-        return OpenVinoEngine(self.onnx_path, streams=os.cpu_count() or 1)
+        """This engine: `Run.predict_iter`'s workers share it (a second compile with one stream a core cost Lite0
+        about 300 MB more for the same CPU time an image)."""
+        return self
 
 
 def installed_engines() -> list[str]:

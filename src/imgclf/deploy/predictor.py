@@ -259,18 +259,21 @@ class Run:
         """
         _check_batch_size(batch_size)
         images = expand_images(images)
-        workers, engine = os.cpu_count() or 1, self.engine.per_core
-        # Batches are sliced as they are reached: a million files are held once, as the list of their names.
-        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            batches = (
-                pool.submit(self._predict_batch, images[start : start + batch_size], tta, engine)
-                for start in range(0, len(images), batch_size)
-            )
-            pending = deque(itertools.islice(batches, workers + 1))
-            while pending:
-                predictions = pending.popleft().result()
-                pending.extend(itertools.islice(batches, 1))
-                yield from predictions
+        workers, engine, threads = os.cpu_count() or 1, self.engine.per_core, torch.get_num_threads()
+        try:
+            # Batches are sliced as they are reached: a million files are held once, as the list of their names.
+            with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                batches = (
+                    pool.submit(self._predict_batch, images[start : start + batch_size], tta, engine)
+                    for start in range(0, len(images), batch_size)
+                )
+                pending = deque(itertools.islice(batches, workers + 1))
+                while pending:
+                    predictions = pending.popleft().result()
+                    pending.extend(itertools.islice(batches, 1))
+                    yield from predictions
+        finally:
+            torch.set_num_threads(threads)  # a worker's one thread became the default of every thread started later
 
     def _predict_batch(self, items: Sequence[ImageInput], tta: bool, engine) -> list[Prediction]:
         decoded = [self._decode(item) for item in items]
