@@ -13,8 +13,9 @@ from imgclf.cli import main
 from imgclf.config import ConfigError
 from imgclf.deploy.export import export_onnx
 from imgclf.evaluation.explain import explain_files
+from imgclf.models import BuildOptions, create_model
 from imgclf.runs import load_tensors
-from imgclf.training import checkpoints
+from imgclf.training import checkpoints, partial_finetune
 from imgclf.training.budget import Deadline, parse_duration
 
 
@@ -69,6 +70,28 @@ def test_the_time_limit_leaves_out_the_backbones_that_would_not_fit(small_photos
     assert [item["model"] for item in recipe["left_out"]] == ["efficientnet_lite1", "efficientnet_lite2"]
     assert all("s are left" in item["reason"] for item in recipe["left_out"])
     assert recipe["time_limit"] == "1m" and run.config.train.model.startswith("ensemble:efficientnet_lite0")
+    assert not recipe["fine_tuning"]["kept"] and recipe["fine_tuning"]["epochs"] == []
+    assert recipe["fine_tuning"]["why"].endswith("s are left")
+
+
+def test_best_keeps_a_fine_tuned_member_in_the_run(small_photos, tmp_path, monkeypatch):
+    # Every epoch scores above the frozen model here, so the fine-tuned member is kept: the run must save, load,
+    # predict and export its fine-tuned backbone.
+    score = partial_finetune.Scoring.score
+    monkeypatch.setattr(partial_finetune.Scoring, "score", lambda self, *logits: (2.0, score(self, *logits)[1]))
+    run = imgclf.train(small_photos / "train", val=str(small_photos / "val"), preset="best", out=str(tmp_path / "run"))
+    tuning = run.config.recipe["fine_tuning"]
+    chosen = run.config.recipe["chosen"].removeprefix("ensemble:").split("+")[0]
+    assert tuning["kept"] and tuning["model"] == chosen and tuning["trained"][-2:] == ["conv_head", "bn2"]
+    pretrained = create_model(chosen, 2, None, BuildOptions(pretrained=True)).state_dict()
+    saved = load_tensors(run.run_dir / "model.safetensors")
+    stage = tuning["trained"][0]
+    key = next(key for key in pretrained if key.startswith(f"backbone.network.{stage}.") and key.endswith("weight"))
+    assert not torch.equal(saved["members.0.unflipped." + key], pretrained[key])
+    loaded = imgclf.load(run.run_dir)
+    photo = sorted((small_photos / "val" / "planes").glob("*.jpg"))[0]
+    assert loaded.predict(photo).probabilities == pytest.approx(run.predict(photo).probabilities, abs=1e-6)
+    assert export_onnx(loaded, tmp_path / "export").parity.passed
 
 
 def test_the_time_limit_stops_the_epochs_and_keeps_the_best_so_far(tmp_path, monkeypatch):

@@ -15,7 +15,9 @@ The recipe, each step logged and saved in `config.json` under `recipe`:
    without and with flip test-time augmentation: the highest held-out accuracy wins (then the lower log-loss,
    then fewer backbones, then no flip). The preset's Lite0 alone is the default recipe's model (its head fitted in
    one go, not in epochs), so the winner never scores below that on these images;
-4. the winner as one model (`models/ensemble.py`), finished as any run: calibrated, evaluated, reported.
+4. with `best`, the winner's first backbone fine-tuned on cached activations of its last stage while the time limit
+   allows, kept only if the whole model then scores higher on the validation images (`partial_finetune.py`);
+5. the winner as one model (`models/ensemble.py`), finished as any run: calibrated, evaluated, reported.
 
 Every backbone sees the photo decoded at the largest input size of the preset and resized inside the model to its
 own, in training as in predict and export, so the features the heads learn from are the ones they are given later.
@@ -45,6 +47,7 @@ from imgclf.training.features import FeatureCache, backbone_key, cache_root, ext
 from imgclf.training.finish import finish_calibrated
 from imgclf.training.linear_heads import FOLDS, HeldOut, Views, fit_dense, held_out_logits
 from imgclf.training.options import index_data, library_versions, run_preprocessing
+from imgclf.training.partial_finetune import Scoring, fine_tune_member
 from imgclf.training.steps import calibration_of
 from imgclf.training.writer import SKIPPED_FILE, RunWriter
 from imgclf.wheels import weights_installed, weights_package
@@ -128,6 +131,7 @@ def train_preset(config: TrainConfig, writer: RunWriter, processes: Processes, d
     why = _why(winner, candidates, search.scored_on)
     log.info("Preset %s chose %s: %s", config.preset, winner.name, why)
     final = _final_model(model.cpu(), scored, winner, search, num_outputs(len(class_names)))
+    fine_tuning = _fine_tuned(final, search, winner, deadline) if config.preset == "best" else None
     recipe = {
         "preset": config.preset,
         "time_limit": config.time_limit,
@@ -137,6 +141,7 @@ def train_preset(config: TrainConfig, writer: RunWriter, processes: Processes, d
         "tried": [_candidate_record(candidate) for candidate in sorted(candidates, key=Candidate.rank)],
         "chosen": winner.name,
         "why": why,
+        **({"fine_tuning": fine_tuning} if fine_tuning is not None else {}),
         "search_seconds": round(time.perf_counter() - started, 2),
     }
     train_config = dataclasses.replace(config, model=winner.name, image_size=preprocessing.image_size)
@@ -340,8 +345,8 @@ def _final_model(model: Ensemble, scored: list[Scored], winner: Candidate, searc
     return Ensemble(chosen, winner.flip).eval()
 
 
-def _ensemble_logits(model: Ensemble, search: _Search, winner: Candidate) -> tuple[torch.Tensor, torch.Tensor]:
-    """The finished model's logits of the validation images, from their cached features, and their labels."""
+def _member_probabilities(model: Ensemble, search: _Search, winner: Candidate) -> list[torch.Tensor]:
+    """Each member's calibrated probabilities of the validation images, from their cached features."""
     probabilities = []
     with torch.no_grad():
         for name, member in zip(winner.members, model.members):
@@ -350,7 +355,32 @@ def _ensemble_logits(model: Ensemble, search: _Search, winner: Candidate) -> tup
             plain = to_probabilities(dense(val.plain) / temperature)
             mirrored = to_probabilities(dense(val.mirrored) / temperature)
             probabilities.append((plain + mirrored) / 2 if model.flip else plain)
-    return averaged_logits(torch.stack(probabilities).mean(dim=0)), val.labels
+    return probabilities
+
+
+def _ensemble_logits(model: Ensemble, search: _Search, winner: Candidate) -> tuple[torch.Tensor, torch.Tensor]:
+    """The finished model's logits of the validation images, from their cached features, and their labels."""
+    probabilities = _member_probabilities(model, search, winner)
+    return averaged_logits(torch.stack(probabilities).mean(dim=0)), search.views[winner.members[0]][1].labels
+
+
+def _fine_tuned(model: Ensemble, search: _Search, winner: Candidate, deadline: Deadline) -> dict:
+    """Fine-tunes the winner's first (best) member's last stages while `deadline` allows, kept only if the whole
+    model then scores higher on the validation images (`partial_finetune.py`); what was done, for the recipe."""
+    name, member = winner.members[0], model.members[0]
+    train, val = search.readable
+    probabilities = _member_probabilities(model, search, winner)
+    labels = search.views[name][1].labels
+    baseline = metrics.accuracy(labels.numpy(), torch.stack(probabilities).mean(dim=0).argmax(dim=1).numpy())
+    scoring = Scoring(probabilities[1:], model.flip, labels, baseline)
+    pace = (search.seconds_per_image or GUESSED_SECONDS_PER_IMAGE) * RELATIVE_COST.get(name, 3.0)
+    expected = pace * (len(train.files) + 2 * len(val.files))
+    outcome = fine_tune_member(
+        member, name, (train, val), search.preprocessing, search.precision, scoring, deadline, expected
+    )
+    if outcome.val is not None:
+        search.views[name] = (search.views[name][0], outcome.val)
+    return outcome.record
 
 
 def _backbone_record(scored: Scored, search: _Search) -> dict:
