@@ -4,6 +4,7 @@ a fresh, empty cache (`IMGCLF_CACHE`), so feature extraction and decoding are al
 
     .venv/bin/python bench/recipes.py
     .venv/bin/python bench/recipes.py --datasets flowers12 --best-limit 2m
+    .venv/bin/python bench/recipes.py --datasets trashnet flowers12 --recipes default balanced
 
 Accuracy is `metrics.json`'s, on the validation images after training (the presets also chose on them, so their
 figure is optimistic by as much as choosing among a few candidates can be). Each line reports the machine's
@@ -67,11 +68,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATA), default=list(DATA))
     parser.add_argument("--best-limit", default="3m", help="--time-limit of --preset best (default %(default)s)")
+    parser.add_argument("--recipes", nargs="+", choices=["default", "balanced", "best"], help="(default: all)")
     args = parser.parse_args()
     print(f"{'data':12} {'recipe':10} {'val acc':>8} {'wall s':>7}  load 1-min before/after  model", flush=True)
     with tempfile.TemporaryDirectory() as runs:
         for dataset in args.datasets:
             for name, options in recipes(args.best_limit).items():
+                if args.recipes and name.split()[0] not in args.recipes:
+                    continue
                 result = measure(DATA[dataset], options, Path(runs) / f"{dataset}-{name.split()[0]}")
                 print(
                     f"{dataset:12} {name:10} {result['accuracy']:8.4f} {result['seconds']:7.1f}  "
