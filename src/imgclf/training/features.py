@@ -170,12 +170,15 @@ class _Job:
     views: Sequence[View]
     missing: list[set[int]]
 
-    def forget(self, digests: list[str | SkippedFile]) -> None:
-        """Drop the features this extraction gave the views, from them and from their caches."""
+    def forget(self, digests: list[str | SkippedFile]) -> int:
+        """Drop the features this extraction gave the views, from them and from their caches; returns how many."""
+        forgotten = 0
         for view, missing in zip(self.views, self.missing):
             for i in missing:
                 if view.features.pop(i, None) is not None:
                     view.cache.remove(digests[i])
+                    forgotten += 1
+        return forgotten
 
 
 @dataclasses.dataclass
@@ -204,9 +207,8 @@ class _Extraction:
                 "its %d features so far are recomputed.",
                 file,
                 similarity,
-                sum(len(view.features.keys() & missing) for view, missing in zip(job.views, job.missing)),
+                job.forget(self.digests),
             )
-            job.forget(self.digests)
         if failed:
             self._chunks([job for job, _ in failed], use_fast=False)
 

@@ -5,9 +5,11 @@ imgclf train data/training_set --val-split 0.2 --preset best --time-limit 5m
 imgclf.train("data/training_set", val="data/val_set", preset="best", time_limit="5m")
 
 The recipe, each step logged and saved in `config.json` under `recipe`:
-1. each backbone of the preset (`balanced`: EfficientNet-Lite0 and Lite1; `best`: Lite0, Lite1 and Lite2), cheapest
-   first, while the next one is expected to fit in the time limit: the pooled features of every training image and
-   of every validation image and its mirror, into the feature cache;
+1. each backbone of the preset (`balanced`: EfficientNet-Lite0 and Lite1; `best`: Lite0, Lite1 and Lite2): the
+   pooled features of every training image and of every validation image and its mirror, into the feature cache,
+   each photo decoded once for all the backbones and mirrored from the decoded image (`features.extract_views`).
+   With a time limit the cheapest backbone goes first, alone, and the others follow in one more pass when they are
+   expected to fit at its pace;
 2. a dense head fitted on them in one go for a few L2 strengths (`linear_heads.py`), scored on the validation set,
    or, when it has fewer than `SMALL_VALIDATION` images, also by k-fold cross-validation on the training set;
    the temperature of each backbone's logits fitted on the same held-out images;
