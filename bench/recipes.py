@@ -4,6 +4,7 @@ a fresh, empty cache (`IMGCLF_CACHE`), so feature extraction and decoding are al
 
     .venv/bin/python bench/recipes.py
     .venv/bin/python bench/recipes.py --datasets flowers12 --best-limit 2m
+    .venv/bin/python bench/recipes.py --datasets trashnet flowers12 --recipes default balanced
     .venv/bin/python bench/recipes.py --fastai-python /work/venv-fastai/bin/python --best-limit quarter-of-fastai
 
 With `--fastai-python` (the python of a venv holding fastai: see bench/fastai_baseline.py for its set-up), each
@@ -128,6 +129,7 @@ def main() -> None:
         help="the python of a venv holding fastai (see bench/fastai_baseline.py): run fastai's vision_learner + "
         "fine_tune(3) first on each data set",
     )
+    parser.add_argument("--recipes", nargs="+", choices=["default", "balanced", "best"], help="(default: all)")
     args = parser.parse_args()
     if args.best_limit == QUARTER_OF_FASTAI and not args.fastai_python:
         parser.error(f"--best-limit {QUARTER_OF_FASTAI} needs --fastai-python")
@@ -143,6 +145,8 @@ def main() -> None:
                 if best_limit == QUARTER_OF_FASTAI:
                     best_limit = f"{round(fastai['seconds'] / 4)}s"
             for name, options in recipes(best_limit).items():
+                if args.recipes and name.split()[0] not in args.recipes:
+                    continue
                 result = measure(data[dataset], options, Path(runs) / f"{dataset}-{name.split()[0]}")
                 print_row(dataset, name, result["accuracy"], result["seconds"], result["load"], result["model"])
 

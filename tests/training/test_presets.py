@@ -11,12 +11,17 @@ from tests.conftest import label_wide_photos, make_synthetic_classes, read_histo
 import imgclf
 from imgclf.cli import main
 from imgclf.config import ConfigError
+from imgclf.data.folders import index_folder
 from imgclf.deploy.export import export_onnx
+from imgclf.devices import CPU, resolve_precision
 from imgclf.evaluation.explain import explain_files
 from imgclf.models import BuildOptions, create_model
+from imgclf.models.ensemble import ensemble_name
 from imgclf.runs import load_tensors
 from imgclf.training import checkpoints, partial_finetune
 from imgclf.training.budget import Deadline, parse_duration
+from imgclf.training.features import FeatureCache, backbone_key, cache_root, extract_features
+from imgclf.training.frozen import AGREEMENT, agreement
 
 
 def late_clock(seconds_per_call: float):
@@ -161,3 +166,25 @@ def test_a_searching_preset_refuses_multi_label_data(flat_photos):
     with pytest.raises(ConfigError, match="single-label models.*--preset fast"):
         imgclf.train(labels=labels, preset="balanced", progress=False, out=str(flat_photos.parent / "run"))
     assert not (flat_photos.parent / "run" / "config.json").exists()
+
+
+def test_a_preset_keeps_each_backbones_features_where_a_later_run_finds_them(small_photos, tmp_path):
+    run = imgclf.train(
+        small_photos / "train", val=str(small_photos / "val"), preset="balanced", out=str(tmp_path / "run")
+    )
+    names = ["efficientnet_lite0", "efficientnet_lite1"]
+    # 16 training and 6 validation photos, each as decoded and mirrored (it cross-validates): 44 features a backbone.
+    assert [item["features_computed"] for item in run.config.recipe["backbones"]] == [44, 44]
+    preprocessing, precision = run.config.preprocessing, resolve_precision(run.config.train.precision, CPU)
+    model = create_model(ensemble_name(names, flip=True), 2, None, BuildOptions(pretrained=True)).eval()
+    files = [*index_folder(small_photos / "train").files, *index_folder(small_photos / "val").files]
+    for name, member in zip(names, model.members):
+        for flipped in (False, True):  # the mirrors came from the decoded photo; this extractor flips by itself
+            extractor = member.extractor(flipped)
+            key = backbone_key(name, "pretrained", preprocessing, extractor, precision)
+            cached, kept, _, computed = extract_features(
+                extractor, files, preprocessing, FeatureCache(cache_root() / key), 8, CPU, precision
+            )
+            assert computed == 0 and kept == list(range(len(files)))
+            fresh = extract_features(extractor, files, preprocessing, FeatureCache(tmp_path / key), 8, CPU, precision)
+            assert agreement(fresh[0], cached) >= AGREEMENT

@@ -148,48 +148,77 @@ def _run_in_batches(
 
 
 @dataclasses.dataclass
+class View:
+    """One backbone's features of the files at `rows` (positions in the files extracted): of the images as
+    decoded, or of their mirrors (`mirrored`, flipped left to right), each stored in `cache` as it comes.
+
+    `extract_views` fills `features` (position → features) with those of the readable files.
+    """
+
+    cache: FeatureCache
+    rows: Sequence[int]
+    mirrored: bool = False
+    features: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class _Job:
+    """One extractor's part of an extraction: its views, the rows each of them misses, and its engines."""
+
+    fast: Backbone | None
+    pytorch: Backbone
+    views: Sequence[View]
+    missing: list[set[int]]
+
+    def forget(self, digests: list[str | SkippedFile]) -> int:
+        """Drop the features this extraction gave the views, from them and from their caches; returns how many."""
+        forgotten = 0
+        for view, missing in zip(self.views, self.missing):
+            for i in missing:
+                if view.features.pop(i, None) is not None:
+                    view.cache.remove(digests[i])
+                    forgotten += 1
+        return forgotten
+
+
+@dataclasses.dataclass
 class _Extraction:
-    """One `extract_features` call: the files, their digests, where their features go and how batches run."""
+    """One `extract_views` call: the files, their digests, how batches run, and the files found unreadable."""
 
     files: Sequence[str]
     digests: list[str | SkippedFile]
     preprocessing: Preprocessing
-    cache: FeatureCache
     batch_size: int
     device: torch.device
+    unreadable: dict[int, SkippedFile] = dataclasses.field(default_factory=dict)
 
-    def run(
-        self, fast: Backbone | None, pytorch: Backbone, indices: list[int]
-    ) -> tuple[dict[int, torch.Tensor], list[SkippedFile]]:
-        """The features of the files at `indices` (cached as they come) and the unreadable files among them.
+    def run(self, jobs: list[_Job]) -> None:
+        """Fill the jobs' views with the features they miss (cached as they come).
 
-        `fast` (OpenVINO) gives the features while it agrees with `pytorch`: a chunk's are cached only once one
-        of its images, run again in PyTorch, agrees with them. At the first chunk that disagrees, the cache
-        forgets every feature `fast` gave in this call, and `pytorch` extracts them all.
+        A job's `fast` engine (OpenVINO) gives its features while it agrees with its `pytorch` one: a chunk's are
+        cached only once one of its images, run again in PyTorch, agrees with them. At the first chunk that
+        disagrees, the job's caches forget every feature `fast` gave in this call, and `pytorch` extracts them all
+        after the other jobs are done.
         """
-        if fast is not None:
-            found, skipped, disagreement = self._chunks(fast, pytorch, indices)
-            if disagreement is None:
-                return found, skipped
+        failed = self._chunks(jobs, use_fast=True)
+        for job, (file, similarity) in failed:
             log.warning(
                 "Extracting features with PyTorch: OpenVINO's differ from PyTorch's on %s (cosine %.3f); "
                 "its %d features so far are recomputed.",
-                *disagreement,
-                len(found),
+                file,
+                similarity,
+                job.forget(self.digests),
             )
-            for i in found:
-                self.cache.remove(self.digests[i])
-        found, skipped, _ = self._chunks(pytorch, None, indices)
-        return found, skipped
+        if failed:
+            self._chunks([job for job, _ in failed], use_fast=False)
 
-    def _chunks(
-        self, backbone: Backbone, reference: Backbone | None, indices: list[int]
-    ) -> tuple[dict[int, torch.Tensor], list[SkippedFile], tuple[str, float] | None]:
-        """Decoding and `backbone` taking turns on `CHUNK` files at a time, each chunk's features cached; with a
-        `reference`, only after a spot check, and up to the first chunk that fails it (its file and cosine)."""
-        chunks = [indices[start : start + CHUNK] for start in range(0, len(indices), CHUNK)]
-        found: dict[int, torch.Tensor] = {}
-        skipped: list[SkippedFile] = []
+    def _chunks(self, jobs: list[_Job], use_fast: bool) -> list[tuple[_Job, tuple[str, float]]]:
+        """Decoding and the jobs' engines taking turns on `CHUNK` files at a time, each file decoded once for all
+        the jobs and each chunk's features cached; returns the jobs whose `fast` engine failed a spot check (then
+        left for the rest), with the file and cosine."""
+        wanted = sorted(set().union(*(missing for job in jobs for missing in job.missing)) - self.unreadable.keys())
+        chunks = [wanted[start : start + CHUNK] for start in range(0, len(wanted), CHUNK)]
+        active, failed = list(jobs), []
 
         def decode(i: int) -> torch.Tensor | SkippedFile:
             return load_or_skip(self.files[i], self.preprocessing)
@@ -197,22 +226,44 @@ class _Extraction:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             decoding = pool.map(decode, chunks[0]) if chunks else None
             for number, chunk in enumerate(chunks):
-                images = list(decoding)
-                good = [(i, image) for i, image in zip(chunk, images) if isinstance(image, torch.Tensor)]
-                skipped += [image for image in images if isinstance(image, SkippedFile)]
-                pixels = [image for _, image in good]
-                features = _run_in_batches(backbone, pixels, self.preprocessing, self.batch_size, self.device)
-                if reference is not None and good:
-                    position = number % len(good)  # a different place in the batches for each chunk
-                    similarity = self._spot_check(reference, pixels[position], features[position])
-                    if similarity < AGREEMENT:
-                        return found, skipped, (self.files[good[position][0]], similarity)
+                decoded = {}
+                for i, image in zip(chunk, decoding):
+                    if isinstance(image, SkippedFile):
+                        self.unreadable[i] = image
+                    else:
+                        decoded[i] = image
+                results = []
+                for job in list(active):
+                    outcome = self._run_job(job, decoded, number, use_fast)
+                    if isinstance(outcome, tuple):
+                        failed.append((job, outcome))
+                        active.remove(job)
+                    else:
+                        results += outcome
+                if not active:
+                    break
                 if number + 1 < len(chunks):
                     decoding = pool.map(decode, chunks[number + 1])  # alongside the cache writes below
-                for (i, _), row in zip(good, features):
-                    found[i] = row.clone()  # not a view that keeps its whole batch alive
-                    self.cache.put(self.digests[i], found[i])
-        return found, skipped, None
+                for view, i, row in results:
+                    view.features[i] = row.clone()  # not a view that keeps its whole batch alive
+                    view.cache.put(self.digests[i], view.features[i])
+        return failed
+
+    def _run_job(
+        self, job: _Job, decoded: dict[int, torch.Tensor], number: int, use_fast: bool
+    ) -> list[tuple[View, int, torch.Tensor]] | tuple[str, float]:
+        """The job's features of the `decoded` images its views miss (mirrored for a mirrored view), as (view,
+        position, features); with its `fast` engine, after a spot check, or the file and cosine that failed it."""
+        wanted = [(view, i) for view, missing in zip(job.views, job.missing) for i in decoded if i in missing]
+        pixels = [decoded[i].flip(-1) if view.mirrored else decoded[i] for view, i in wanted]
+        backbone = job.fast if use_fast and job.fast is not None else job.pytorch
+        features = _run_in_batches(backbone, pixels, self.preprocessing, self.batch_size, self.device)
+        if backbone is not job.pytorch and wanted:
+            position = number % len(wanted)  # a different place in the batches for each chunk
+            similarity = self._spot_check(job.pytorch, pixels[position], features[position])
+            if similarity < AGREEMENT:
+                return self.files[wanted[position][1]], similarity
+        return [(view, i, row) for (view, i), row in zip(wanted, features)]
 
     @torch.inference_mode()
     def _spot_check(self, reference: Backbone, image: torch.Tensor, features: torch.Tensor) -> float:
@@ -221,6 +272,48 @@ class _Extraction:
         # while the decoding threads beside it run PyTorch ops.
         expected = reference(normalize(image[None].to(self.device), self.preprocessing)).cpu()
         return agreement(expected, features[None])
+
+
+def extract_views(
+    extractors: Sequence[tuple[nn.Module, Sequence[View]]],
+    files: Sequence[str],
+    preprocessing: Preprocessing,
+    batch_size: int = 8,
+    device: torch.device = CPU,
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[list[SkippedFile], list[int]]:
+    """Fill each extractor's `View`s of `files` from their caches where present, else by running it (and caching).
+
+    Each file missing from any view is decoded once, and every extractor that misses it runs on that decoded
+    image, or on its mirror (`torch.flip`) for a mirrored view: one pass over the files feeds several backbones,
+    as `--preset balanced|best` needs. Each extractor runs as `extract_features` describes, on OpenVINO (exported
+    once, into the folder of its first view's cache) or in PyTorch.
+
+    Returns the unreadable files and how many images each extractor had to run on (0: all came from the cache).
+    """
+    digests = [_digest_or_skip(path) for path in files]
+    skipped = [digest for digest in digests if isinstance(digest, SkippedFile)]
+    jobs, computed = [], []
+    for extractor, views in extractors:
+        for view in views:
+            view.features = {i: view.cache.get(digests[i]) for i in view.rows if isinstance(digests[i], str)}
+        missing = [{i for i, features in view.features.items() if features is None} for view in views]
+        computed.append(sum(map(len, missing)))
+        if computed[-1]:  # before any decoding: a decode thread's `catch_warnings` would undo the export's filter
+            fast, pytorch = _extraction_backbones(
+                extractor, preprocessing, views[0].cache, device, autocast_dtype, computed[-1]
+            )
+            jobs.append(_Job(fast, pytorch, views, missing))
+    if jobs:
+        extraction = _Extraction(files, digests, preprocessing, batch_size, device)
+        extraction.run(jobs)
+        skipped += [extraction.unreadable[i] for i in sorted(extraction.unreadable)]
+        asked = sum(len(view.rows) for _, views in extractors for view in views)
+        log.info("Computed features of %d images; %d came from the cache.", sum(computed), asked - sum(computed))
+    for _, views in extractors:
+        for view in views:
+            view.features = {i: features for i, features in view.features.items() if features is not None}
+    return skipped, computed
 
 
 def extract_features(
@@ -245,20 +338,13 @@ def extract_features(
     2 cores they slowed each other down more than they overlapped (Lite0 on OpenVINO, 1,000 photos: 143–149
     img/s in turns, 113–119 side by side).
     """
-    digests = [_digest_or_skip(path) for path in files]
-    skipped = [digest for digest in digests if isinstance(digest, SkippedFile)]
-    found = {i: cache.get(digest) for i, digest in enumerate(digests) if isinstance(digest, str)}
-    missing = [i for i, features in found.items() if features is None]
-    if missing:  # before any decoding: a decode thread's `catch_warnings` would undo the export's warning filter
-        fast, pytorch = _extraction_backbones(extractor, preprocessing, cache, device, autocast_dtype, len(missing))
-        extraction = _Extraction(files, digests, preprocessing, cache, batch_size, device)
-        computed, unreadable = extraction.run(fast, pytorch, missing)
-        found.update(computed)
-        skipped += unreadable
-        log.info("Computed features of %d images; %d came from the cache.", len(missing), len(files) - len(missing))
-    kept = [i for i in range(len(files)) if found.get(i) is not None]
-    stacked = torch.stack([found[i] for i in kept]) if kept else torch.empty(0)
-    return stacked, kept, skipped, len(missing)
+    view = View(cache, range(len(files)))
+    skipped, (computed,) = extract_views(
+        [(extractor, [view])], files, preprocessing, batch_size, device, autocast_dtype
+    )
+    kept = sorted(view.features)
+    stacked = torch.stack([view.features[i] for i in kept]) if kept else torch.empty(0)
+    return stacked, kept, skipped, computed
 
 
 class FeatureSource:

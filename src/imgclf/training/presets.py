@@ -5,9 +5,11 @@ imgclf train data/training_set --val-split 0.2 --preset best --time-limit 5m
 imgclf.train("data/training_set", val="data/val_set", preset="best", time_limit="5m")
 
 The recipe, each step logged and saved in `config.json` under `recipe`:
-1. each backbone of the preset (`balanced`: EfficientNet-Lite0 and Lite1; `best`: Lite0, Lite1 and Lite2), cheapest
-   first, while the next one is expected to fit in the time limit: the pooled features of every training image and
-   of every validation image and its mirror, into the feature cache;
+1. each backbone of the preset (`balanced`: EfficientNet-Lite0 and Lite1; `best`: Lite0, Lite1 and Lite2): the
+   pooled features of every training image and of every validation image and its mirror, into the feature cache,
+   each photo decoded once for all the backbones and mirrored from the decoded image (`features.extract_views`).
+   With a time limit the cheapest backbone goes first, alone, and the others follow in one more pass when they are
+   expected to fit at its pace;
 2. a dense head fitted on them in one go for a few L2 strengths (`linear_heads.py`), scored on the validation set,
    or, when it has fewer than `SMALL_VALIDATION` images, also by k-fold cross-validation on the training set;
    the temperature of each backbone's logits fitted on the same held-out images;
@@ -28,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
 
 import torch
 
@@ -43,11 +44,12 @@ from imgclf.models.ensemble import Ensemble, Member, averaged_logits, ensemble_n
 from imgclf.runs import RunError
 from imgclf.training.budget import Deadline
 from imgclf.training.distributed import Processes
-from imgclf.training.features import FeatureCache, backbone_key, cache_root, extract_features, file_digest
+from imgclf.training.features import FeatureCache, View, backbone_key, cache_root, extract_views, file_digest
 from imgclf.training.finish import finish_calibrated
-from imgclf.training.linear_heads import FOLDS, HeldOut, Views, fit_dense, held_out_logits
+from imgclf.training.linear_heads import FOLDS, Views, fit_dense, held_out_logits
 from imgclf.training.options import index_data, library_versions, run_preprocessing
 from imgclf.training.partial_finetune import Scoring, fine_tune_member
+from imgclf.training.preset_choice import Candidate, Scored, candidate_record, combinations, scored_line, why_it_won
 from imgclf.training.steps import calibration_of
 from imgclf.training.writer import SKIPPED_FILE, RunWriter
 from imgclf.wheels import weights_installed, weights_package
@@ -67,39 +69,6 @@ CACHE_SAMPLE = 16
 """Images of each set checked for cached features when estimating how long a backbone takes."""
 SMALL_VALIDATION = 100
 """Below this many validation images, choices are scored on k-fold cross-validation of the training set too."""
-
-
-@dataclass
-class Scored:
-    """One backbone's held-out logits (`HeldOut`), the temperature fitted to them, and what it took."""
-
-    name: str
-    held: HeldOut
-    temperature: float
-    seconds: float
-
-    def probabilities(self, flip: bool) -> torch.Tensor:
-        """Calibrated held-out probabilities, averaged with the mirrored images' when `flip`."""
-        plain = to_probabilities(self.held.plain / self.temperature)
-        return (plain + to_probabilities(self.held.mirrored / self.temperature)) / 2 if flip else plain
-
-
-@dataclass
-class Candidate:
-    """A combination the preset tried: backbones (best first), flip test-time augmentation, held-out scores."""
-
-    members: list[str]
-    flip: bool
-    accuracy: float
-    log_loss: float
-
-    @property
-    def name(self) -> str:
-        return ensemble_name(self.members, self.flip)
-
-    def rank(self) -> tuple:
-        """Sorts the winner first: higher accuracy, then lower log-loss, then fewer backbones, then no flip."""
-        return (-self.accuracy, round(self.log_loss, 6), len(self.members), self.flip)
 
 
 def train_preset(config: TrainConfig, writer: RunWriter, processes: Processes, deadline: Deadline) -> Run:
@@ -126,9 +95,9 @@ def train_preset(config: TrainConfig, writer: RunWriter, processes: Processes, d
         "Preset %s tries %s; %s", config.preset, ", ".join(backbones), search.describe_scoring(len(indexes[1].files))
     )
     scored, unreadable = search.score_backbones(model.eval().members, indexes, deadline)
-    candidates = _candidates(scored)
+    candidates = combinations(scored)
     winner = min(candidates, key=Candidate.rank)
-    why = _why(winner, candidates, search.scored_on)
+    why = why_it_won(winner, candidates, search.scored_on)
     log.info("Preset %s chose %s: %s", config.preset, winner.name, why)
     final = _final_model(model.cpu(), scored, winner, search, num_outputs(len(class_names)))
     fine_tuning = _fine_tuned(final, search, winner, deadline) if config.preset == "best" else None
@@ -138,7 +107,7 @@ def train_preset(config: TrainConfig, writer: RunWriter, processes: Processes, d
         "scored_on": search.scored_on,
         "backbones": [_backbone_record(item, search) for item in scored],
         "left_out": left_out + search.left_out,
-        "tried": [_candidate_record(candidate) for candidate in sorted(candidates, key=Candidate.rank)],
+        "tried": [candidate_record(candidate) for candidate in sorted(candidates, key=Candidate.rank)],
         "chosen": winner.name,
         "why": why,
         **({"fine_tuning": fine_tuning} if fine_tuning is not None else {}),
@@ -211,34 +180,58 @@ class _Search:
         self, members: list[Member], indexes: tuple[FolderIndex, FolderIndex], deadline: Deadline
     ) -> tuple[list[Scored], list[SkippedFile]]:
         """Each backbone's `Scored`, cheapest first (its training and validation `Views` in `self.views`), and the
-        unreadable images: the first backbone always, the others while they are expected to fit the deadline."""
-        scored, unreadable = [], []
-        for member, name in zip(members, self.names):
-            if scored and not self._fits(member, name, deadline):
-                continue
-            started = time.perf_counter()
-            train, val, skipped = self._views(member, name, indexes)
-            unreadable += skipped
-            held = held_out_logits(train, val, member.dense.out_features, self.cross_validate, self.config.seed)
-            temperature = fit_temperature(held.plain, held.labels)
-            scored.append(Scored(name, held, temperature, round(time.perf_counter() - started, 2)))
-            self.views[name] = (train, val)
-            log.info(_scored_line(scored[-1]))
+        unreadable images. Without a time limit, one pass over the photos gives every backbone its features;
+        with one, the first backbone's come alone, then the others' that are expected to fit, in one more pass."""
+        pairs = list(zip(members, self.names))
+        first = pairs if deadline.seconds is None else pairs[:1]
+        scored, unreadable = self._score(first, indexes)
+        others = self._fitting(pairs[len(first) :], deadline)
+        if others:
+            scored += self._score(others, indexes)[0]
         return scored, unreadable
 
-    def _fits(self, member: Member, name: str, deadline: Deadline) -> bool:
-        """Whether `name`'s features are expected to be ready before the deadline; if not, says so and keeps why."""
-        expected = self._expected_seconds(member, name)
-        if deadline.fits(expected):
-            return True
-        reason = f"its features would take about {expected:.0f} s; {max(deadline.left(), 0):.0f} s are left"
-        log.info("Time limit: leaving out %s (%s).", name, reason)
-        self.left_out.append({"model": name, "reason": reason})
-        return False
+    def _score(
+        self, pairs: list[tuple[Member, str]], indexes: tuple[FolderIndex, FolderIndex]
+    ) -> tuple[list[Scored], list[SkippedFile]]:
+        """The `Scored` of each of `pairs` from one pass over the photos, and the unreadable images. A backbone's
+        time is its share of the pass (by images computed times `RELATIVE_COST`) and its heads'."""
+        started = time.perf_counter()
+        views, unreadable = self._views(pairs, indexes)
+        extraction = time.perf_counter() - started
+        work = {name: self.computed[name] * RELATIVE_COST.get(name, 3.0) for _, name in pairs}
+        if self.seconds_per_image is None and sum(work.values()):
+            self.seconds_per_image = extraction / sum(work.values())
+        scored = []
+        for member, name in pairs:
+            started = time.perf_counter()
+            train, val = self.views[name] = views[name]
+            held = held_out_logits(train, val, member.dense.out_features, self.cross_validate, self.config.seed)
+            temperature = fit_temperature(held.plain, held.labels)
+            share = extraction * work[name] / sum(work.values()) if sum(work.values()) else 0.0
+            scored.append(Scored(name, held, temperature, round(share + time.perf_counter() - started, 2)))
+            log.info(scored_line(scored[-1]))
+        return scored, unreadable
+
+    def _fitting(self, pairs: list[tuple[Member, str]], deadline: Deadline) -> list[tuple[Member, str]]:
+        """The backbones of `pairs` whose features, one after another, are expected to be ready before the
+        deadline; says of the others why they are left out, and keeps it."""
+        fitting, planned = [], 0.0
+        for member, name in pairs:
+            expected = self._expected_seconds(member, name)
+            if deadline.fits(planned + expected):
+                fitting.append((member, name))
+                planned += expected
+                continue
+            reason = (
+                f"its features would take about {expected:.0f} s; {max(deadline.left() - planned, 0):.0f} s are left"
+            )
+            log.info("Time limit: leaving out %s (%s).", name, reason)
+            self.left_out.append({"model": name, "reason": reason})
+        return fitting
 
     def _expected_seconds(self, member: Member, name: str) -> float:
         """About how long `name`'s features take: the readable images not in the cache (judged on a sample), at
-        the first backbone's measured pace (or a guess) times `RELATIVE_COST`."""
+        the first pass's measured pace (or a guess) times `RELATIVE_COST`."""
         train, val = self.readable
         images = len(train.files) * (2 if self.cross_validate else 1) + 2 * len(val.files)
         cache = self._cache(member.extractor(False), name)
@@ -251,80 +244,59 @@ class _Search:
         return pace * RELATIVE_COST.get(name, 3.0) * images * missing
 
     def _views(
-        self, member: Member, name: str, indexes: tuple[FolderIndex, FolderIndex]
-    ) -> tuple[Views, Views, list[SkippedFile]]:
-        """The member's features of the training images (mirrored too when cross-validating) and of the
-        validation images and their mirrors; the first backbone also finds the unreadable images, which the
-        others then pass over."""
-        views, skipped, started, computed = [], [], time.perf_counter(), 0
-        for position, index in enumerate(indexes):
-            index = self.readable[position] or index
-            plain, kept, unreadable, count = self._features(member.extractor(False), name, index)
-            computed += count
-            if self.readable[position] is None:
-                skipped += unreadable
-                index = self.readable[position] = index.subset(kept)
-            elif len(kept) != len(index.files):
-                raise RunError(f"{unreadable[0].path} became unreadable during training ({unreadable[0].reason}).")
-            mirrored = None
-            if position == 1 or self.cross_validate:
-                mirrored, _, _, count = self._features(member.extractor(True), name, index)
-                computed += count
-            views.append(Views(plain, mirrored, torch.tensor(index.labels, dtype=torch.long)))
-        if self.seconds_per_image is None and computed:
-            self.seconds_per_image = (time.perf_counter() - started) / computed / RELATIVE_COST.get(name, 1.0)
-        self.computed[name] = computed
-        return views[0], views[1], skipped
+        self, pairs: list[tuple[Member, str]], indexes: tuple[FolderIndex, FolderIndex]
+    ) -> tuple[dict[str, tuple[Views, Views]], list[SkippedFile]]:
+        """Each member's features of the training images (mirrored too when cross-validating) and of the
+        validation images and their mirrors, every photo decoded once for all of them (`extract_views`); the
+        first pass also finds the unreadable images, which later passes then pass over."""
+        train, val = (self.readable[position] or index for position, index in enumerate(indexes))
+        files, split = [*train.files, *val.files], len(train.files)
+        mirrored = range(0 if self.cross_validate else split, len(files))
+        extractors = []
+        for member, name in pairs:
+            extractor = member.extractor(False)
+            flipped = View(self._cache(member.extractor(True), name), mirrored, mirrored=True)
+            extractors.append((extractor, [View(self._cache(extractor, name), range(len(files))), flipped]))
+        unreadable, computed = extract_views(
+            extractors, files, self.preprocessing, self.config.batch_size, self.device, self.precision
+        )
+        self.computed.update({name: count for (_, name), count in zip(pairs, computed)})
+        every_view = [view for _, views in extractors for view in views]
+        kept = [i for i in range(len(files)) if all(i in view.features for view in every_view if i in view.rows)]
+        rows = ([i for i in kept if i < split], [i for i in kept if i >= split])
+        if self.readable[0] is None:
+            self.readable = [train.subset(rows[0]), val.subset([i - split for i in rows[1]])]
+        elif len(kept) != len(files):
+            raise RunError(f"{unreadable[0].path} became unreadable during training ({unreadable[0].reason}).")
+        views = {
+            name: (
+                _views_of(member_views, rows[0], self.readable[0]),
+                _views_of(member_views, rows[1], self.readable[1]),
+            )
+            for (_, name), (_, member_views) in zip(pairs, extractors)
+        }
+        return views, unreadable
 
     def _cache(self, extractor: torch.nn.Module, name: str) -> FeatureCache:
         """The feature cache of `extractor`, one of backbone `name`'s."""
         key = backbone_key(name, "pretrained", self.preprocessing, extractor, self.precision)
         return FeatureCache(cache_root() / key)
 
-    def _features(self, extractor: torch.nn.Module, name: str, index: FolderIndex) -> tuple:
-        """`extract_features` of `index`'s files, cached under the extractor's own key."""
-        cache = self._cache(extractor, name)
-        return extract_features(
-            extractor, index.files, self.preprocessing, cache, self.config.batch_size, self.device, self.precision
-        )
 
-
-def _scored_line(scored: Scored) -> str:
-    accuracy = metrics.accuracy(scored.held.labels.numpy(), scored.probabilities(False).argmax(dim=1).numpy())
-    return (
-        f"{scored.name}: held-out accuracy {accuracy:.4f}, L2 {scored.held.l2:g}, temperature "
-        f"{scored.temperature:.3f} ({scored.seconds:.1f} s)."
+def _views_of(member_views: list[View], rows: list[int], index: FolderIndex) -> Views:
+    """The `Views` of the images at `rows` from a member's plain and mirrored `View`s (mirrored where it has them),
+    with `index`'s labels."""
+    plain, mirrored = member_views
+    flipped = all(i in mirrored.rows for i in rows)
+    return Views(
+        _stacked(plain, rows),
+        _stacked(mirrored, rows) if flipped else None,
+        torch.tensor(index.labels, dtype=torch.long),
     )
 
 
-def _candidates(scored: list[Scored]) -> list[Candidate]:
-    """Each backbone alone and the best 2, 3, ... together, each without and with flip test-time augmentation."""
-    labels = scored[0].held.labels.numpy()
-
-    def candidate(group: list[Scored], flip: bool) -> Candidate:
-        probabilities = torch.stack([item.probabilities(flip) for item in group]).mean(dim=0).numpy()
-        accuracy = metrics.accuracy(labels, probabilities.argmax(axis=1))
-        return Candidate([item.name for item in group], flip, accuracy, metrics.log_loss(labels, probabilities))
-
-    singles = [candidate([item], flip) for item in scored for flip in (False, True)]
-    best_single = {}
-    for single in sorted(singles, key=Candidate.rank):
-        best_single.setdefault(single.members[0], single)
-    order = sorted(scored, key=lambda item: best_single[item.name].rank())
-    groups = [order[:size] for size in range(2, len(order) + 1)]
-    return singles + [candidate(group, flip) for group in groups for flip in (False, True)]
-
-
-def _why(winner: Candidate, candidates: list[Candidate], scored_on: str) -> str:
-    """One sentence: the winner's scores, against the runner-up's and the default recipe's (Lite0 alone)."""
-    ranked = sorted(candidates, key=Candidate.rank)
-    default = next(c for c in candidates if c.members == ["efficientnet_lite0"] and not c.flip)
-    parts = [f"highest accuracy on {scored_on}: {winner.accuracy:.4f} (log-loss {winner.log_loss:.4f})"]
-    if len(ranked) > 1:
-        parts.append(f"next {ranked[1].name}: {ranked[1].accuracy:.4f} ({ranked[1].log_loss:.4f})")
-    if default is not winner:
-        parts.append(f"the default recipe (efficientnet_lite0 alone): {default.accuracy:.4f} ({default.log_loss:.4f})")
-    return "; ".join(parts) + "; ties go to the lower log-loss, then fewer backbones, then no flip."
+def _stacked(view: View, rows: list[int]) -> torch.Tensor:
+    return torch.stack([view.features[i] for i in rows]) if rows else torch.empty(0)
 
 
 def _final_model(model: Ensemble, scored: list[Scored], winner: Candidate, search: _Search, outputs: int) -> Ensemble:
@@ -391,15 +363,6 @@ def _backbone_record(scored: Scored, search: _Search) -> dict:
         "temperature": round(scored.temperature, 4),
         "features_computed": search.computed.get(scored.name, 0),
         "seconds": scored.seconds,
-    }
-
-
-def _candidate_record(candidate: Candidate) -> dict:
-    return {
-        "model": candidate.name,
-        "flip": candidate.flip,
-        "accuracy": round(candidate.accuracy, 6),
-        "log_loss": round(candidate.log_loss, 6),
     }
 
 
