@@ -86,9 +86,19 @@ def measure(data: list[str], options: list[str], out: Path) -> dict:
     return {
         "seconds": round(seconds, 1),
         "accuracy": metrics["accuracy"],
-        "model": config["model"],
+        "model": config["model"] + fine_tuning_note(config.get("recipe") or {}),
         "load": (round(load_before, 2), round(os.getloadavg()[0], 2)),
     }
+
+
+def fine_tuning_note(recipe: dict) -> str:
+    """`best`'s fine-tuning, as the run's recipe records it: kept or not, and each epoch's held-out accuracy."""
+    fine_tuning = recipe.get("fine_tuning")
+    if not fine_tuning:
+        return ""
+    epochs = ", ".join(f"{epoch['accuracy']:.4f}" for epoch in fine_tuning.get("epochs", []))
+    verdict = "kept" if fine_tuning.get("kept") else "not kept"
+    return f"; fine-tuning {fine_tuning.get('model')} {verdict} (from {fine_tuning.get('baseline_accuracy')}: {epochs})"
 
 
 def measure_fastai(python: str, data: list[str]) -> dict:
