@@ -71,6 +71,13 @@ def test_the_frozen_model_stays_when_no_epoch_beats_it(small_photos):
     assert not changed and not member.training
 
 
+def test_an_epoch_that_only_equals_the_frozen_model_is_not_kept(small_photos, monkeypatch):
+    """An epoch's accuracy is recorded rounded: 108/109 rounded was above 108/109 itself, and the epoch was kept."""
+    monkeypatch.setattr(Scoring, "score", lambda self, plain, mirrored: (108 / 109, 1.0))
+    outcome, _, _, _, changed = fine_tune(small_photos, baseline=108 / 109)
+    assert not outcome.record["kept"] and not changed
+
+
 def test_no_fine_tuning_when_the_time_left_is_too_short(small_photos):
     outcome, _, _, _, changed = fine_tune(
         small_photos, baseline=0.0, deadline=Deadline(10, lambda: 0.0), expected_seconds=100
