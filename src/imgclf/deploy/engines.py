@@ -24,7 +24,7 @@ from torch import nn
 
 from imgclf.config import ENGINES, ConfigError, Preprocessing
 from imgclf.devices import CPU
-from imgclf.models import to_probabilities
+from imgclf.models import calibrated_probabilities
 from imgclf.models.folding import check_batch, fold_if_exact
 
 if TYPE_CHECKING:
@@ -55,10 +55,7 @@ class ProbabilityModel(nn.Module):
         self.register_buffer("std", torch.tensor(preprocessing.std).view(1, 3, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        logits = self.model((pixels - self.mean) / self.std)
-        if self.multi_label:
-            return torch.sigmoid(logits.float() / self.temperature)
-        return to_probabilities(logits.float() / self.temperature)
+        return calibrated_probabilities(self.model((pixels - self.mean) / self.std), self.temperature, self.multi_label)
 
 
 class TorchEngine:

@@ -35,7 +35,7 @@ from imgclf.config import ImgclfError, Preprocessing
 from imgclf.data.images import ImageError, decode_image, image_tensor, load_tensor, normalize, open_image, placement
 from imgclf.deploy.predictor import Run
 from imgclf.files import atomic_write_bytes
-from imgclf.models import to_probabilities
+from imgclf.models import calibrated_probabilities, to_probabilities
 from imgclf.models.backbones import BackboneClassifier
 from imgclf.models.ensemble import Ensemble
 
@@ -335,9 +335,7 @@ def _explanations(
 
 def _probabilities(run: Run, logits: torch.Tensor) -> torch.Tensor:
     """The calibrated probabilities (N, classes) of the model's logits, as the run's engine gives them."""
-    if run.thresholds is not None:
-        return torch.sigmoid(logits / run.temperature)
-    return to_probabilities(logits / run.temperature)
+    return calibrated_probabilities(logits, run.temperature, run.thresholds is not None)
 
 
 def _overlay_seen(photo: Image.Image, heatmap: torch.Tensor, preprocessing: Preprocessing, alpha: float) -> Image.Image:

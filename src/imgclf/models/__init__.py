@@ -8,6 +8,7 @@ from imgclf.models import backbones, ensemble, seed_cnn  # noqa: F401  (register
 from imgclf.models.registry import (
     BuildOptions,
     ModelSpec,
+    calibrated_probabilities,
     create_model,
     get_spec,
     list_models,
@@ -26,5 +27,6 @@ __all__ = [
     "num_outputs",
     "register_model",
     "summarize",
+    "calibrated_probabilities",
     "to_probabilities",
 ]

@@ -121,6 +121,13 @@ def to_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=1)
 
 
+def calibrated_probabilities(logits: torch.Tensor, temperature: float, multi_label: bool) -> torch.Tensor:
+    """A run's probabilities (N, classes) of its model's logits: `to_probabilities` of the logits over the run's
+    temperature, or for a multi-label run each label's own sigmoid of them."""
+    scaled = logits.float() / temperature
+    return torch.sigmoid(scaled) if multi_label else to_probabilities(scaled)
+
+
 def summarize(model: nn.Module, preprocessing: Preprocessing) -> str:
     """torchinfo's layer table: output shapes, parameter counts, trainable and non-trainable totals."""
     import copy
