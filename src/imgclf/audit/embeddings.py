@@ -1,8 +1,10 @@
 """What a pretrained backbone sees in the audited pictures: embedding near-duplicates and outliers.
 
-Each readable picture goes through the backbone once, by `training.features.extract_features`, into the same
-on-disk feature cache `imgclf train` fills (same key: model, ImageNet weights, preprocessing, precision), so a
-second audit, or training on the audited folders, does not run the backbone on those pictures again.
+Each readable picture goes through the backbone once, by `training.features.extract_features`, into the on-disk
+feature cache (keyed by model, ImageNet weights, preprocessing, precision and the audit's extractor), so a second
+audit does not run the backbone on those pictures again. The extractor (`stage_features.StageFeatures`) gives
+the final features `imgclf train` uses, which find near-duplicates and outliers, and beside them the pooled
+outputs of the stages before, which the label-issue heads learn from too.
 
 Embedding near-duplicates are pictures whose features point the same way (cosine similarity at least
 `--similarity`, 0.90 by default): mirrored or slightly cropped copies, or an edited one, which pHash misses.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +28,9 @@ from imgclf.audit.options import DEFAULT_MODEL
 from imgclf.config import ConfigError
 from imgclf.data.groups import connected_groups
 from imgclf.wheels import weights_installed
+
+if TYPE_CHECKING:
+    from imgclf.audit.stage_features import StageFeatures
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,8 @@ class Embeddings:
     model: str
     files: list[AuditedFile]
     features: np.ndarray
+    label_features: np.ndarray | None = None
+    """The features beside the pooled outputs of earlier stages, for the label-issue heads (None: `features`)."""
 
 
 @dataclass
@@ -78,17 +86,13 @@ def embed_files(
     `progress(done, total)` is called after each `FEATURE_CHUNK` files. Files that cannot be decoded now are
     left out.
     """
-    from torch import nn
-
+    from imgclf.audit.stage_features import split_parts
     from imgclf.devices import resolve_device, resolve_precision
-    from imgclf.models import BuildOptions, create_model, get_spec
-    from imgclf.models.heads import fixed_prefix_length
+    from imgclf.models import get_spec
     from imgclf.training.features import FeatureCache, backbone_key, cache_root, extract_features
 
-    network = create_model(model, 2, options=BuildOptions(pretrained=True))
-    # The backbone and the parameter-free start of the head: what `imgclf train` caches, so the keys agree.
-    extractor = nn.Sequential(network.backbone, *network.head[: fixed_prefix_length(network.head)]).eval()
     preprocessing = get_spec(model).preprocessing
+    extractor = _stage_extractor(model, preprocessing.image_size)
     device = resolve_device("auto")
     precision = resolve_precision("auto", device)
     cache = FeatureCache(cache_root() / backbone_key(model, "pretrained", preprocessing, extractor, precision))
@@ -104,9 +108,24 @@ def embed_files(
         rows.append(features.flatten(1).float().numpy())
         if progress is not None:
             progress(start + len(chunk), len(readable))
-    stacked = np.concatenate(rows) if kept else np.zeros((0, 1), dtype=np.float32)
-    lengths = np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-12)
-    return Embeddings(model, kept, (stacked / lengths).astype(np.float32))
+    stacked = np.concatenate(rows) if kept else np.zeros((0, sum(extractor.part_sizes)), dtype=np.float32)
+    features, label_features = split_parts(stacked, extractor.part_sizes)
+    return Embeddings(model, kept, features.astype(np.float32), label_features.astype(np.float32))
+
+
+def _stage_extractor(model: str, image_size: int) -> StageFeatures:
+    """`model`'s backbone and the parameter-free start of its head (what `imgclf train` caches), with its earlier
+    stages' pooled outputs when its stages run in turn give its features (else the final features alone)."""
+    from torch import nn
+
+    from imgclf.audit.stage_features import StageFeatures, runs_like
+    from imgclf.models import BuildOptions, create_model
+    from imgclf.models.heads import fixed_prefix_length
+
+    network = create_model(model, 2, options=BuildOptions(pretrained=True))
+    prefix = nn.Sequential(*network.head[: fixed_prefix_length(network.head)])
+    blocks = network.blocks if runs_like(network.backbone, network.blocks, image_size) else [network.backbone]
+    return StageFeatures(blocks, prefix, image_size).eval()
 
 
 def similar_pairs(features: np.ndarray, threshold: float, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
