@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 from tests.conftest import copy_photos
+from torch import nn
 
 from imgclf.audit.duplicates import DuplicateGroup
 from imgclf.audit.embeddings import similar_pairs
@@ -16,6 +17,10 @@ from imgclf.audit.folders import audit_folders
 from imgclf.audit.report import AuditReport
 from imgclf.audit.writing import write_audit
 from imgclf.config import ImgclfError
+from imgclf.devices import CPU, resolve_precision
+from imgclf.models import BuildOptions, create_model, get_spec
+from imgclf.models.heads import fixed_prefix_length
+from imgclf.training.features import FeatureCache, backbone_key, cache_root, extract_features
 
 
 def save_variant(source: Path, destination: Path, change) -> Path:
@@ -90,10 +95,23 @@ def test_a_picture_of_noise_among_photos_is_the_outlier(looked):
     assert report.problems()["outliers"] == len(report.outliers)
 
 
-def test_features_are_cached_once_per_picture(looked):
+def test_features_are_cached_once_per_picture_for_the_audit_and_once_for_training(looked, monkeypatch):
     report, _, root = looked
-    cached = list((root / "cache" / "features").rglob("*.safetensors"))
-    assert len(cached) == len({file.facts.content_hash for file in report.files if file.readable})
+    pictures = len({file.facts.content_hash for file in report.files if file.readable})
+    folders = sorted(folder for folder in (root / "cache" / "features").iterdir() if folder.is_dir())
+    assert [len(list(folder.rglob("*.safetensors"))) for folder in folders] == [pictures, pictures]
+
+    monkeypatch.setenv("IMGCLF_CACHE", str(root / "cache"))
+    network = create_model("efficientnet_lite0", 2, options=BuildOptions(pretrained=True))
+    training = nn.Sequential(network.backbone, *network.head[: fixed_prefix_length(network.head)]).eval()
+    preprocessing = get_spec("efficientnet_lite0").preprocessing
+    precision = resolve_precision("auto", CPU)
+    key = backbone_key("efficientnet_lite0", "pretrained", preprocessing, training, precision)
+    cache = FeatureCache(cache_root() / key)
+    paths = [file.path for file in report.files if file.readable]
+    features, _, _, computed = extract_features(training, paths, preprocessing, cache, autocast_dtype=precision)
+    assert computed == 0  # training on the audited photos runs the backbone on none of them
+    assert features.shape == (len(paths), 1280)
 
 
 def test_outputs_carry_the_groups_and_outliers(looked, tmp_path):

@@ -3,8 +3,9 @@
 Each readable picture goes through the backbone once, by `training.features.extract_features`, into the on-disk
 feature cache (keyed by model, ImageNet weights, preprocessing, precision and the audit's extractor), so a second
 audit does not run the backbone on those pictures again. The extractor (`stage_features.StageFeatures`) gives
-the final features `imgclf train` uses, which find near-duplicates and outliers, and beside them the pooled
-outputs of the stages before, which the label-issue heads learn from too.
+the final features, which find near-duplicates and outliers, and beside them the pooled outputs of the stages
+before, which the label-issue heads learn from too. The final features also go into the cache `imgclf train`
+reads, so training on the audited folders does not run the backbone on those pictures again either.
 
 Embedding near-duplicates are pictures whose features point the same way (cosine similarity at least
 `--similarity`, 0.90 by default): mirrored or slightly cropped copies, or an edited one, which pHash misses.
@@ -30,7 +31,10 @@ from imgclf.data.groups import connected_groups
 from imgclf.wheels import weights_installed
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from imgclf.audit.stage_features import StageFeatures
+    from imgclf.training.features import FeatureCache
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +96,13 @@ def embed_files(
     from imgclf.training.features import FeatureCache, backbone_key, cache_root, extract_features
 
     preprocessing = get_spec(model).preprocessing
-    extractor = _stage_extractor(model, preprocessing.image_size)
+    extractor, training_extractor = _extractors(model, preprocessing.image_size)
     device = resolve_device("auto")
     precision = resolve_precision("auto", device)
     cache = FeatureCache(cache_root() / backbone_key(model, "pretrained", preprocessing, extractor, precision))
+    training_cache = FeatureCache(
+        cache_root() / backbone_key(model, "pretrained", preprocessing, training_extractor, precision)
+    )
     extractor.to(device)
     readable = [file for file in files if file.readable]
     kept, rows = [], []
@@ -109,13 +116,15 @@ def embed_files(
         if progress is not None:
             progress(start + len(chunk), len(readable))
     stacked = np.concatenate(rows) if kept else np.zeros((0, sum(extractor.part_sizes)), dtype=np.float32)
+    _share_with_training(training_cache, [file.path for file in kept], stacked[:, : extractor.part_sizes[0]])
     features, label_features = split_parts(stacked, extractor.part_sizes)
     return Embeddings(model, kept, features.astype(np.float32), label_features.astype(np.float32))
 
 
-def _stage_extractor(model: str, image_size: int) -> StageFeatures:
-    """`model`'s backbone and the parameter-free start of its head (what `imgclf train` caches), with its earlier
-    stages' pooled outputs when its stages run in turn give its features (else the final features alone)."""
+def _extractors(model: str, image_size: int) -> tuple[StageFeatures, nn.Module]:
+    """The audit's extractor for `model`, and the one `imgclf train` caches: the backbone and the parameter-free
+    start of its head. The audit's gives that, then its earlier stages' pooled outputs when its stages run in turn
+    give its features (else nothing more)."""
     from torch import nn
 
     from imgclf.audit.stage_features import StageFeatures, runs_like
@@ -125,7 +134,23 @@ def _stage_extractor(model: str, image_size: int) -> StageFeatures:
     network = create_model(model, 2, options=BuildOptions(pretrained=True))
     prefix = nn.Sequential(*network.head[: fixed_prefix_length(network.head)])
     blocks = network.blocks if runs_like(network.backbone, network.blocks, image_size) else [network.backbone]
-    return StageFeatures(blocks, prefix, image_size).eval()
+    return StageFeatures(blocks, prefix, image_size).eval(), nn.Sequential(network.backbone, *prefix).eval()
+
+
+def _share_with_training(cache: FeatureCache, paths: list[str], final: np.ndarray) -> None:
+    """Store the final features of `paths` that `cache` (the one `imgclf train` reads) lacks, so training on the
+    audited folders does not run the backbone on those pictures again."""
+    import torch
+
+    from imgclf.training.features import file_digest
+
+    for path, row in zip(paths, final):
+        try:
+            digest = file_digest(path)
+        except OSError:
+            continue  # gone since it was read: training will say so
+        if not cache.has(digest):
+            cache.put(digest, torch.from_numpy(row.copy()))
 
 
 def similar_pairs(features: np.ndarray, threshold: float, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
