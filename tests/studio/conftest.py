@@ -61,7 +61,7 @@ def tree(folder: Path) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ProjectRun:
-    """A workspace, its project `cars-planes` and the name of the run trained on the project's data."""
+    """A workspace, one of its projects and the name of the run trained on the project's data."""
 
     workspace: Workspace
     project: Project
@@ -70,6 +70,16 @@ class ProjectRun:
     @property
     def run_dir(self) -> Path:
         return self.project.runs_dir / self.run_name
+
+    @property
+    def api_url(self) -> str:
+        """The path of the run in the studio's API."""
+        return f"/api/projects/{self.project.name}/runs/{self.run_name}"
+
+
+def jpeg_upload(photo: Path) -> tuple[str, bytes, str]:
+    """`photo` as a multipart file field, as the studio's page sends it."""
+    return photo.name, photo.read_bytes(), "image/jpeg"
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from tests.studio.conftest import BASE_URL, ProjectRun
+from tests.studio.conftest import BASE_URL, ProjectRun, jpeg_upload
 
 import imgclf
 from imgclf.evaluation.explain import explain_image
@@ -28,7 +28,7 @@ def client(multi_label_project_run: ProjectRun) -> TestClient:
 
 @pytest.fixture(scope="module")
 def url(multi_label_project_run: ProjectRun) -> str:
-    return f"/api/projects/outfits/runs/{multi_label_project_run.run_name}"
+    return multi_label_project_run.api_url
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def photo(multi_label_project_run: ProjectRun) -> Path:
 
 
 def upload(photo: Path) -> dict:
-    return {"file": (photo.name, photo.read_bytes(), "image/jpeg")}
+    return {"file": jpeg_upload(photo)}
 
 
 def test_the_runs_table_and_page_give_the_labels_scores_and_thresholds(client, url, multi_label_project_run):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
-from tests.studio.conftest import BASE_URL, ProjectRun
+from tests.studio.conftest import BASE_URL, ProjectRun, jpeg_upload
 
 import imgclf
 from imgclf.studio.app import create_app
@@ -26,7 +26,7 @@ def client(project_run: ProjectRun) -> TestClient:
 
 @pytest.fixture(scope="module")
 def url(project_run: ProjectRun) -> str:
-    return f"/api/projects/{project_run.project.name}/runs/{project_run.run_name}"
+    return project_run.api_url
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_a_confusion_cell_and_the_most_wrong(client: TestClient, url: str, proje
 
 
 def test_predict_answers_as_the_library_does(client: TestClient, url: str, project_run, photo: Path) -> None:
-    answer = client.post(f"{url}/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
+    answer = client.post(f"{url}/predict", files={"file": jpeg_upload(photo)})
     assert answer.status_code == 200, answer.text
     expected = imgclf.load(project_run.run_dir).predict(photo)
     body = answer.json()
@@ -72,7 +72,7 @@ def test_predict_and_explain_keep_the_studios_upload_limit(project_run, url: str
     app = create_app(project_run.workspace, StudioOptions(max_upload_bytes=photo.stat().st_size - 1))
     with TestClient(app, base_url=BASE_URL) as small:
         for endpoint in ("predict", "explain"):
-            answer = small.post(f"{url}/{endpoint}", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
+            answer = small.post(f"{url}/{endpoint}", files={"file": jpeg_upload(photo)})
             assert answer.status_code == 413 and "larger than the limit" in answer.json()["error"]
 
 
@@ -93,7 +93,7 @@ def shown_size(path: Path, side: int = 512) -> tuple[int, int]:
 
 
 def test_explain_draws_over_an_upload_and_over_a_project_image(client: TestClient, url: str, project_run, photo):
-    answer = client.post(f"{url}/explain", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
+    answer = client.post(f"{url}/explain", files={"file": jpeg_upload(photo)})
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(answer.content)).size == shown_size(photo)
     image_id = sorted(p.name for p in (project_run.project.data_dir / "cars").iterdir())[0]
