@@ -13,7 +13,7 @@ from tests.conftest import copy_photos
 
 from imgclf.audit.embeddings import Embeddings
 from imgclf.audit.inspection import AuditedFile, FileFacts
-from imgclf.audit.labels import find_label_issues, out_of_fold_probabilities, suspected_label_errors
+from imgclf.audit.labels import NeighbourVote, find_label_issues, out_of_fold_probabilities, suspected_label_errors
 from imgclf.cli import main
 
 PER_CLASS = 20
@@ -159,7 +159,7 @@ def test_the_audits_csv_drives_imgclf_fix_and_undo_from_another_folder(moved_pho
 
 
 def test_the_flagged_pictures_are_the_least_probable_as_many_as_confident_learning_counts():
-    """cleanlab's `both` pruning keeps some rows whose given class is more probable than rows it passes over."""
+    """cleanlab's pruning by noise rate keeps some rows whose given class is more probable than rows it passes over."""
     from cleanlab.filter import find_label_issues as confident_learning
 
     rng = np.random.default_rng(2)
@@ -171,5 +171,25 @@ def test_the_flagged_pictures_are_the_least_probable_as_many_as_confident_learni
 
     flagged = suspected_label_errors(labels, probabilities)
 
-    assert len(flagged) == confident_learning(labels, probabilities, filter_by="both").sum() == 3
-    assert given[flagged].max() < np.delete(given, flagged).min()
+    pruned = confident_learning(labels, probabilities, filter_by="prune_by_noise_rate")
+    assert len(flagged) == pruned.sum() == 6
+    assert given[flagged].max() < np.delete(given, flagged).min() < given[pruned].max()
+
+
+def test_the_neighbour_vote_from_neighbours_found_once_is_scikit_learns_vote_of_each_fold():
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.neighbors import KNeighborsClassifier
+
+    features, labels = clusters(20)
+    features[1] = features[0]  # an identical pair: the twin, at distance 0, votes alone
+    vote = NeighbourVote.among(features, labels)
+    for train, held_out in StratifiedKFold(5, shuffle=True, random_state=0).split(features, labels):
+        expected = KNeighborsClassifier(5, metric="cosine", weights="distance").fit(features[train], labels[train])
+        np.testing.assert_allclose(vote.probabilities(train, held_out), expected.predict_proba(features[held_out]))
+
+
+def test_a_picture_with_no_training_row_among_its_pooled_neighbours_gets_no_vote():
+    features, labels = clusters(5)
+    vote = NeighbourVote.among(features, labels)
+    held_out = np.arange(len(labels))
+    np.testing.assert_allclose(vote.probabilities(np.array([], dtype=int), held_out), 1 / 3)
