@@ -9,11 +9,11 @@ its engine loaded once so that an ONNX export is not timed. For each count, that
 (16 smooth encoded images copied over, in 10 sub-folders), then `imgclf predict RUN FOLDER --format csv --output
 FILE` runs in a child process: its wall time, CPU time and peak RSS (its own `ru_maxrss`, from `os.wait4`). The
 start-up (importing PyTorch, loading the run) is measured on a folder of one batch and taken off for the rate and
-the CPU time an image. "Decode alone" is the decoding of the first 5,000 files on all cores with no model: the
-speed to reach. `--before SRC` times another version's `src/` folder on the same folders just before this one,
-so that a before/after shares the machine's load. Targets: the decoder's speed end to end, peak RSS under 2 GB
-and flat from 10k to 100k. The images are deleted afterwards. On a shared machine the CPU time an image is the
-steadier figure: the wall time follows the other jobs.
+the CPU time an image. "Decode alone" is the decoding of the first 5,000 files on all cores with no model, a batch
+of files a task as `imgclf predict`'s workers take them: the speed to reach. `--before SRC` times another version's
+`src/` folder on the same folders just before this one, so that a before/after shares the machine's load. Targets:
+the decoder's speed end to end, peak RSS under 2 GB and flat from 10k to 100k. The images are deleted afterwards. On
+a shared machine the CPU time an image is the steadier figure: the wall time follows the other jobs.
 """
 
 from __future__ import annotations
@@ -83,11 +83,13 @@ def predict_in_child(run_dir: Path, folder: Path, output: Path, args: argparse.N
     return Timing(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
-def decode_alone(files: list[str], preprocessing) -> tuple[float, float]:
-    """(images a second, CPU µs an image) decoding `files` on every core, without a model."""
+def decode_alone(files: list[str], preprocessing, batch_size: int) -> tuple[float, float]:
+    """(images a second, CPU µs an image) decoding `files` on every core, without a model: a batch a task, as
+    `imgclf predict`'s workers take them."""
+    batches = [files[start : start + batch_size] for start in range(0, len(files), batch_size)]
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(lambda path: load_tensor(path, preprocessing), files))
+        list(pool.map(lambda batch: [load_tensor(path, preprocessing) for path in batch], batches))
     return len(files) / (time.perf_counter() - started), 1e6 * (_cpu_seconds() - cpu_started) / len(files)
 
 
@@ -105,7 +107,9 @@ def versions(args: argparse.Namespace) -> dict[str, Path]:
 def time_versions(run_dir: Path, scratch: Path, count: int, args: argparse.Namespace, starts: dict) -> None:
     """One table row per version for a folder of `count` JPEGs, with decoding alone on the same files."""
     folder = write_tiny_images(scratch / f"photos-{count}", count, size=64, fmt="JPEG")
-    decoding, decode_cpu = decode_alone(list_images([folder])[:DECODE_SAMPLE], imgclf.load(run_dir).preprocessing)
+    decoding, decode_cpu = decode_alone(
+        list_images([folder])[:DECODE_SAMPLE], imgclf.load(run_dir).preprocessing, args.batch_size
+    )
     for name, src in versions(args).items():
         load = os.getloadavg()[0]
         output = scratch / f"predictions-{count}.csv"
