@@ -28,12 +28,13 @@ REPEATS = 5
 """Fold splits whose out-of-fold probabilities are averaged: one split's heads err where that split's folds happen
 to fall, and the mean of five ranked TrashNet's flipped labels clearly better than one (docs/performance.md)."""
 COMPONENTS = 256
-"""The regression learns from this many principal components of the features: five times faster than from all of
-Lite0's 1,984 values, and as good at ranking (docs/performance.md)."""
+"""The regression learns from this many principal components of the features: about four times faster than from
+all of Lite0's 1,984 values, and as good at ranking (docs/performance.md)."""
 SEED = 0
 LINEAR_C = 30.0
 """Inverse regularisation strength of the logistic regression on unit-length features: on TrashNet with 5% of
-its labels flipped, 30 ranked them better than 1, 3, 10 or 100 on the stages' features (docs/performance.md)."""
+its labels flipped, 30 ranked them better than 1, 3, 10 or 100 on the stages' features, and as well as 10 on
+their principal components (docs/performance.md)."""
 NEIGHBOURS = 5
 """Neighbours voting, by cosine distance, in the nearest-neighbour head."""
 NEIGHBOUR_POOL = 50
