@@ -117,6 +117,24 @@ def test_explain_returns_the_photo_with_a_grad_cam_overlay(client, photos):
     assert client.post("/explain", content=b"not an image").status_code in (400, 415)
 
 
+def test_explain_with_a_label_explains_that_class_and_names_the_classes_when_it_is_unknown(client, photos):
+    photo = photos["planes"]
+    upload = {"file": (photo.name, photo.read_bytes(), "image/jpeg")}
+    overlays = {}
+    for label in (None, "planes", "cars"):
+        response = client.post("/explain", files=upload, params={} if label is None else {"label": label})
+        assert response.status_code == 200, response.text
+        overlays[label] = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+    predicted = client.post("/predict", files=upload).json()["label"]
+    other = next(name for name in ("cars", "planes") if name != predicted)
+    assert np.array_equal(overlays[None], overlays[predicted])
+    assert not np.array_equal(overlays[predicted], overlays[other])
+
+    response = client.post("/explain", files=upload, params={"label": "boats"})
+    assert response.status_code == 422
+    assert "boats" in response.json()["error"] and "cars" in response.json()["error"]
+
+
 def test_answers_below_the_runs_min_confidence_are_unsure(trained_run, cars_planes):
     photo = min((cars_planes / "val_set").rglob("*.jpg"), key=lambda path: trained_run.predict(path).probability)
     unsure_run = copy.copy(trained_run)

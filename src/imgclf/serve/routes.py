@@ -12,7 +12,7 @@ from importlib import resources
 from typing import Annotated
 
 import torch
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 
@@ -103,13 +103,19 @@ async def predict_batch(request: Request, service: ServiceDep) -> dict:
 
 
 @router.post("/explain", response_class=Response, responses={**ERRORS, **EXPLAINED}, openapi_extra=SINGLE_BODY)
-async def explain_upload(request: Request, service: ServiceDep) -> Response:
-    """Grad-CAM of the predicted class for one image: a PNG of the photo with the heat map over it."""
+async def explain_upload(
+    request: Request, service: ServiceDep, label: Annotated[str | None, Query()] = None
+) -> Response:
+    """Grad-CAM of the predicted class for one image, or of the class `label`: a PNG of the photo with the heat map
+    over it."""
+    classes = service.run.class_names
+    if label is not None and label not in classes:
+        raise HTTPException(422, f"The run has no class {label!r}. Received: label={label!r}. Choose one of {classes}.")
     deadline = _deadline(service)
     async with _before(deadline, 408, slow_upload(service.options)):
         [upload] = await read_uploads(request, service.options, batch=False)
     async with _before(deadline, 504, slow_answer(service.options)):
-        answer = await service.explain(upload)
+        answer = await service.explain(upload, label)
     if isinstance(answer, ImageError):
         raise unreadable(answer)
     if isinstance(answer, ImgclfError):

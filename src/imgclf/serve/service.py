@@ -88,14 +88,15 @@ class Service:
         keys = ("label", "index", "probability", "probabilities", "labels")
         return {key: getattr(prediction, key) for key in keys if key != "labels" or prediction.labels is not None}
 
-    async def explain(self, upload: Upload) -> bytes | ImgclfError:
-        """The PNG of the photo with its Grad-CAM overlay, or the error saying why there is none."""
-        return await asyncio.get_running_loop().run_in_executor(self._explainer, self._explain, *upload)
+    async def explain(self, upload: Upload, label: str | None = None) -> bytes | ImgclfError:
+        """The PNG of the photo with the Grad-CAM overlay of `label` (default: the most probable class), or the
+        error saying why there is none."""
+        return await asyncio.get_running_loop().run_in_executor(self._explainer, self._explain, *upload, label)
 
-    def _explain(self, name: str, data: bytes) -> bytes | ImgclfError:
+    def _explain(self, name: str, data: bytes, label: str | None) -> bytes | ImgclfError:
         try:
             image = open_upload(data, name, self.options)
-            overlay = explain_image(self.run, image, max_side=EXPLAIN_SIDE).overlay
+            overlay = explain_image(self.run, image, label, max_side=EXPLAIN_SIDE).overlay
         except ImgclfError as error:
             return error
         buffer = io.BytesIO()
