@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import imgclf
 from imgclf.cli import main
+from imgclf.data.run_data import validation_index
+from imgclf.evaluation.multi_label import evaluate_multi_label
+from imgclf.evaluation.report import build_multi_label_report
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -107,3 +111,18 @@ def test_the_render_script_fails_on_a_blank_page(tmp_path):
     script = [sys.executable, str(REPO / "scripts" / "render_report.py"), str(page), str(tmp_path / "b.png")]
     result = subprocess.run(script, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "blank" in result.stderr
+
+
+def test_a_multi_label_report_explains_each_label_given_to_a_sample(multi_label_run):
+    evaluation = evaluate_multi_label(multi_label_run, validation_index(multi_label_run.config.train))
+
+    page = build_multi_label_report(multi_label_run, evaluation)
+
+    gradcam = page[page.index("<h2>Grad-CAM</h2>") :]
+    captions = re.findall(r"<figcaption>([^<]*): ([^<]*) \(([0-9.]+)\)</figcaption>", gradcam)
+    files = {Path(p.file).name: p.file for p in evaluation.predictions}
+    assert {name for name, _, _ in captions} == set(files)  # 6 images, fewer than the sample's 8: all of them
+    for name, path in files.items():
+        expected = [(e.label, f"{e.probability:.2f}") for e in imgclf.explain_labels(multi_label_run, path)]
+        assert [(label, probability) for n, label, probability in captions if n == name] == expected
+    assert "Grad-CAM" not in build_multi_label_report(multi_label_run, evaluation, explain=False)

@@ -2,7 +2,8 @@
 
 Every image (plots, thumbnails, Grad-CAM overlays) is embedded as a data URI and nothing links outside the
 file. Each confusion-matrix cell opens the thumbnails and names of its images (CSS `:target`, no script).
-A multi-label run's report shows its thresholds, scores per label and, per label, the images it got wrong.
+A multi-label run's report shows its thresholds, scores per label, per label the images it got wrong, and
+Grad-CAM of each label it predicts for a sample.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from imgclf.data.images import file_thumbnail_uri, thumbnail_uri
 from imgclf.deploy.predictor import Run
 from imgclf.evaluation import metrics
 from imgclf.evaluation.evaluate import Evaluation
-from imgclf.evaluation.explain import explain_image
+from imgclf.evaluation.explain import explain_labels
 from imgclf.evaluation.multi_label import MultiLabelEvaluation
 from imgclf.evaluation.plots import plot_confusion, plot_metric, plot_reliability, plot_roc
 from imgclf.files import atomic_write_text
@@ -228,8 +229,8 @@ def _explanations(explanations: Sequence[tuple[str, Image.Image]]) -> str:
         return ""
     shown = "".join(_thumb(thumbnail_uri(image, 224), caption) for caption, image in explanations)
     return (
-        "<h2>Grad-CAM</h2><p>Where the model looked: warm colours mark the regions that raised the predicted "
-        f'class\'s score.</p><div class="gallery">{shown}</div>'
+        "<h2>Grad-CAM</h2><p>Where the model looked: warm colours mark the regions that raised the score of the "
+        f'class named under each image.</p><div class="gallery">{shown}</div>'
     )
 
 
@@ -239,24 +240,34 @@ def _predictions_only(evaluation: Evaluation, thumbnails: _Thumbnails) -> str:
     return f'<h2>Predictions (unlabelled folder)</h2><div class="gallery">{shown}</div>'
 
 
-def explain_sample(run: Run, evaluation: Evaluation, count: int = EXPLAINED_IMAGES) -> list[tuple[str, Image.Image]]:
-    """Grad-CAM overlays for up to `count` evaluated images: the most confidently wrong first, then others.
+def explain_sample(
+    run: Run, evaluation: Evaluation | MultiLabelEvaluation, count: int = EXPLAINED_IMAGES
+) -> list[tuple[str, Image.Image]]:
+    """Grad-CAM overlays, with their captions, for up to `count` evaluated images: the most confidently wrong (a
+    multi-label run: those with a label given wrongly or missed) first, then others spread over the rest. Each
+    image gets one overlay per label it is given (`explain_labels`).
 
     Models Grad-CAM cannot explain (no spatial feature map) get none.
     """
-    wrong = [row["file"] for row in evaluation.misclassified()][: count // 2]
-    readable = [evaluation.predictions[i].file for i in evaluation.scored]
-    rest = [file for file in readable if file not in wrong]
+    if isinstance(evaluation, MultiLabelEvaluation):
+        read = [p for p in evaluation.predictions if p.error is None]
+        truths = [{c for c, given in zip(evaluation.class_names, row) if given} for row in evaluation.truth]
+        wrong = [
+            p.file for p, truth in zip(evaluation.predictions, truths) if p.error is None and set(p.labels) != truth
+        ]
+    else:
+        read = [evaluation.predictions[i] for i in evaluation.scored]
+        wrong = [row["file"] for row in evaluation.misclassified()]
+    wrong = wrong[: count // 2]
+    rest = [p.file for p in read if p.file not in wrong]
     step = max(1, len(rest) // max(1, count - len(wrong)))
-    chosen = wrong + rest[::step][: count - len(wrong)]
     explanations = []
-    for file in chosen:
+    for file in wrong + rest[::step][: count - len(wrong)]:
         try:
-            explanation = explain_image(run, file, max_side=THUMBNAIL_SIZE * 2)
+            shown = explain_labels(run, file, max_side=THUMBNAIL_SIZE * 2)
         except ImgclfError:
             return []
-        caption = f"{Path(file).name}: {explanation.label} ({explanation.probability:.2f})"
-        explanations.append((caption, explanation.overlay))
+        explanations += [(f"{Path(file).name}: {e.label} ({e.probability:.2f})", e.overlay) for e in shown]
     return explanations
 
 
@@ -298,15 +309,17 @@ def write_report(
     atomically."""
     path = Path(path)
     if isinstance(evaluation, MultiLabelEvaluation):
-        atomic_write_text(path, build_multi_label_report(run, evaluation))
+        atomic_write_text(path, build_multi_label_report(run, evaluation, explain))
     else:
         atomic_write_text(path, build_report(run, evaluation, explain))
     return path
 
 
-def build_multi_label_report(run: Run, evaluation: MultiLabelEvaluation) -> str:
-    """The HTML text of the report for a multi-label `run` and `evaluation` (no Grad-CAM yet)."""
+def build_multi_label_report(run: Run, evaluation: MultiLabelEvaluation, explain: bool = True) -> str:
+    """The HTML text of the report for a multi-label `run` and `evaluation`, with Grad-CAM for a sample if
+    `explain`."""
     values = evaluation.to_dict()
+    explanations = explain_sample(run, evaluation) if explain else []
     title = f"imgclf report: {run.run_dir.name}"
     intro = (
         f"<p>Multi-label model <code>{_e(run.config.train.model)}</code>, labels {_e(', '.join(run.class_names))}; "
@@ -325,6 +338,7 @@ def build_multi_label_report(run: Run, evaluation: MultiLabelEvaluation) -> str:
         + _table(("split", *evaluation.class_names), counts)
         + _curves(run)
         + (_multi_label_metrics(values) + _label_mistakes(evaluation, _Thumbnails()) if values["images"] else "")
+        + _explanations(explanations)
     )
     return _page(title, intro, sections)
 
