@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgclf.evaluation.multi_label import DEFAULT_THRESHOLD, multi_label_metrics, tune_thresholds
+from imgclf.deploy.predictor import Prediction
+from imgclf.evaluation.multi_label import (
+    DEFAULT_THRESHOLD,
+    MultiLabelEvaluation,
+    multi_label_metrics,
+    tune_thresholds,
+)
 
 TRUTH = np.array([[1, 0, 1], [1, 1, 0], [0, 1, 0], [0, 0, 0]])
 PROBABILITIES = np.array([[0.9, 0.2, 0.6], [0.4, 0.8, 0.3], [0.3, 0.7, 0.1], [0.35, 0.1, 0.2]])
@@ -56,3 +62,22 @@ def test_mean_average_precision_leaves_out_a_class_without_positives():
     assert values["per_class"][1]["average_precision"] is None
     # a: ranked 0.9 (right), 0.8 (wrong), 0.3 (right): AP = (1 + 2/3) / 2
     assert values["mean_average_precision"] == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_the_mistaken_images_are_those_given_a_label_they_lack_or_missing_one_they_have():
+    classes = ["a", "b", "c"]
+
+    def predicted(file: str, labels: list[str] | None, error: str | None = None) -> Prediction:
+        return Prediction(file, None, None, None, {}, error=error, labels=labels)
+
+    predictions = [
+        predicted("right.jpg", ["c", "a"]),  # truth a, c: the order does not matter
+        predicted("missed.jpg", ["a"]),  # truth a, b
+        predicted("given-wrongly.jpg", ["b", "c"]),  # truth b
+        predicted("none-right.jpg", []),  # truth: none
+        predicted("unreadable.jpg", None, error="not an image"),
+    ]
+    truth = np.vstack([TRUTH, [[1, 0, 0]]])
+    evaluation = MultiLabelEvaluation("labels.csv", classes, [0.5] * 3, truth, predictions)
+
+    assert evaluation.mistaken() == ["missed.jpg", "given-wrongly.jpg"]

@@ -113,6 +113,11 @@ class MultiLabelEvaluation:
         scores = multi_label_metrics(self.truth[read], probabilities, self.thresholds, self.class_names)
         return {"source": self.source, "multi_label": True, "unreadable": len(self.predictions) - len(read), **scores}
 
+    def mistaken(self) -> list[str]:
+        """The readable images given a label they do not have or missing one they have, in order."""
+        truths = [{name for name, given in zip(self.class_names, row) if given} for row in self.truth]
+        return [p.file for p, truth in zip(self.predictions, truths) if p.error is None and set(p.labels) != truth]
+
 
 def evaluate_multi_label(run: Run, index: FolderIndex, batch_size: int = 32) -> MultiLabelEvaluation:
     """Predict the images of the multi-label `index` with `run` (whose classes are the index's)."""

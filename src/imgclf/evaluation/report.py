@@ -251,10 +251,7 @@ def explain_sample(
     """
     if isinstance(evaluation, MultiLabelEvaluation):
         read = [p for p in evaluation.predictions if p.error is None]
-        truths = [{c for c, given in zip(evaluation.class_names, row) if given} for row in evaluation.truth]
-        wrong = [
-            p.file for p, truth in zip(evaluation.predictions, truths) if p.error is None and set(p.labels) != truth
-        ]
+        wrong = evaluation.mistaken()
     else:
         read = [evaluation.predictions[i] for i in evaluation.scored]
         wrong = [row["file"] for row in evaluation.misclassified()]
