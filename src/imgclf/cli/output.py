@@ -14,22 +14,13 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 from rich.table import Table
-from rich.text import Text
 
 from imgclf.caches import format_size
 from imgclf.deploy.batch import csv_header, csv_row
 from imgclf.files import csv_rows_text, csv_text, json_text
+from imgclf.training import progress as library_progress
 from imgclf.training.progress import stderr
 
 if TYPE_CHECKING:  # the types only: the modules that define them import PyTorch
@@ -68,13 +59,9 @@ class ConsoleLogHandler(logging.Handler):
 
 
 def progress_bar(label: str, rate: bool = False) -> Progress:
-    """A transient progress bar on stderr: `label`, the bar, done of total, time elapsed; with `rate`, also
-    images a second and the time left. Where stderr is no terminal (a script's log) there is none."""
-    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    if rate:
-        columns += [ImagesPerSecondColumn(), TextColumn("left"), TimeRemainingColumn()]
-    # Even when hidden, a bar leaves a blank line in a file: a script would read it before the error line.
-    return Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal)
+    """The commands' progress bar: the library's on stderr, with images a second and the time left if `rate`,
+    and none where stderr is no terminal (a script's log)."""
+    return library_progress.progress_bar(label, rate=rate, terminal_only=True)
 
 
 @contextmanager
@@ -94,13 +81,6 @@ def progress_callback(label: str) -> Iterator[Callable[[int, int], None]]:
                 progress.update(task, completed=done)
 
         yield advance
-
-
-class ImagesPerSecondColumn(ProgressColumn):
-    """How many images a second the task is doing, once rich has measured it."""
-
-    def render(self, task: Task) -> Text:
-        return Text("" if task.speed is None else f"{task.speed:,.0f} img/s")
 
 
 def print_run_files(run_dir: Path) -> None:

@@ -13,7 +13,17 @@ import io
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from imgclf.files import is_main_process
 
@@ -30,10 +40,25 @@ _NOTEBOOK_HTML = (
 )
 
 
-def progress_bar(label: str, console: Console | None = None) -> Progress:
-    """A transient progress bar on `console` (default `stderr`): `label`, the bar, done of total, time elapsed."""
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns, console=console or stderr, transient=True)
+def progress_bar(
+    label: str, console: Console | None = None, rate: bool = False, terminal_only: bool = False
+) -> Progress:
+    """A transient progress bar on `console` (default `stderr`): `label`, the bar, done of total, time elapsed;
+    with `rate`, also images a second and the time left. With `terminal_only`, none where the console is no
+    terminal (a script's log)."""
+    console = console or stderr
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    if rate:
+        columns += [ImagesPerSecondColumn(), TextColumn("left"), TimeRemainingColumn()]
+    # Even when hidden, a bar leaves a blank line in a file: a script would read it before the error line.
+    return Progress(*columns, console=console, transient=True, disable=terminal_only and not console.is_terminal)
+
+
+class ImagesPerSecondColumn(ProgressColumn):
+    """How many images a second the task is doing, once rich has measured it."""
+
+    def render(self, task: Task) -> Text:
+        return Text("" if task.speed is None else f"{task.speed:,.0f} img/s")
 
 
 class EpochBar:
