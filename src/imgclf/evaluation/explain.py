@@ -268,9 +268,9 @@ def explain_image(
     >>> explanation.label, explanation.overlay.size
     ('planes', (510, 340))
     """
-    class_index = _class_index(run, class_name)
+    index = class_index(run, class_name)
     photo, pixels = _read_image(run, image)
-    return _explanations(run, photo, pixels, None if class_index is None else [class_index], alpha, max_side)[0]
+    return _explanations(run, photo, pixels, None if index is None else [index], alpha, max_side)[0]
 
 
 def explain_labels(
@@ -351,12 +351,14 @@ def _overlay_seen(photo: Image.Image, heatmap: torch.Tensor, preprocessing: Prep
     return shown
 
 
-def _class_index(run: Run, class_name: str | None) -> int | None:
+def class_index(run: Run, class_name: str | None, option: str = "--class") -> int | None:
+    """The index of `class_name` among `run`'s classes (None for None); `ImgclfError` naming `option`, how the
+    user gave the class, when the run has no such class."""
     if class_name is None:
         return None
     if class_name not in run.class_names:
         raise ImgclfError(
-            f"The run has no class {class_name!r}. Received: --class={class_name}. Choose one of {run.class_names}."
+            f"The run has no class {class_name!r}. Received: {option}={class_name!r}. Choose one of {run.class_names}."
         )
     return run.class_names.index(class_name)
 
@@ -396,7 +398,7 @@ def explain_files(
     >>> explain_files(imgclf.load("runs/seed-cnn"), ["car.jpg", "plane.jpg"], "heatmaps")[0].output
     PosixPath('heatmaps/car-gradcam.png')
     """
-    _class_index(run, class_name)  # both checked before any image is read
+    class_index(run, class_name)  # both checked before any image is read
     _check_alpha(alpha)
     out_dir = Path(out_dir)
     taken = {Path(path).resolve() for path in paths}

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from imgclf.config import ImgclfError
 from imgclf.data.images import ImageError
+from imgclf.evaluation.explain import class_index
 from imgclf.serve.options import slow_answer, slow_upload
 from imgclf.serve.schemas import (
     BATCH_BODY,
@@ -108,9 +109,10 @@ async def explain_upload(
 ) -> Response:
     """Grad-CAM of the predicted class for one image, or of the class `label`: a PNG of the photo with the heat map
     over it."""
-    classes = service.run.class_names
-    if label is not None and label not in classes:
-        raise HTTPException(422, f"The run has no class {label!r}. Received: label={label!r}. Choose one of {classes}.")
+    try:
+        class_index(service.run, label, option="label")
+    except ImgclfError as error:
+        raise HTTPException(422, str(error)) from None
     deadline = _deadline(service)
     async with _before(deadline, 408, slow_upload(service.options)):
         [upload] = await read_uploads(request, service.options, batch=False)

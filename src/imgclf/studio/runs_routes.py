@@ -32,7 +32,7 @@ from imgclf.config import ImgclfError
 from imgclf.data.images import ImageError
 from imgclf.deploy.export import ONNX_FILE, REPORT_FILE, ExportError
 from imgclf.deploy.predictor import Run
-from imgclf.evaluation.explain import explain_image
+from imgclf.evaluation.explain import class_index, explain_image
 from imgclf.serve.options import ServeOptions
 from imgclf.serve.service import EXPLAIN_SIDE
 from imgclf.serve.uploads import Upload, decode_upload, open_upload, read_uploads, unreadable
@@ -147,10 +147,10 @@ async def _image_id(request: Request) -> object:
 
 
 def _explain(run: Run, photo: Path | Upload, label: str | None, limits: ServeOptions) -> bytes:
-    if label is not None and label not in run.class_names:
-        raise StudioError(
-            f"The run has no class {label!r}. Received: label={label!r}. Choose one of {run.class_names}."
-        )
+    try:
+        class_index(run, label, option="label")
+    except ImgclfError as error:
+        raise StudioError(str(error)) from None
     try:
         image = photo if isinstance(photo, Path) else open_upload(photo[1], photo[0], limits)
         overlay = explain_image(run, image, label, max_side=EXPLAIN_SIDE).overlay
