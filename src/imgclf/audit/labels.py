@@ -112,11 +112,14 @@ class NeighbourVote:
     """
 
     labels: np.ndarray
-    classes: int
     indices: np.ndarray
     """(N, pool): each row's nearest other rows, nearest first."""
     distances: np.ndarray
     """(N, pool): their cosine distances."""
+
+    @property
+    def classes(self) -> int:
+        return int(self.labels.max()) + 1
 
     @classmethod
     def among(cls, features: np.ndarray, labels: np.ndarray) -> NeighbourVote:
@@ -125,7 +128,7 @@ class NeighbourVote:
 
         search = NearestNeighbors(n_neighbors=min(NEIGHBOUR_POOL, len(features) - 1), metric="cosine").fit(features)
         distances, indices = search.kneighbors()  # without the query rows: none is its own neighbour
-        return cls(labels, int(labels.max()) + 1, indices, distances)
+        return cls(labels, indices, distances)
 
     def probabilities(self, train: np.ndarray, held_out: np.ndarray) -> np.ndarray:
         """Class probabilities (len(held_out), classes) from each held-out row's nearest `train` rows, as
