@@ -7,8 +7,10 @@ import io
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import torch
+from PIL import Image
 from starlette.exceptions import HTTPException
 
 from imgclf.config import ImgclfError
@@ -95,10 +97,14 @@ class Service:
 
     def _explain(self, name: str, data: bytes, label: str | None) -> bytes | ImgclfError:
         try:
-            image = open_upload(data, name, self.options)
-            overlay = explain_image(self.run, image, label, max_side=EXPLAIN_SIDE).overlay
+            return explanation_png(self.run, open_upload(data, name, self.options), label)
         except ImgclfError as error:
             return error
-        buffer = io.BytesIO()
-        overlay.save(buffer, format="PNG")
-        return buffer.getvalue()
+
+
+def explanation_png(run: Run, image: str | Path | Image.Image, label: str | None) -> bytes:
+    """The PNG of `image` under the Grad-CAM overlay of `label` (None: the most probable class), its longer side
+    at most `EXPLAIN_SIDE`, as `/explain` answers it."""
+    buffer = io.BytesIO()
+    explain_image(run, image, label, max_side=EXPLAIN_SIDE).overlay.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -17,7 +17,6 @@ Uploads are read, limited and decoded by `serve.uploads`, as `imgclf serve` does
 from __future__ import annotations
 
 import functools
-import io
 import shlex
 import time
 from pathlib import Path
@@ -25,16 +24,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
-from PIL import Image
 from starlette.exceptions import HTTPException
 
 from imgclf.config import ImgclfError
 from imgclf.data.images import ImageError
 from imgclf.deploy.export import ONNX_FILE, REPORT_FILE, ExportError
 from imgclf.deploy.predictor import Run
-from imgclf.evaluation.explain import class_index, explain_image
+from imgclf.evaluation.explain import class_index
 from imgclf.serve.options import ServeOptions
-from imgclf.serve.service import EXPLAIN_SIDE
+from imgclf.serve.service import explanation_png
 from imgclf.serve.uploads import Upload, decode_upload, open_upload, read_uploads, unreadable
 from imgclf.studio import inspection
 from imgclf.studio.run_cache import RunCache
@@ -153,18 +151,11 @@ def _explain(run: Run, photo: Path | Upload, label: str | None, limits: ServeOpt
         raise StudioError(str(error)) from None
     try:
         image = photo if isinstance(photo, Path) else open_upload(photo[1], photo[0], limits)
-        overlay = explain_image(run, image, label, max_side=EXPLAIN_SIDE).overlay
+        return explanation_png(run, image, label)
     except ImageError as error:
         raise unreadable(error) from None
     except ImgclfError as error:
         raise HTTPException(501, f"Grad-CAM cannot explain this model: {error}") from None
-    return _png(overlay)
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @router.post("/{run}/export")
